@@ -1,0 +1,190 @@
+"""The ASGI application: routes, middleware and the process's background work.
+
+``create_app`` is the only constructor. Its lifespan opens the store, starts the
+batching writer and the expiry loop, and on shutdown finishes queued writes
+before closing the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tally.api.openapi import build_openapi
+from tally.api.problems import problem_response
+from tally.api.routes import ROUTES, endpoint
+from tally.auth import Authenticator
+from tally.config import Settings, get_settings
+from tally.errors import MethodNotAllowed, NotFound, TallyError
+from tally.expiry import run_expiry
+from tally.ids import new_id
+from tally.schemas import encode
+from tally.service import Ledger
+from tally.storage import make_store
+from tally.writer import Writer, wall_clock_us
+
+log = logging.getLogger(__name__)
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_DOCS_CSP = (
+    "default-src 'none'; script-src https://cdn.jsdelivr.net 'unsafe-inline'; "
+    "style-src https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https://cdn.jsdelivr.net; "
+    "connect-src 'self'; worker-src blob:; frame-ancestors 'none'"
+)
+_DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Tally API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><redoc spec-url="/openapi.json"></redoc>
+<script src="https://cdn.jsdelivr.net/npm/redoc@2.1.5/bundles/redoc.standalone.js"></script>
+</body></html>"""
+
+
+class RequestIdMiddleware:
+    """Gives every response a ``Request-Id`` (the client's, if it sent a sane one)
+    and the headers every API response should carry."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"request-id":
+                text = value.decode("latin-1")
+                request_id = text if _CLIENT_REQUEST_ID.match(text) else None
+        request_id = request_id or new_id("req")
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"request-id", request_id.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if not any(h[0] == b"cache-control" for h in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], int] = wall_clock_us
+) -> Starlette:
+    settings = settings or get_settings()
+    store = make_store(settings)
+    writer = Writer(
+        store,
+        queue_commands_max=settings.writer_queue_commands_max,
+        batch_commands_max=settings.writer_batch_commands_max,
+        retry_after_seconds=settings.writer_retry_after_seconds,
+        clock=clock,
+    )
+    openapi_json = encode(build_openapi())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        writer.start()
+        expiry = asyncio.create_task(
+            run_expiry(
+                store,
+                writer,
+                clock,
+                interval_seconds=settings.expiry_interval_seconds,
+                batch_max=settings.expiry_batch_max,
+            ),
+            name="tally-expiry",
+        )
+        try:
+            yield
+        finally:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
+            await writer.stop()
+            await store.close()
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await store.ping()
+        except TallyError as error:
+            return problem_response(error, request)
+        return Response(b'{"status":"ready"}', media_type="application/json")
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_json, media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(_DOCS_HTML, headers={"Content-Security-Policy": _DOCS_CSP})
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        *(Route(s.path, endpoint(s, settings), methods=[s.method]) for s in ROUTES),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            error: TallyError = MethodNotAllowed(f"{request.method} is not allowed here.")
+            error.headers = dict(exc.headers or {})
+        elif exc.status_code == 404:
+            error = NotFound(f"No route {request.url.path}.")
+        else:
+            error = TallyError(exc.detail)
+            error.status = exc.status_code
+        return problem_response(error, request)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug. The client learns only that, and the request id to report it by.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(TallyError("An unexpected error occurred."), request)
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
+        middleware=[],
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.writer = writer
+    app.state.ledger = Ledger(store, writer)
+    app.state.authenticator = Authenticator(
+        store,
+        cache_seconds=settings.api_key_cache_seconds,
+        cache_entries_max=settings.api_key_cache_entries_max,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_factory() -> Any:
+    """For ``uvicorn --factory tally.api.app:app_factory``."""
+    return create_app()

@@ -1,0 +1,137 @@
+"""The OpenAPI 3.1 document, generated from the route table and the Structs.
+
+Nothing here is written by hand twice: paths, parameters and status codes come
+from ``ROUTES``; request and response schemas from msgspec's JSON Schema of the
+very Structs the server decodes and encodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tally import __version__
+from tally.api.routes import ROUTES, RouteSpec
+from tally.schemas import BatchAction, Problem, TransferCreate
+
+_REF = "#/components/schemas/{name}"
+
+_ERROR_TEXT = {
+    400: "Malformed request (body is not JSON, bad header).",
+    401: "No or bad credentials (`unauthenticated`).",
+    403: "The key lacks the scope (`forbidden`).",
+    404: "No such object for this tenant (`not_found`, `pending_transfer_not_found`).",
+    409: "Conflict: `exists_with_different_fields`, or the pending transfer is no longer "
+    "pending (`pending_transfer_not_pending`, `pending_transfer_already_posted`, "
+    "`pending_transfer_already_voided`, `pending_transfer_expired`).",
+    412: "`If-Match` does not match the account's current ETag (`precondition_failed`).",
+    413: "The body is over the limit (`payload_too_large`).",
+    415: "The body is not `application/json` (`unsupported_media_type`).",
+    422: "`validation_error` (with `errors`), or a ledger rule refused the request "
+    "(`exceeds_credits`, `accounts_must_be_different`, … see the error codes).",
+    503: "The database is unreachable or the write queue is full (`unavailable`); "
+    "nothing was changed. Retry after `Retry-After` seconds.",
+}
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}}
+
+
+def _operation(spec: RouteSpec) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, schema in spec.success.items():
+        description = {200: "OK", 201: "Created"}.get(status, "OK")
+        if spec.path.endswith("/batch"):
+            description = (
+                "Non-atomic batch: each item's result."
+                if status == 200
+                else "Atomic batch applied."
+            )
+        elif status == 200 and 201 in spec.success:
+            description = "An object with this id and identical fields exists: it is returned."
+        response: dict[str, Any] = {"description": description}
+        if schema is not None:
+            ref = {"$ref": _REF.format(name=schema.__name__)}
+            response["content"] = {"application/json": {"schema": ref}}
+        responses[str(status)] = response
+    for status in sorted(set(spec.errors)):
+        responses[str(status)] = {"description": _ERROR_TEXT[status], "content": _PROBLEM}
+    operation: dict[str, Any] = {
+        "operationId": spec.operation_id,
+        "summary": spec.summary,
+        "tags": [spec.tag],
+        "security": [{"bearer": []}],
+        "parameters": [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.required,
+                "schema": p.schema,
+                **({"description": p.description} if p.description else {}),
+                **({"style": "deepObject", "explode": True} if p.name == "metadata" else {}),
+            }
+            for p in spec.params
+        ],
+        "responses": responses,
+    }
+    if spec.request is not None:
+        body_ref = {"$ref": _REF.format(name=spec.request.__name__)}
+        operation["requestBody"] = {
+            "required": spec.method != "POST" or not spec.path.endswith(("/post", "/void")),
+            "content": {"application/json": {"schema": body_ref}},
+        }
+    return operation
+
+
+def build_openapi() -> dict[str, Any]:
+    structs = {s.request for s in ROUTES if s.request is not None}
+    structs |= {t for s in ROUTES for t in s.success.values() if t is not None}
+    structs |= {Problem, TransferCreate, BatchAction}
+    _, components = msgspec.json.schema_components(
+        sorted(structs, key=lambda t: t.__name__), ref_template=_REF
+    )
+    # A batch item is one of two shapes; say so instead of "any object".
+    batch = components["BatchCreate"]["properties"]["transfers"]
+    batch["items"] = {
+        "oneOf": [
+            {"$ref": _REF.format(name="TransferCreate")},
+            {"$ref": _REF.format(name="BatchAction")},
+        ]
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for spec in ROUTES:
+        paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
+    for path, summary, code in (
+        ("/healthz", "Liveness", 200),
+        ("/readyz", "Readiness: the database answers", 200),
+    ):
+        paths[path] = {
+            "get": {
+                "operationId": path.strip("/"),
+                "summary": summary,
+                "tags": ["Operations"],
+                "security": [],
+                "responses": {
+                    str(code): {"description": "OK"},
+                    **(
+                        {"503": {"description": "Not ready", "content": _PROBLEM}}
+                        if path == "/readyz"
+                        else {}
+                    ),
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tally",
+            "version": __version__,
+            "description": "A double-entry ledger service. Money is an integer in minor "
+            "units; every `/v1` route needs `Authorization: Bearer <api key>`.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

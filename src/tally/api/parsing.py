@@ -1,0 +1,162 @@
+"""Reading requests as a careless or hostile client sends them.
+
+Bodies are bounded before they are read, must be JSON, and are decoded straight
+into the request Struct (unknown fields, floats for integers, numbers past
+2^63-1, over-long strings: all refused with a 422 naming the field). Query
+parameters are parsed here too, so routes see only clean values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from tally.errors import (
+    FieldError,
+    MalformedRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from tally.schemas import parse_time
+
+S = TypeVar("S")
+
+_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
+_QUOTED = re.compile(r"`([^`]*)`")
+_JSON_MEDIA = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+async def read_body(request: Request, body_bytes_max: int, *, empty_ok: bool = False) -> bytes:
+    """The raw body, refusing it before reading past ``body_bytes_max``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise MalformedRequest("Content-Length is not a number.")
+        if int(declared) > body_bytes_max:
+            raise PayloadTooLarge(f"The body is over the {body_bytes_max}-byte limit.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > body_bytes_max:
+            raise PayloadTooLarge(f"The body is over the {body_bytes_max}-byte limit.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body and empty_ok:
+        return b"{}"
+    content_type = request.headers.get("content-type", "")
+    if not _JSON_MEDIA.match(content_type):
+        raise UnsupportedMediaType("Send Content-Type: application/json.")
+    return body
+
+
+def decode(body: bytes, schema: type[S], *, prefix: str = "") -> S:
+    decoder = _decoders.get(schema)
+    if decoder is None:
+        decoder = _decoders[schema] = msgspec.json.Decoder(schema)
+    try:
+        return decoder.decode(body)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed([field_error(str(exc), prefix)]) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(f"The body is not valid JSON: {exc}.") from None
+
+
+def convert(value: Any, schema: type[S], *, prefix: str) -> S:
+    """Like ``decode``, for a part of the body already parsed (a batch item)."""
+    try:
+        return msgspec.convert(value, schema, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed([field_error(str(exc), prefix)]) from None
+
+
+def field_error(message: str, prefix: str = "") -> FieldError:
+    """Turn msgspec's ``Expected `int`, got `float` - at `$.amount``` into a FieldError."""
+    match = _AT_PATH.match(message)
+    assert match is not None
+    text = match.group("message")
+    path = (match.group("path") or "$").removeprefix("$").removeprefix(".")
+    lowered = text.lower()
+    quoted = _QUOTED.findall(text)
+    if lowered.startswith("object contains unknown field"):
+        code, name = "unknown_field", quoted[0] if quoted else ""
+        path = f"{path}.{name}" if path else name
+    elif lowered.startswith("object missing required field"):
+        code, name = "required", quoted[0] if quoted else ""
+        path = f"{path}.{name}" if path else name
+    elif lowered.startswith("expected") and ("<=" in text or ">=" in text):
+        code = "out_of_range"
+    elif lowered.startswith("expected `") and ", got `" in text:
+        code = "invalid_type"
+    elif "length" in lowered:
+        code = "invalid_length"
+    else:
+        code = "invalid"
+    field = f"{prefix}{'.' if prefix and path and not path.startswith('[') else ''}{path}"
+    return FieldError(field or prefix or "body", code, text)
+
+
+# -- query parameters -------------------------------------------------------------------
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{1,19}", raw) or not low <= int(raw) <= high:
+        raise ValidationFailed(
+            [FieldError(name, "out_of_range", f"{name} must be an integer {low}-{high}.")]
+        )
+    return int(raw)
+
+
+def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is not None and raw not in choices:
+        raise ValidationFailed(
+            [FieldError(name, "invalid", f"{name} must be one of {', '.join(choices)}.")]
+        )
+    return raw
+
+
+def query_time(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw)
+    except (ValueError, OverflowError):
+        raise ValidationFailed(
+            [FieldError(name, "invalid", f"{name} must be an RFC 3339 time with a zone.")]
+        ) from None
+
+
+def query_text(request: Request, name: str, chars_max: int = 64) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is not None and not 1 <= len(raw) <= chars_max:
+        raise ValidationFailed(
+            [FieldError(name, "invalid_length", f"{name} must be 1-{chars_max} characters.")]
+        )
+    return raw
+
+
+def metadata_filters(request: Request) -> dict[str, str]:
+    filters: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("metadata[") and key.endswith("]"):
+            name = key[len("metadata[") : -1]
+            if not 1 <= len(name) <= 64 or len(value) > 512:
+                raise ValidationFailed(
+                    [FieldError(key, "invalid_length", "A metadata filter is too long.")]
+                )
+            filters[name] = value
+    if len(filters) > 10:
+        raise ValidationFailed(
+            [FieldError("metadata", "invalid", "At most 10 metadata filters at once.")]
+        )
+    return filters

@@ -1,0 +1,631 @@
+"""The REST routes of api.md §4, each described once for routing and for OpenAPI.
+
+A route is a ``RouteSpec``: its method, path, schemas, status codes and the
+handler. The router and the OpenAPI document are both built from the same list,
+so the published contract cannot name a route, field or error that the server
+does not have, or miss one it does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally.api.parsing import (
+    convert,
+    decode,
+    metadata_filters,
+    query_choice,
+    query_int,
+    query_text,
+    query_time,
+    read_body,
+)
+from tally.api.problems import problem_response
+from tally.auth import Principal
+from tally.core import Account, Outcome, Status, Transfer, derive_balance
+from tally.errors import (
+    FieldError,
+    Forbidden,
+    LedgerRefused,
+    NotFound,
+    PreconditionFailed,
+    TallyError,
+    ValidationFailed,
+)
+from tally.ids import is_valid_id
+from tally.schemas import (
+    AccountCreate,
+    AccountList,
+    AccountOut,
+    AccountUpdate,
+    BalanceList,
+    BalanceOut,
+    BalanceSnapshotOut,
+    BatchAction,
+    BatchCreate,
+    BatchOut,
+    BatchResultOut,
+    ErrorOut,
+    EventList,
+    EventOut,
+    PendingPost,
+    PendingVoid,
+    TransferCreate,
+    TransferList,
+    TransferOut,
+    account_out,
+    encode,
+    format_time,
+    transfer_out,
+)
+from tally.service import Ledger, Page
+from tally.storage import TransferFilter
+from tally.storage.base import BalanceRecord
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("tally_http_requests", "HTTP requests served.", ("method", "route", "status"))
+REQUEST_SECONDS = Histogram(
+    "tally_http_request_seconds",
+    "Time to serve an HTTP request.",
+    ("method", "route"),
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+Handler = Callable[["Call"], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # "path" or "query"
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    handler: Handler
+    scope: str
+    success: dict[int, type | None]
+    request: type | None = None
+    errors: tuple[int, ...] = ()
+    params: tuple[Param, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
+    tag: str = ""
+
+
+@dataclass(slots=True)
+class Call:
+    """What a handler gets: the request, its caller, and the service."""
+
+    request: Request
+    principal: Principal
+    ledger: Ledger
+    body_bytes_max: int
+    page_limit_default: int
+    page_limit_max: int
+
+    @property
+    def tenant_id(self) -> str:
+        return self.principal.tenant_id
+
+    def path_id(self, name: str = "id") -> str:
+        value: str = self.request.path_params[name]
+        if not is_valid_id(value):
+            # No object can have such an id, so it is simply not there.
+            raise NotFound(f"No object with id {value!r}.")
+        return value
+
+    async def body(self, schema: type[Any], *, empty_ok: bool = False) -> Any:
+        raw = await read_body(self.request, self.body_bytes_max, empty_ok=empty_ok)
+        return decode(raw, schema)
+
+    def limit(self) -> int:
+        return query_int(self.request, "limit", self.page_limit_default, 1, self.page_limit_max)
+
+
+def json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        encode(value), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def account_etag(account: Account) -> str:
+    return f'"{account.version}"'
+
+
+def _expected_version(request: Request) -> int | None:
+    """The version named by If-Match; None when there is no precondition."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip().removeprefix("W/")
+    if len(tag) < 3 or not (tag.startswith('"') and tag.endswith('"')) or not tag[1:-1].isdigit():
+        raise PreconditionFailed("If-Match names no version of this account.")
+    return int(tag[1:-1])
+
+
+def _created_status(outcome: Outcome) -> int:
+    return 201 if outcome.status is Status.CREATED else 200
+
+
+def _list(page: Page[Any], render: Callable[[Any], Any], list_type: type) -> Response:
+    return json(
+        list_type(
+            data=[render(x) for x in page.items],
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+        )
+    )
+
+
+# -- accounts ---------------------------------------------------------------------------
+
+
+async def create_account(call: Call) -> Response:
+    body = await call.body(AccountCreate)
+    outcome = await call.ledger.create_account(call.tenant_id, body)
+    assert isinstance(outcome.object, Account)
+    return json(
+        account_out(outcome.object),
+        _created_status(outcome),
+        {"Location": f"/v1/accounts/{outcome.object.id}", "ETag": account_etag(outcome.object)},
+    )
+
+
+async def get_account(call: Call) -> Response:
+    account = await call.ledger.get_account(call.tenant_id, call.path_id())
+    return json(account_out(account), headers={"ETag": account_etag(account)})
+
+
+async def update_account(call: Call) -> Response:
+    account_id = call.path_id()
+    expected = _expected_version(call.request)
+    body = await call.body(AccountUpdate)
+    account = await call.ledger.update_account(call.tenant_id, account_id, body, expected)
+    return json(account_out(account), headers={"ETag": account_etag(account)})
+
+
+async def list_accounts(call: Call) -> Response:
+    r = call.request
+    page = await call.ledger.list_accounts(
+        call.tenant_id,
+        limit=call.limit(),
+        cursor=query_text(r, "cursor", 128),
+        currency=query_text(r, "currency", 16),
+        status=query_choice(r, "status", ("open", "closed")),
+        metadata=metadata_filters(r),
+    )
+    return _list(page, account_out, AccountList)
+
+
+def _snapshot(account: Account, record: BalanceRecord) -> BalanceSnapshotOut:
+    b = derive_balance(
+        account.normal_balance,
+        debits_pending=record.debits_pending,
+        debits_posted=record.debits_posted,
+        credits_pending=record.credits_pending,
+        credits_posted=record.credits_posted,
+    )
+    return BalanceSnapshotOut(
+        account_id=account.id,
+        object="balance",
+        version=record.version,
+        transfer_id=record.transfer_id,
+        debits_pending=record.debits_pending,
+        debits_posted=record.debits_posted,
+        credits_pending=record.credits_pending,
+        credits_posted=record.credits_posted,
+        balance=BalanceOut(b.posted, b.pending, b.available),
+        created_at=None if record.created_at_us is None else format_time(record.created_at_us),
+    )
+
+
+async def account_balances(call: Call) -> Response:
+    account_id = call.path_id()
+    at = query_time(call.request, "at")
+    account = await call.ledger.get_account(call.tenant_id, account_id)
+    if at is not None:
+        record = await call.ledger.balance_at(call.tenant_id, account_id, at)
+        return json(_snapshot(account, record))
+    page = await call.ledger.balance_history(
+        call.tenant_id,
+        account_id,
+        limit=call.limit(),
+        cursor=query_text(call.request, "cursor", 128),
+    )
+    return _list(page, lambda rec: _snapshot(account, rec), BalanceList)
+
+
+# -- transfers --------------------------------------------------------------------------
+
+
+def _transfer_response(outcome: Outcome) -> Response:
+    assert isinstance(outcome.object, Transfer)
+    return json(
+        transfer_out(outcome.object),
+        _created_status(outcome),
+        {"Location": f"/v1/transfers/{outcome.object.id}"},
+    )
+
+
+async def create_transfer(call: Call) -> Response:
+    body = await call.body(TransferCreate)
+    return _transfer_response(await call.ledger.create_transfer(call.tenant_id, body))
+
+
+async def post_transfer(call: Call) -> Response:
+    pending_id = call.path_id()
+    body = await call.body(PendingPost, empty_ok=True)
+    return _transfer_response(await call.ledger.post_pending(call.tenant_id, pending_id, body))
+
+
+async def void_transfer(call: Call) -> Response:
+    pending_id = call.path_id()
+    body = await call.body(PendingVoid, empty_ok=True)
+    return _transfer_response(await call.ledger.void_pending(call.tenant_id, pending_id, body))
+
+
+def _batch_item(raw: dict[str, Any], index: int) -> TransferCreate | BatchAction:
+    prefix = f"transfers[{index}]"
+    if "pending_id" in raw or "action" in raw:
+        action = convert(raw, BatchAction, prefix=prefix)
+        if action.action == "void" and action.amount is not None:
+            raise ValidationFailed(
+                [FieldError(f"{prefix}.amount", "invalid", "A void takes no amount.")]
+            )
+        return action
+    return convert(raw, TransferCreate, prefix=prefix)
+
+
+def _batch_result(index: int, outcome: Outcome) -> BatchResultOut:
+    if outcome.ok:
+        assert isinstance(outcome.object, Transfer)
+        return BatchResultOut(
+            index=index,
+            status="created" if outcome.status is Status.CREATED else "exists",
+            transfer=transfer_out(outcome.object),
+            error=None,
+        )
+    assert outcome.code is not None
+    return BatchResultOut(
+        index=index, status="failed", transfer=None, error=ErrorOut(outcome.code, outcome.detail)
+    )
+
+
+async def create_batch(call: Call) -> Response:
+    body = await call.body(BatchCreate)
+    items = [_batch_item(raw, i) for i, raw in enumerate(body.transfers)]
+    outcomes = await call.ledger.create_batch(call.tenant_id, items, atomic=body.atomic)
+    results = [_batch_result(i, o) for i, o in enumerate(outcomes)]
+    if not body.atomic:
+        return json(BatchOut(results))
+    if all(o.ok for o in outcomes):
+        return json(BatchOut(results), 201)
+    failed = next(
+        o for o in outcomes if o.code is not None and o.code.value != "linked_event_failed"
+    )
+    assert failed.code is not None
+    error = LedgerRefused(failed.code, f"Item failed: {failed.detail} Nothing was applied.")
+    error.code, error.status, error.title = "batch_failed", 422, "Batch failed"
+    return problem_response(error, call.request, results)
+
+
+async def get_transfer(call: Call) -> Response:
+    transfer = await call.ledger.get_transfer(call.tenant_id, call.path_id())
+    out = transfer_out(transfer)
+    return json(out, headers={"ETag": f'"{transfer.sequence}-{transfer.status.value}"'})
+
+
+async def list_transfers(call: Call) -> Response:
+    r = call.request
+    account_id = query_text(r, "account_id")
+    f = TransferFilter(
+        account_id=account_id,
+        status=query_choice(r, "status", ("posted", "pending", "voided", "expired")),
+        created_after_us=query_time(r, "created_after"),
+        created_before_us=query_time(r, "created_before"),
+        descending=query_choice(r, "order", ("asc", "desc")) == "desc",
+    )
+    page = await call.ledger.list_transfers(
+        call.tenant_id, f, limit=call.limit(), cursor=query_text(r, "cursor", 128)
+    )
+    return _list(page, transfer_out, TransferList)
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+async def list_events(call: Call) -> Response:
+    r = call.request
+    page = await call.ledger.list_events(
+        call.tenant_id,
+        after=query_int(r, "after", 0, 0, 2**62),
+        limit=call.limit(),
+        cursor=query_text(r, "cursor", 128),
+    )
+    return _list(
+        page,
+        lambda e: EventOut(
+            e.sequence,
+            e.type,
+            format_time(e.created_at_us),
+            msgspec_raw(e.data),
+        ),
+        EventList,
+    )
+
+
+def msgspec_raw(text: str) -> msgspec.Raw:
+    return msgspec.Raw(text.encode())
+
+
+# -- the table ------------------------------------------------------------------------
+
+_ID = Param("id", "path", {"type": "string", "maxLength": 64}, required=True)
+_LIMIT = Param(
+    "limit",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    "Page size.",
+)
+_CURSOR = Param(
+    "cursor", "query", {"type": "string", "maxLength": 128}, "The next_cursor of the previous page."
+)
+_TIME = {"type": "string", "format": "date-time"}
+_WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 503)
+_READ_ERRORS = (401, 403, 422, 503)
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec(
+        "POST",
+        "/v1/accounts",
+        "createAccount",
+        "Create an account",
+        create_account,
+        "accounts:write",
+        {201: AccountOut, 200: AccountOut},
+        AccountCreate,
+        (*_WRITE_ERRORS, 409),
+        tag="Accounts",
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/accounts",
+        "listAccounts",
+        "List accounts",
+        list_accounts,
+        "accounts:read",
+        {200: AccountList},
+        None,
+        _READ_ERRORS,
+        (
+            _LIMIT,
+            _CURSOR,
+            Param("currency", "query", {"type": "string", "maxLength": 16}),
+            Param("status", "query", {"type": "string", "enum": ["open", "closed"]}),
+            Param(
+                "metadata",
+                "query",
+                {"type": "object", "additionalProperties": {"type": "string"}},
+                "Filter metadata[key]=value (deepObject), at most 10.",
+            ),
+        ),
+        tag="Accounts",
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/accounts/{id}",
+        "getAccount",
+        "Retrieve an account",
+        get_account,
+        "accounts:read",
+        {200: AccountOut},
+        None,
+        (*_READ_ERRORS, 404),
+        (_ID,),
+        tag="Accounts",
+    ),
+    RouteSpec(
+        "PATCH",
+        "/v1/accounts/{id}",
+        "updateAccount",
+        "Change an account's metadata or close it",
+        update_account,
+        "accounts:write",
+        {200: AccountOut},
+        AccountUpdate,
+        (*_WRITE_ERRORS, 404, 412),
+        (
+            _ID,
+            Param(
+                "If-Match", "header", {"type": "string"}, "The ETag of the account as last read."
+            ),
+        ),
+        tag="Accounts",
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/accounts/{id}/balances",
+        "listAccountBalances",
+        "An account's balance history, or its balance at an instant",
+        account_balances,
+        "accounts:read",
+        {200: BalanceList},
+        None,
+        (*_READ_ERRORS, 404),
+        (
+            _ID,
+            _LIMIT,
+            _CURSOR,
+            Param(
+                "at",
+                "query",
+                _TIME,
+                "Return a single balance object as of this instant instead of a list.",
+            ),
+        ),
+        tag="Accounts",
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/transfers",
+        "createTransfer",
+        "Create a transfer",
+        create_transfer,
+        "transfers:write",
+        {201: TransferOut, 200: TransferOut},
+        TransferCreate,
+        (*_WRITE_ERRORS, 409),
+        tag="Transfers",
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/transfers/batch",
+        "createTransferBatch",
+        "Create up to 1000 transfers, posts and voids in order",
+        create_batch,
+        "transfers:write",
+        {200: BatchOut, 201: BatchOut},
+        BatchCreate,
+        _WRITE_ERRORS,
+        tag="Transfers",
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/transfers",
+        "listTransfers",
+        "List transfers",
+        list_transfers,
+        "transfers:read",
+        {200: TransferList},
+        None,
+        _READ_ERRORS,
+        (
+            _LIMIT,
+            _CURSOR,
+            Param("account_id", "query", {"type": "string", "maxLength": 64}),
+            Param(
+                "status",
+                "query",
+                {"type": "string", "enum": ["posted", "pending", "voided", "expired"]},
+            ),
+            Param("created_after", "query", _TIME),
+            Param("created_before", "query", _TIME),
+            Param("order", "query", {"type": "string", "enum": ["asc", "desc"], "default": "asc"}),
+        ),
+        tag="Transfers",
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/transfers/{id}",
+        "getTransfer",
+        "Retrieve a transfer",
+        get_transfer,
+        "transfers:read",
+        {200: TransferOut},
+        None,
+        (*_READ_ERRORS, 404),
+        (_ID,),
+        tag="Transfers",
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/transfers/{id}/post",
+        "postTransfer",
+        "Post a pending transfer",
+        post_transfer,
+        "transfers:write",
+        {201: TransferOut, 200: TransferOut},
+        PendingPost,
+        (*_WRITE_ERRORS, 404, 409),
+        (_ID,),
+        tag="Transfers",
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/transfers/{id}/void",
+        "voidTransfer",
+        "Void a pending transfer",
+        void_transfer,
+        "transfers:write",
+        {201: TransferOut, 200: TransferOut},
+        PendingVoid,
+        (*_WRITE_ERRORS, 404, 409),
+        (_ID,),
+        tag="Transfers",
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/events",
+        "listEvents",
+        "List events, oldest first",
+        list_events,
+        "events:read",
+        {200: EventList},
+        None,
+        _READ_ERRORS,
+        (
+            Param(
+                "after",
+                "query",
+                {"type": "integer", "minimum": 0, "default": 0},
+                "Return events with a sequence greater than this.",
+            ),
+            _LIMIT,
+            _CURSOR,
+        ),
+        tag="Events",
+    ),
+)
+
+
+def endpoint(spec: RouteSpec, settings: Any) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint of a route: authenticate, run, render errors, measure."""
+
+    async def run(request: Request) -> Response:
+        started = time.perf_counter()
+        state = request.app.state
+        try:
+            principal = await state.authenticator.authenticate(request.headers.get("authorization"))
+            if spec.scope not in principal.scopes and "admin" not in principal.scopes:
+                raise Forbidden(f"This key lacks the {spec.scope} scope.")
+            call = Call(
+                request,
+                principal,
+                state.ledger,
+                settings.body_bytes_max,
+                settings.page_limit_default,
+                settings.page_limit_max,
+            )
+            response = await spec.handler(call)
+        except TallyError as error:
+            response = problem_response(error, request)
+        except Exception:
+            # A bug. The client learns only that, and the request id to report it by.
+            log.exception("unhandled error in %s", spec.operation_id)
+            response = problem_response(TallyError("An unexpected error occurred."), request)
+        REQUESTS.labels(spec.method, spec.path, response.status_code).inc()
+        REQUEST_SECONDS.labels(spec.method, spec.path).observe(time.perf_counter() - started)
+        return response
+
+    run.__name__ = spec.operation_id
+    return run
+
+
+__all__ = ["ROUTES", "RouteSpec", "endpoint"]

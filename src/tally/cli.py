@@ -1,0 +1,103 @@
+"""The command line: ``tally serve``, ``tally migrate``, ``tally tenants create``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from tally.auth import ALL_SCOPES, new_api_key
+from tally.config import Settings, get_settings
+from tally.ids import new_id
+from tally.storage import make_store
+from tally.storage.migrate import migrate as run_migrations
+
+app = typer.Typer(help="Tally, a double-entry ledger service.", no_args_is_help=True)
+tenants = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+app.add_typer(tenants, name="tenants")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes.", min=1)] = None,
+    migrate: Annotated[bool, typer.Option(help="Migrate the database first.")] = True,
+) -> None:
+    """Run the HTTP server (uvicorn, with uvloop and httptools)."""
+    import uvicorn
+
+    settings = get_settings()
+    if migrate:
+        run_migrations(settings)
+    uvicorn.run(
+        "tally.api.app:app_factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (safe to run again)."""
+    run_migrations(get_settings())
+    typer.echo("database is up to date", err=True)
+
+
+async def _create_tenant(settings: Settings, name: str) -> tuple[str, str]:
+    store = make_store(settings)
+    await store.open()
+    try:
+        tenant_id = new_id("ten")
+        key = new_api_key()
+        await store.create_tenant(
+            tenant_id,
+            name,
+            key.key_id,
+            key.secret_sha256,
+            " ".join(ALL_SCOPES),
+            time.time_ns() // 1000,
+        )
+        return tenant_id, key.token
+    finally:
+        await store.close()
+
+
+@tenants.command("create")
+def tenants_create(
+    name: Annotated[str, typer.Argument(help="A name for people to recognise it by.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
+) -> None:
+    """Create a tenant and an API key with every scope. The key is shown once."""
+    if not 1 <= len(name) <= 200:
+        typer.echo("NAME must be 1-200 characters", err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    run_migrations(settings)
+    tenant_id, api_key = asyncio.run(_create_tenant(settings, name))
+    if as_json:
+        sys.stdout.write(json.dumps({"tenant_id": tenant_id, "api_key": api_key}) + "\n")
+        return
+    typer.echo(f"tenant_id: {tenant_id}")
+    typer.echo(f"api_key:   {api_key}")
+    typer.echo("Store the API key now: it is shown only this once.", err=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

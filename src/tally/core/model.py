@@ -1,0 +1,151 @@
+"""The ledger's objects, as plain immutable values.
+
+Money is an integer in minor units; times are integers in microseconds since the
+Unix epoch (the core never reads a clock: the caller passes ``now_us``).
+Objects are frozen: a change makes a new value, which is what lets the engine
+roll back an atomic batch and lets an event keep the object exactly as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+AMOUNT_MAX = 2**63 - 1
+TIMEOUT_SECONDS_MAX = 31_536_000
+METADATA_KEYS_MAX = 50
+METADATA_KEY_CHARS_MAX = 64
+METADATA_VALUE_CHARS_MAX = 512
+
+Metadata = dict[str, str]
+
+
+class NormalBalance(StrEnum):
+    CREDIT = "credit"
+    DEBIT = "debit"
+
+
+class AccountStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class TransferStatus(StrEnum):
+    POSTED = "posted"
+    PENDING = "pending"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    posted: int
+    pending: int
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    currency: str
+    normal_balance: NormalBalance
+    debits_must_not_exceed_credits: bool
+    credits_must_not_exceed_debits: bool
+    metadata: Metadata
+    status: AccountStatus
+    created_at_us: int
+    updated_at_us: int
+    # The per-tenant event sequence of the account's creation: the list order.
+    sequence: int
+    # Bumped by every change, totals included: the ETag and the balance history key.
+    version: int = 1
+    debits_pending: int = 0
+    debits_posted: int = 0
+    credits_pending: int = 0
+    credits_posted: int = 0
+
+    @property
+    def balance(self) -> Balance:
+        return derive_balance(
+            self.normal_balance,
+            debits_pending=self.debits_pending,
+            debits_posted=self.debits_posted,
+            credits_pending=self.credits_pending,
+            credits_posted=self.credits_posted,
+        )
+
+    def evolve(self, **changes: object) -> Account:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def derive_balance(
+    normal_balance: NormalBalance,
+    *,
+    debits_pending: int,
+    debits_posted: int,
+    credits_pending: int,
+    credits_posted: int,
+) -> Balance:
+    """The balance a person reads, from the four totals (api.md §1)."""
+    if normal_balance is NormalBalance.CREDIT:
+        return Balance(
+            posted=credits_posted - debits_posted,
+            pending=credits_pending - debits_pending,
+            available=credits_posted - debits_posted - debits_pending,
+        )
+    return Balance(
+        posted=debits_posted - credits_posted,
+        pending=debits_pending - credits_pending,
+        available=debits_posted - credits_posted - credits_pending,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    currency: str
+    pending: bool
+    status: TransferStatus
+    metadata: Metadata
+    created_at_us: int
+    sequence: int
+    timeout_seconds: int | None = None
+    expires_at_us: int | None = None
+    # Set on the records that post or void a pending transfer.
+    pending_id: str | None = None
+    # Set on a pending transfer once it is posted, voided or expired.
+    resolved_at_us: int | None = None
+
+    def evolve(self, **changes: object) -> Transfer:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceChange:
+    """One row of an account's balance history: its totals after a transfer."""
+
+    account: Account
+    transfer_id: str
+
+
+EventType = Literal[
+    "account.created",
+    "account.updated",
+    "account.closed",
+    "transfer.created",
+    "transfer.expired",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    sequence: int
+    type: EventType
+    created_at_us: int
+    # The object after the change, kept as the immutable value it was then.
+    data: Account | Transfer = field(repr=False)

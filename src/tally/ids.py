@@ -1,0 +1,31 @@
+"""Object ids: client-supplied ones are checked, server ones are time-sortable.
+
+A server id is a type prefix and a ULID-like string: 48 bits of milliseconds and
+80 random bits, in Crockford's base32, so ids sort by creation time and never
+collide in practice. An id is also an idempotency key (a client that supplies
+its own can retry the create safely).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+ID_CHARS_MAX = 64
+_ID = re.compile(ID_PATTERN)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def is_valid_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
+
+def new_id(prefix: str) -> str:
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return f"{prefix}_{''.join(reversed(chars))}"

@@ -1,0 +1,253 @@
+"""The service layer: one method per use case, shared by every entry point.
+
+Routes parse and render; this layer turns a parsed request into core commands,
+sends writes through the batching writer, reads straight from the store, and
+turns the core's refusals into ``LedgerRefused`` errors. REST today, GraphQL
+later, call the same methods.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from tally.core import (
+    Account,
+    Command,
+    CreateAccount,
+    CreateTransfer,
+    NormalBalance,
+    Outcome,
+    PostPending,
+    Status,
+    Transfer,
+    UpdateAccount,
+    VoidPending,
+)
+from tally.errors import FieldError, LedgerRefused, NotFound, ValidationFailed
+from tally.ids import new_id
+from tally.schemas import (
+    AccountCreate,
+    AccountUpdate,
+    BatchAction,
+    PendingPost,
+    PendingVoid,
+    TransferCreate,
+)
+from tally.storage import Store, TransferFilter
+from tally.storage.base import BalanceRecord, EventRecord
+from tally.writer import Writer
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, position = text.partition(":")
+        if version != "v1" or not position.isdigit() or len(position) > 19:
+            raise ValueError(cursor)
+        return int(position)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed(
+            [FieldError("cursor", "invalid", "Not a cursor this server issued.")]
+        ) from None
+
+
+def _page(items: list[T], limit: int, position_of_last: int) -> Page[T]:
+    """Pages are fetched with one extra row: its presence says there is more."""
+    if len(items) > limit:
+        return Page(items[:limit], encode_cursor(position_of_last))
+    return Page(items, None)
+
+
+def _refused(outcome: Outcome) -> LedgerRefused:
+    assert outcome.code is not None
+    return LedgerRefused(outcome.code, outcome.detail, outcome.fields)
+
+
+def _one(outcomes: list[Outcome]) -> Outcome:
+    (outcome,) = outcomes
+    if not outcome.ok:
+        raise _refused(outcome)
+    return outcome
+
+
+class Ledger:
+    def __init__(self, store: Store, writer: Writer) -> None:
+        self.store = store
+        self.writer = writer
+
+    # -- accounts ---------------------------------------------------------------------
+
+    async def create_account(self, tenant_id: str, body: AccountCreate) -> Outcome:
+        command = CreateAccount(
+            id=body.id or new_id("acc"),
+            currency=body.currency,
+            normal_balance=NormalBalance(body.normal_balance),
+            debits_must_not_exceed_credits=body.flags.debits_must_not_exceed_credits,
+            credits_must_not_exceed_debits=body.flags.credits_must_not_exceed_debits,
+            metadata=body.metadata,
+        )
+        return _one(await self.writer.submit(tenant_id, [command]))
+
+    async def get_account(self, tenant_id: str, account_id: str) -> Account:
+        account = await self.store.get_account(tenant_id, account_id)
+        if account is None:
+            raise NotFound(f"No account with id {account_id!r}.")
+        return account
+
+    async def update_account(
+        self, tenant_id: str, account_id: str, body: AccountUpdate, expected_version: int | None
+    ) -> Account:
+        command = UpdateAccount(
+            id=account_id,
+            metadata=body.metadata,
+            close=body.status == "closed",
+            expected_version=expected_version,
+        )
+        outcome = _one(await self.writer.submit(tenant_id, [command]))
+        assert isinstance(outcome.object, Account)
+        return outcome.object
+
+    async def list_accounts(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        currency: str | None,
+        status: str | None,
+        metadata: dict[str, str],
+    ) -> Page[Account]:
+        rows = await self.store.list_accounts(
+            tenant_id,
+            after_sequence=decode_cursor(cursor) if cursor else 0,
+            limit=limit + 1,
+            currency=currency,
+            status=status,
+            metadata=metadata,
+        )
+        return _page(rows, limit, rows[limit - 1].sequence if len(rows) > limit else 0)
+
+    async def balance_history(
+        self, tenant_id: str, account_id: str, *, limit: int, cursor: str | None
+    ) -> Page[BalanceRecord]:
+        await self.get_account(tenant_id, account_id)
+        rows = await self.store.list_balances(
+            tenant_id,
+            account_id,
+            before_version=decode_cursor(cursor) if cursor else None,
+            limit=limit + 1,
+        )
+        return _page(rows, limit, rows[limit - 1].version if len(rows) > limit else 0)
+
+    async def balance_at(self, tenant_id: str, account_id: str, at_us: int) -> BalanceRecord:
+        account = await self.get_account(tenant_id, account_id)
+        record = await self.store.balance_at(tenant_id, account_id, at_us)
+        if record is not None:
+            return record
+        # No transfer had touched the account by then: every total was zero.
+        return BalanceRecord(
+            version=0,
+            transfer_id=None,
+            debits_pending=0,
+            debits_posted=0,
+            credits_pending=0,
+            credits_posted=0,
+            created_at_us=None if at_us < account.created_at_us else account.created_at_us,
+        )
+
+    # -- transfers --------------------------------------------------------------------
+
+    async def create_transfer(self, tenant_id: str, body: TransferCreate) -> Outcome:
+        return _one(await self.writer.submit(tenant_id, [transfer_command(body)]))
+
+    async def post_pending(self, tenant_id: str, pending_id: str, body: PendingPost) -> Outcome:
+        command = PostPending(
+            id=body.id or new_id("trf"),
+            pending_id=pending_id,
+            amount=body.amount,
+            metadata=body.metadata,
+        )
+        return _one(await self.writer.submit(tenant_id, [command]))
+
+    async def void_pending(self, tenant_id: str, pending_id: str, body: PendingVoid) -> Outcome:
+        command = VoidPending(
+            id=body.id or new_id("trf"), pending_id=pending_id, metadata=body.metadata
+        )
+        return _one(await self.writer.submit(tenant_id, [command]))
+
+    async def create_batch(
+        self, tenant_id: str, items: Sequence[TransferCreate | BatchAction], *, atomic: bool
+    ) -> list[Outcome]:
+        commands = [transfer_command(item) for item in items]
+        return await self.writer.submit(tenant_id, commands, atomic=atomic)
+
+    async def get_transfer(self, tenant_id: str, transfer_id: str) -> Transfer:
+        transfer = await self.store.get_transfer(tenant_id, transfer_id)
+        if transfer is None:
+            raise NotFound(f"No transfer with id {transfer_id!r}.")
+        return transfer
+
+    async def list_transfers(
+        self, tenant_id: str, f: TransferFilter, *, limit: int, cursor: str | None
+    ) -> Page[Transfer]:
+        rows = await self.store.list_transfers(
+            tenant_id, f, cursor=decode_cursor(cursor) if cursor else None, limit=limit + 1
+        )
+        return _page(rows, limit, rows[limit - 1].sequence if len(rows) > limit else 0)
+
+    # -- events -------------------------------------------------------------------------
+
+    async def list_events(
+        self, tenant_id: str, *, after: int, limit: int, cursor: str | None
+    ) -> Page[EventRecord]:
+        start = decode_cursor(cursor) if cursor else after
+        rows = await self.store.list_events(tenant_id, after=start, limit=limit + 1)
+        return _page(rows, limit, rows[limit - 1].sequence if len(rows) > limit else 0)
+
+
+def transfer_command(item: TransferCreate | BatchAction) -> Command:
+    if isinstance(item, BatchAction):
+        if item.action == "post":
+            return PostPending(
+                id=item.id or new_id("trf"),
+                pending_id=item.pending_id,
+                amount=item.amount,
+                metadata=item.metadata,
+            )
+        return VoidPending(
+            id=item.id or new_id("trf"), pending_id=item.pending_id, metadata=item.metadata
+        )
+    return CreateTransfer(
+        id=item.id or new_id("trf"),
+        debit_account_id=item.debit_account_id,
+        credit_account_id=item.credit_account_id,
+        amount=item.amount,
+        currency=item.currency,
+        pending=item.pending,
+        timeout_seconds=item.timeout_seconds,
+        metadata=item.metadata,
+    )
+
+
+def created(outcome: Outcome) -> bool:
+    return outcome.status is Status.CREATED

@@ -1,0 +1,233 @@
+"""What every storage adapter offers, and the read queries they share.
+
+Reads are written once, in PostgreSQL's ``$n`` parameter style; the SQLite
+adapter rewrites them to its ``?n`` style. Each read is a single statement, so a
+page comes from one consistent snapshot on both backends. Every query names the
+tenant: there is no way to read across tenants through this class.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tally.core import Account, Outcome, Transfer
+from tally.storage.batch import Job
+from tally.storage.rows import (
+    ACCOUNT_COLUMNS,
+    TRANSFER_COLUMNS,
+    Row,
+    account_from_row,
+    columns,
+    transfer_from_row,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    tenant_id: str
+    secret_sha256: str
+    scopes: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceRecord:
+    version: int
+    transfer_id: str | None
+    debits_pending: int
+    debits_posted: int
+    credits_pending: int
+    credits_posted: int
+    created_at_us: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    sequence: int
+    type: str
+    created_at_us: int
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFilter:
+    account_id: str | None = None
+    status: str | None = None
+    created_after_us: int | None = None
+    created_before_us: int | None = None
+    descending: bool = False
+
+
+class Store(abc.ABC):
+    """A database holding Tally's ledger; one per server process."""
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise Unavailable unless the database answers."""
+
+    # -- writes -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+        """Apply the jobs in one transaction (or, after a failure, one by one)."""
+
+    @abc.abstractmethod
+    async def create_tenant(
+        self, tenant_id: str, name: str, key_id: str, secret_sha256: str, scopes: str, now_us: int
+    ) -> None: ...
+
+    # -- the primitive every read goes through -----------------------------------------
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def metadata_equals(self, key_param: int, value_param: int) -> str:
+        """SQL that is true when metadata[key] = value, with the key as a param."""
+
+    @abc.abstractmethod
+    def metadata_key_arg(self, key: str) -> str: ...
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def find_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        rows = await self.fetch(
+            "SELECT id, tenant_id, secret_sha256, scopes, revoked_at_us FROM api_keys"
+            " WHERE id = $1",
+            key_id,
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return ApiKeyRecord(r[0], r[1], r[2], r[3], r[4] is not None)
+
+    async def get_account(self, tenant_id: str, account_id: str) -> Account | None:
+        rows = await self.fetch(
+            f"SELECT {columns(ACCOUNT_COLUMNS)} FROM accounts WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            account_id,
+        )
+        return account_from_row(rows[0]) if rows else None
+
+    async def list_accounts(
+        self,
+        tenant_id: str,
+        *,
+        after_sequence: int,
+        limit: int,
+        currency: str | None = None,
+        status: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> list[Account]:
+        where = ["tenant_id = $1", "sequence > $2"]
+        args: list[Any] = [tenant_id, after_sequence]
+        if currency is not None:
+            args.append(currency)
+            where.append(f"currency = ${len(args)}")
+        if status is not None:
+            args.append(status)
+            where.append(f"status = ${len(args)}")
+        for key, value in (metadata or {}).items():
+            args.extend((self.metadata_key_arg(key), value))
+            where.append(self.metadata_equals(len(args) - 1, len(args)))
+        args.append(limit)
+        rows = await self.fetch(
+            f"SELECT {columns(ACCOUNT_COLUMNS)} FROM accounts WHERE {' AND '.join(where)}"
+            f" ORDER BY sequence LIMIT ${len(args)}",
+            *args,
+        )
+        return [account_from_row(r) for r in rows]
+
+    async def get_transfer(self, tenant_id: str, transfer_id: str) -> Transfer | None:
+        rows = await self.fetch(
+            f"SELECT {columns(TRANSFER_COLUMNS)} FROM transfers WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            transfer_id,
+        )
+        return transfer_from_row(rows[0]) if rows else None
+
+    async def list_transfers(
+        self, tenant_id: str, f: TransferFilter, *, cursor: int | None, limit: int
+    ) -> list[Transfer]:
+        where = ["tenant_id = $1"]
+        args: list[Any] = [tenant_id]
+        if cursor is not None:
+            args.append(cursor)
+            where.append(f"sequence {'<' if f.descending else '>'} ${len(args)}")
+        if f.account_id is not None:
+            args.append(f.account_id)
+            where.append(f"(debit_account_id = ${len(args)} OR credit_account_id = ${len(args)})")
+        if f.status is not None:
+            args.append(f.status)
+            where.append(f"status = ${len(args)}")
+        if f.created_after_us is not None:
+            args.append(f.created_after_us)
+            where.append(f"created_at_us > ${len(args)}")
+        if f.created_before_us is not None:
+            args.append(f.created_before_us)
+            where.append(f"created_at_us < ${len(args)}")
+        args.append(limit)
+        rows = await self.fetch(
+            f"SELECT {columns(TRANSFER_COLUMNS)} FROM transfers WHERE {' AND '.join(where)}"
+            f" ORDER BY sequence {'DESC' if f.descending else 'ASC'} LIMIT ${len(args)}",
+            *args,
+        )
+        return [transfer_from_row(r) for r in rows]
+
+    async def list_balances(
+        self, tenant_id: str, account_id: str, *, before_version: int | None, limit: int
+    ) -> list[BalanceRecord]:
+        args: list[Any] = [tenant_id, account_id, before_version or 2**62, limit]
+        rows = await self.fetch(
+            "SELECT version, transfer_id, debits_pending, debits_posted, credits_pending,"
+            " credits_posted, created_at_us FROM account_balances"
+            " WHERE tenant_id = $1 AND account_id = $2 AND version < $3"
+            " ORDER BY version DESC LIMIT $4",
+            *args,
+        )
+        return [BalanceRecord(*r) for r in rows]
+
+    async def balance_at(self, tenant_id: str, account_id: str, at_us: int) -> BalanceRecord | None:
+        rows = await self.fetch(
+            "SELECT version, transfer_id, debits_pending, debits_posted, credits_pending,"
+            " credits_posted, created_at_us FROM account_balances"
+            " WHERE tenant_id = $1 AND account_id = $2 AND created_at_us <= $3"
+            " ORDER BY created_at_us DESC, version DESC LIMIT 1",
+            tenant_id,
+            account_id,
+            at_us,
+        )
+        return BalanceRecord(*rows[0]) if rows else None
+
+    async def list_events(self, tenant_id: str, *, after: int, limit: int) -> list[EventRecord]:
+        rows = await self.fetch(
+            "SELECT sequence, type, created_at_us, data FROM events"
+            " WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+            tenant_id,
+            after,
+            limit,
+        )
+        return [EventRecord(*r) for r in rows]
+
+    async def due_pending_transfers(self, now_us: int, limit: int) -> list[tuple[str, str]]:
+        """(tenant, transfer id) of pending transfers past their deadline."""
+        rows = await self.fetch(
+            "SELECT tenant_id, id FROM transfers"
+            " WHERE status = 'pending' AND expires_at_us IS NOT NULL AND expires_at_us <= $1"
+            " ORDER BY expires_at_us LIMIT $2",
+            now_us,
+            limit,
+        )
+        return [(r[0], r[1]) for r in rows]

@@ -1,0 +1,313 @@
+"""PostgreSQL through asyncpg: row locks in one global order, set-based writes.
+
+Several server processes may write at once. They stay correct because every
+write transaction locks the accounts it touches with ``SELECT … FOR UPDATE`` in
+(tenant, id) order, then the tenants' rows, so two transactions can wait on each
+other but never in a cycle. Writes are set-based (``unnest`` of arrays): one
+statement per table per batch, whatever the batch size.
+
+Every session has a statement timeout and a lock timeout; errors that mean "try
+again" (a lost race on a new id, a deadlock that should not happen but would be
+survivable) retry the transaction a bounded number of times; errors that mean the
+database is away become ``Unavailable`` (503), with nothing half-done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from tally.config import Settings
+from tally.core import Changes, Outcome
+from tally.errors import Unavailable
+from tally.storage.base import Store
+from tally.storage.batch import (
+    Decision,
+    Job,
+    StaleRead,
+    account_keys,
+    decide,
+    tenant_ids,
+    transfer_keys,
+)
+from tally.storage.rows import (
+    ACCOUNT_COLUMNS,
+    BALANCE_COLUMNS,
+    EVENT_COLUMNS,
+    TRANSFER_COLUMNS,
+    account_from_row,
+    account_row,
+    balance_row,
+    columns,
+    event_row,
+    transfer_from_row,
+    transfer_row,
+)
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_MAX = 4
+
+# Worth another attempt: the transaction lost a race and rolled back whole.
+_RETRYABLE = (
+    asyncpg.exceptions.UniqueViolationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+# The database is away, overloaded or too slow: the client should come back later.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+_PG_TYPES = {
+    "id": "text",
+    "account_id": "text",
+    "transfer_id": "text",
+    "debit_account_id": "text",
+    "credit_account_id": "text",
+    "pending_id": "text",
+    "currency": "text",
+    "normal_balance": "text",
+    "status": "text",
+    "metadata": "text",
+    "type": "text",
+    "data": "text",
+    "debits_must_not_exceed_credits": "boolean",
+    "credits_must_not_exceed_debits": "boolean",
+    "pending": "boolean",
+}
+
+
+def _array_types(names: Sequence[str]) -> str:
+    return ", ".join(f"${i + 2}::{_PG_TYPES.get(n, 'bigint')}[]" for i, n in enumerate(names))
+
+
+def _insert_sql(table: str, names: Sequence[str]) -> str:
+    return (
+        f"INSERT INTO {table} (tenant_id, {columns(names)})"
+        f" SELECT $1, * FROM unnest({_array_types(names)})"
+    )
+
+
+_INSERT_ACCOUNTS = _insert_sql("accounts", ACCOUNT_COLUMNS)
+_INSERT_TRANSFERS = _insert_sql("transfers", TRANSFER_COLUMNS)
+_INSERT_BALANCES = _insert_sql("account_balances", BALANCE_COLUMNS)
+_INSERT_EVENTS = _insert_sql("events", EVENT_COLUMNS)
+_UPDATE_ACCOUNTS = (
+    "UPDATE accounts AS a SET "
+    + ", ".join(f"{n} = u.{n}" for n in ACCOUNT_COLUMNS[1:])
+    + f" FROM unnest({_array_types(ACCOUNT_COLUMNS)}) AS u({columns(ACCOUNT_COLUMNS)})"
+    " WHERE a.tenant_id = $1 AND a.id = u.id"
+)
+_TRANSFER_STATE = ("id", "status", "resolved_at_us")
+_UPDATE_TRANSFERS = (
+    "UPDATE transfers AS t SET status = u.status, resolved_at_us = u.resolved_at_us"
+    f" FROM unnest({_array_types(_TRANSFER_STATE)}) AS u({columns(_TRANSFER_STATE)})"
+    " WHERE t.tenant_id = $1 AND t.id = u.id"
+)
+_SELECT_TRANSFERS = (
+    f"SELECT t.tenant_id, {columns(TRANSFER_COLUMNS, 't')} FROM transfers AS t"
+    " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, id)"
+    " ON t.tenant_id = k.tenant_id AND t.id = k.id"
+)
+# ORDER BY … FOR UPDATE takes the row locks in that order: the global lock order.
+_LOCK_ACCOUNTS = (
+    f"SELECT a.tenant_id, {columns(ACCOUNT_COLUMNS, 'a')} FROM accounts AS a"
+    " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, id)"
+    " ON a.tenant_id = k.tenant_id AND a.id = k.id"
+    " ORDER BY a.tenant_id, a.id FOR UPDATE OF a"
+)
+_LOCK_TENANTS = (
+    "SELECT id, event_sequence FROM tenants WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+)
+
+
+def _transpose(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+class PostgresStore(Store):
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._dsn = settings.database_url.replace("postgres://", "postgresql://", 1)
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        s = self._settings
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=s.db_pool_size,
+                timeout=s.db_connect_timeout_seconds,
+                command_timeout=s.db_statement_timeout_ms / 1000 + 1,
+                server_settings={
+                    "application_name": "tally",
+                    "statement_timeout": str(s.db_statement_timeout_ms),
+                    "lock_timeout": str(s.db_lock_timeout_ms),
+                    "idle_in_transaction_session_timeout": str(s.db_statement_timeout_ms * 2),
+                },
+            )
+        except _UNAVAILABLE as exc:
+            raise Unavailable("The database is unreachable.") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise Unavailable("The database is not connected.")
+        return self._pool
+
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        return Unavailable(
+            "The database is unavailable; nothing was changed.",
+            retry_after_seconds=self._settings.db_unavailable_retry_after_seconds,
+        )
+
+    async def ping(self) -> None:
+        await self.fetch("SELECT 1")
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        try:
+            return list(await self.pool.fetch(sql, *args))
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+
+    def metadata_equals(self, key_param: int, value_param: int) -> str:
+        return f"(metadata::jsonb ->> ${key_param}) = ${value_param}"
+
+    def metadata_key_arg(self, key: str) -> str:
+        return key
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+        try:
+            return await self._execute_retrying(jobs, now_us)
+        except _RETRYABLE as exc:
+            if len(jobs) == 1:
+                raise self._unavailable(exc) from exc
+        # Still failing together: isolate each request so one cannot sink the others.
+        return [await self._execute_alone(job, now_us) for job in jobs]
+
+    async def _execute_alone(self, job: Job, now_us: int) -> list[Outcome]:
+        try:
+            return (await self._execute_retrying([job], now_us))[0]
+        except _RETRYABLE as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _execute_retrying(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+        for attempt in range(1, ATTEMPTS_MAX + 1):
+            try:
+                return await self._execute_once(jobs, now_us)
+            except (*_RETRYABLE, StaleRead) as exc:
+                log.info("write batch retry %d: %s", attempt, type(exc).__name__)
+                if attempt == ATTEMPTS_MAX:
+                    if isinstance(exc, StaleRead):
+                        raise self._unavailable(exc) from exc
+                    raise
+            except _UNAVAILABLE as exc:
+                raise self._unavailable(exc) from exc
+        raise AssertionError("unreachable")
+
+    async def _execute_once(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+        t_keys = transfer_keys(jobs)
+        async with self.pool.acquire() as conn, conn.transaction():
+            seen = await self._transfers(conn, t_keys)
+            a_keys = account_keys(jobs, seen)
+            accounts = await conn.fetch(
+                _LOCK_ACCOUNTS, [k[0] for k in a_keys], [k[1] for k in a_keys]
+            )
+            tenants = await conn.fetch(_LOCK_TENANTS, tenant_ids(jobs))
+            transfers = await self._transfers(conn, t_keys)
+            decision = decide(
+                jobs,
+                accounts=[(r[0], account_from_row(r[1:])) for r in accounts],
+                transfers=transfers,
+                last_sequence={r[0]: r[1] for r in tenants},
+                locked=set(a_keys),
+                now_us=now_us,
+            )
+            await self._write(conn, decision)
+        return decision.outcomes
+
+    @staticmethod
+    async def _transfers(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> list[Any]:
+        if not keys:
+            return []
+        rows = await conn.fetch(_SELECT_TRANSFERS, [k[0] for k in keys], [k[1] for k in keys])
+        return [(r[0], transfer_from_row(r[1:])) for r in rows]
+
+    async def _write(self, conn: asyncpg.Connection, decision: Decision) -> None:
+        for tenant_id, changes in decision.changes.items():
+            await self._write_tenant(conn, tenant_id, changes)
+            if changes.events:
+                await conn.execute(
+                    "UPDATE tenants SET event_sequence = $2 WHERE id = $1",
+                    tenant_id,
+                    decision.last_sequence[tenant_id],
+                )
+
+    @staticmethod
+    async def _write_tenant(conn: asyncpg.Connection, tenant_id: str, c: Changes) -> None:
+        # Parents before children: accounts, then transfers that reference them.
+        writes = [
+            (_INSERT_ACCOUNTS, [account_row(a) for a in c.accounts_created], ACCOUNT_COLUMNS),
+            (_UPDATE_ACCOUNTS, [account_row(a) for a in c.accounts_updated], ACCOUNT_COLUMNS),
+            (_INSERT_TRANSFERS, [transfer_row(t) for t in c.transfers_created], TRANSFER_COLUMNS),
+            (
+                _UPDATE_TRANSFERS,
+                [(t.id, t.status.value, t.resolved_at_us) for t in c.transfers_updated],
+                _TRANSFER_STATE,
+            ),
+            (_INSERT_BALANCES, [balance_row(b) for b in c.balance_changes], BALANCE_COLUMNS),
+            (_INSERT_EVENTS, [event_row(e) for e in c.events], EVENT_COLUMNS),
+        ]
+        for sql, rows, names in writes:
+            if rows:
+                await conn.execute(sql, tenant_id, *_transpose(rows, len(names)))
+
+    async def create_tenant(
+        self, tenant_id: str, name: str, key_id: str, secret_sha256: str, scopes: str, now_us: int
+    ) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO tenants (id, name, created_at_us) VALUES ($1, $2, $3)",
+                    tenant_id,
+                    name,
+                    now_us,
+                )
+                await conn.execute(
+                    "INSERT INTO api_keys (id, tenant_id, name, secret_sha256, scopes,"
+                    " created_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
+                    key_id,
+                    tenant_id,
+                    "default",
+                    secret_sha256,
+                    scopes,
+                    now_us,
+                )
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc

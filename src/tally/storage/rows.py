@@ -1,0 +1,174 @@
+"""Mapping between database rows and the core's values, shared by both backends.
+
+Rows are plain tuples in the column order below; both adapters select and write
+these same columns, so the mapping exists once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from tally.core.model import (
+    Account,
+    AccountStatus,
+    BalanceChange,
+    Event,
+    NormalBalance,
+    Transfer,
+    TransferStatus,
+)
+from tally.schemas import object_json
+
+ACCOUNT_COLUMNS = (
+    "id",
+    "sequence",
+    "currency",
+    "normal_balance",
+    "debits_must_not_exceed_credits",
+    "credits_must_not_exceed_debits",
+    "status",
+    "metadata",
+    "version",
+    "debits_pending",
+    "debits_posted",
+    "credits_pending",
+    "credits_posted",
+    "created_at_us",
+    "updated_at_us",
+)
+TRANSFER_COLUMNS = (
+    "id",
+    "sequence",
+    "debit_account_id",
+    "credit_account_id",
+    "amount",
+    "currency",
+    "pending",
+    "status",
+    "timeout_seconds",
+    "expires_at_us",
+    "pending_id",
+    "resolved_at_us",
+    "metadata",
+    "created_at_us",
+)
+BALANCE_COLUMNS = (
+    "account_id",
+    "version",
+    "transfer_id",
+    "debits_pending",
+    "debits_posted",
+    "credits_pending",
+    "credits_posted",
+    "created_at_us",
+)
+EVENT_COLUMNS = ("sequence", "type", "created_at_us", "data")
+
+Row = Sequence[Any]
+
+_metadata_decoder = msgspec.json.Decoder(dict[str, str])
+_encode = msgspec.json.encode
+
+
+def columns(names: Sequence[str], alias: str = "") -> str:
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + name for name in names)
+
+
+def account_from_row(r: Row) -> Account:
+    return Account(
+        id=r[0],
+        sequence=r[1],
+        currency=r[2],
+        normal_balance=NormalBalance(r[3]),
+        debits_must_not_exceed_credits=bool(r[4]),
+        credits_must_not_exceed_debits=bool(r[5]),
+        status=AccountStatus(r[6]),
+        metadata=_metadata_decoder.decode(r[7]),
+        version=r[8],
+        debits_pending=r[9],
+        debits_posted=r[10],
+        credits_pending=r[11],
+        credits_posted=r[12],
+        created_at_us=r[13],
+        updated_at_us=r[14],
+    )
+
+
+def account_row(a: Account) -> tuple[Any, ...]:
+    return (
+        a.id,
+        a.sequence,
+        a.currency,
+        a.normal_balance.value,
+        a.debits_must_not_exceed_credits,
+        a.credits_must_not_exceed_debits,
+        a.status.value,
+        _encode(a.metadata).decode(),
+        a.version,
+        a.debits_pending,
+        a.debits_posted,
+        a.credits_pending,
+        a.credits_posted,
+        a.created_at_us,
+        a.updated_at_us,
+    )
+
+
+def transfer_from_row(r: Row) -> Transfer:
+    return Transfer(
+        id=r[0],
+        sequence=r[1],
+        debit_account_id=r[2],
+        credit_account_id=r[3],
+        amount=r[4],
+        currency=r[5],
+        pending=bool(r[6]),
+        status=TransferStatus(r[7]),
+        timeout_seconds=r[8],
+        expires_at_us=r[9],
+        pending_id=r[10],
+        resolved_at_us=r[11],
+        metadata=_metadata_decoder.decode(r[12]),
+        created_at_us=r[13],
+    )
+
+
+def transfer_row(t: Transfer) -> tuple[Any, ...]:
+    return (
+        t.id,
+        t.sequence,
+        t.debit_account_id,
+        t.credit_account_id,
+        t.amount,
+        t.currency,
+        t.pending,
+        t.status.value,
+        t.timeout_seconds,
+        t.expires_at_us,
+        t.pending_id,
+        t.resolved_at_us,
+        _encode(t.metadata).decode(),
+        t.created_at_us,
+    )
+
+
+def balance_row(change: BalanceChange) -> tuple[Any, ...]:
+    a = change.account
+    return (
+        a.id,
+        a.version,
+        change.transfer_id,
+        a.debits_pending,
+        a.debits_posted,
+        a.credits_pending,
+        a.credits_posted,
+        a.updated_at_us,
+    )
+
+
+def event_row(e: Event) -> tuple[Any, ...]:
+    return (e.sequence, e.type, e.created_at_us, object_json(e.data).decode())
