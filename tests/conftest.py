@@ -1,0 +1,90 @@
+"""Fixtures shared by every layer of tests.
+
+PostgreSQL tests run against the real server on this machine. Each test run
+creates its own database (``tally_test_<random>``) and drops it at the end, so
+runs never collide; inside a run, each test makes its own tenant, so tests never
+see each other's accounts. With ``TALLY_TEST_REQUIRE_POSTGRES=1`` (CI) an
+unreachable PostgreSQL fails the run instead of skipping its tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tally.config import Settings
+from tally.storage.migrate import migrate
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TALLY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("TALLY_TEST_REQUIRE_POSTGRES") == "1"
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run."""
+    name = f"tally_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(POSTGRES_ADMIN_URL, name)
+    migrate(Settings(database_url=url))
+    try:
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "tally.db"
+    url = f"sqlite:///{path}"
+    migrate(Settings(database_url=url))
+    return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on each backend."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
+
+
+def create_tenant(database_url: str, name: str = "test") -> tuple[str, str]:
+    """A new tenant and its API key, made the way `tally tenants create` makes them."""
+    from tally.cli import _create_tenant
+
+    return asyncio.run(_create_tenant(Settings(database_url=database_url), name))
+
+
+class FakeClock:
+    """Real time plus an offset that tests move forward (never back)."""
+
+    def __init__(self) -> None:
+        self.offset_us = 0
+
+    def __call__(self) -> int:
+        return time.time_ns() // 1000 + self.offset_us
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.offset_us += int(seconds * 1_000_000)
