@@ -13,8 +13,9 @@ def test_creates_an_account_with_zero_totals_and_a_server_id(api: Api) -> None:
     assert body["object"] == "account"
     assert body["normal_balance"] == "credit"
     assert body["status"] == "open"
-    assert [body[k] for k in ("debits_pending", "debits_posted", "credits_pending",
-                              "credits_posted")] == [0, 0, 0, 0]
+    assert [
+        body[k] for k in ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+    ] == [0, 0, 0, 0]
     assert body["balance"] == {"posted": 0, "pending": 0, "available": 0}
     assert body["created_at"].endswith("Z") and len(body["created_at"]) == 27
     assert r.headers["location"] == f"/v1/accounts/{body['id']}"
@@ -113,10 +114,12 @@ def test_closing_an_account_blocks_new_transfers_both_ways(api: Api) -> None:
     r = api.patch("/v1/accounts/shut", {"status": "closed"})
     assert r.status_code == 200
     assert r.json()["status"] == "closed"
-    debit = api.post("/v1/transfers",
-                     {"debit_account_id": "shut", "credit_account_id": "open1", "amount": 1})
-    credit = api.post("/v1/transfers",
-                      {"debit_account_id": "open1", "credit_account_id": "shut", "amount": 1})
+    debit = api.post(
+        "/v1/transfers", {"debit_account_id": "shut", "credit_account_id": "open1", "amount": 1}
+    )
+    credit = api.post(
+        "/v1/transfers", {"debit_account_id": "open1", "credit_account_id": "shut", "amount": 1}
+    )
     assert debit.json()["code"] == "debit_account_closed"
     assert credit.json()["code"] == "credit_account_closed"
     assert debit.status_code == credit.status_code == 422
