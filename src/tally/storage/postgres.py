@@ -154,7 +154,9 @@ class PostgresStore(Store):
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=1,
+                # No connection at start-up: the server comes up (and /readyz says 503)
+                # even while the database is down, and recovers when it returns.
+                min_size=0,
                 max_size=s.db_pool_size,
                 timeout=s.db_connect_timeout_seconds,
                 command_timeout=s.db_statement_timeout_ms / 1000 + 1,
