@@ -26,7 +26,6 @@ class Settings(BaseSettings):
 
     # HTTP limits.
     body_bytes_max: int = Field(default=1024 * 1024, ge=1024)
-    batch_items_max: int = Field(default=1000, ge=1, le=10_000)
     page_limit_default: int = 100
     page_limit_max: int = 1000
 
