@@ -1,0 +1,235 @@
+"""End-to-end harness: the real ``tally`` command, a real server process, real HTTP.
+
+Nothing here imports the application. Tests run the installed CLI the way an
+operator would (``tally serve``, ``tally migrate``, ``tally tenants create``) and
+talk to the server over a socket, so what they prove is what a deployment gets.
+
+Every server runs in its own session (process group): ``tally serve --workers N``
+forks uvicorn worker processes, and ending only the parent could leave them
+serving on the port. Teardown signals the whole group, SIGTERM then SIGKILL,
+each step bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import pytest
+
+TALLY = Path(sys.executable).parent / "tally"
+
+READY_TIMEOUT_SECONDS = 30.0
+READY_POLL_SECONDS = 0.1
+# uvicorn waits up to 10 s (timeout_graceful_shutdown) for requests in flight.
+STOP_TIMEOUT_SECONDS = 15.0
+KILL_TIMEOUT_SECONDS = 5.0
+CLI_TIMEOUT_SECONDS = 60.0
+LOG_TAIL_BYTES = 8_000
+
+
+def tally_env(database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a child ``tally``: ours, minus any stray TALLY_* settings,
+    plus the database and the given settings (``log_level="warning"`` becomes
+    ``TALLY_LOG_LEVEL=warning``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env["TALLY_DATABASE_URL"] = database_url
+    for name, value in settings.items():
+        env[f"TALLY_{name.upper()}"] = value
+    return env
+
+
+def run_tally(
+    database_url: str, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one ``tally`` command to completion (bounded in time)."""
+    return subprocess.run(
+        [str(TALLY), *args],
+        env=tally_env(database_url),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+def cli_create_tenant(database_url: str, name: str) -> tuple[str, str]:
+    """``tally tenants create NAME --json``: returns (tenant_id, api_key)."""
+    done = run_tally(database_url, "tenants", "create", name, "--json")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    return created["tenant_id"], created["api_key"]
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, size_bytes: int = LOG_TAIL_BYTES) -> str:
+        """The end of the server's combined stdout and stderr."""
+        try:
+            data = self.log_path.read_bytes()
+        except OSError as exc:
+            return f"<no log: {exc}>"
+        return data[-size_bytes:].decode("utf-8", "replace")
+
+    def log_text(self) -> str:
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # The group id is the child's pid (start_new_session=True). The group can
+    # outlive its leader (orphaned workers), so signal it even after the leader exits.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM the whole group, wait (bounded), then SIGKILL what is left."""
+    process = server.process
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=KILL_TIMEOUT_SECONDS)
+    # The leader is gone; its workers got the same SIGTERM. Give them a moment,
+    # then make sure none of the group keeps running.
+    deadline = time.monotonic() + KILL_TIMEOUT_SECONDS
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _signal_group(process, signal.SIGKILL)
+
+
+def _wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    last_error = "no answer yet"
+    with httpx.Client(base_url=server.base_url, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            code = server.process.poll()
+            if code is not None:
+                raise AssertionError(
+                    f"tally serve exited with {code} before it was ready:\n{server.log_tail()}"
+                )
+            try:
+                response = client.get("/readyz")
+                if response.status_code == 200:
+                    return
+                last_error = f"{response.status_code} {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last_error = repr(exc)
+            time.sleep(READY_POLL_SECONDS)
+    raise AssertionError(
+        f"tally serve not ready after {READY_TIMEOUT_SECONDS} s ({last_error}):\n"
+        f"{server.log_tail()}"
+    )
+
+
+@contextlib.contextmanager
+def tally_server(
+    database_url: str,
+    log_path: Path,
+    *,
+    workers: int = 1,
+    migrate: bool = True,
+    **settings: str,
+) -> Iterator[Server]:
+    """``tally serve`` on a free 127.0.0.1 port, ready (``/readyz`` is 200) when
+    yielded and always stopped afterwards, workers included."""
+    port = free_port()
+    args = [str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", str(workers)]
+    if not migrate:
+        args.append("--no-migrate")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            args,
+            env=tally_env(database_url, **settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        stop_server(server)
+
+
+class StartServer(Protocol):
+    def __call__(
+        self, database_url: str, *, workers: int = 1, migrate: bool = True, **settings: str
+    ) -> Server: ...
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+@pytest.fixture
+def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StartServer]:
+    """Start ``tally serve`` processes; every one is stopped when the test ends.
+
+    When the test failed, or a server logged a traceback, the end of each
+    server's log is printed: that is where a server-side error shows.
+    """
+    servers: list[Server] = []
+    with contextlib.ExitStack() as stack:
+
+        def start(
+            database_url: str, *, workers: int = 1, migrate: bool = True, **settings: str
+        ) -> Server:
+            log_path = tmp_path / f"tally-serve-{len(servers)}.log"
+            server = stack.enter_context(
+                tally_server(database_url, log_path, workers=workers, migrate=migrate, **settings)
+            )
+            servers.append(server)
+            return server
+
+        yield start
+    failed = request.node.stash.get(_FAILED, False)
+    for server in servers:
+        if failed or "Traceback" in server.log_text():
+            print(f"\n--- log of tally serve at {server.base_url} ---\n{server.log_tail()}")

@@ -1,0 +1,172 @@
+"""The ``tally`` command as an operator uses it (api.md §7), against a real server."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import StartServer, cli_create_tenant, run_tally
+
+HTTP_TIMEOUT_SECONDS = 10.0
+
+
+@pytest.fixture
+def fresh_sqlite_url(tmp_path: Path) -> str:
+    """A database file that does not exist yet: the CLI has to make everything."""
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def _bearer(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def test_migrate_twice_is_a_no_op_the_second_time(fresh_sqlite_url: str, tmp_path: Path) -> None:
+    first = run_tally(fresh_sqlite_url, "migrate")
+    assert first.returncode == 0, first.stderr
+    path = fresh_sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        tables_after_first = db.execute(
+            "SELECT name, sql FROM sqlite_master ORDER BY name"
+        ).fetchall()
+        version_after_first = db.execute("SELECT version_num FROM alembic_version").fetchall()
+
+    second = run_tally(fresh_sqlite_url, "migrate")
+
+    assert second.returncode == 0, second.stderr
+    # Progress goes to stderr, so that stdout stays clean for scripts.
+    assert first.stdout == second.stdout == ""
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall() == (
+            tables_after_first
+        )
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == (
+            version_after_first
+        )
+    assert len(version_after_first) == 1
+
+
+def test_migrate_twice_on_postgres_succeeds(postgres_url: str) -> None:
+    for _ in range(2):
+        done = run_tally(postgres_url, "migrate")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == ""
+
+
+def test_tenants_create_json_prints_one_object_and_nothing_else(fresh_sqlite_url: str) -> None:
+    done = run_tally(fresh_sqlite_url, "tenants", "create", "Acme Ltd", "--json")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout
+    created = json.loads(lines[0])
+    assert isinstance(created, dict)
+    assert set(created) == {"tenant_id", "api_key"}
+    assert isinstance(created["tenant_id"], str) and created["tenant_id"]
+    assert isinstance(created["api_key"], str)
+    assert created["api_key"].startswith("tly_")
+    # The key is a secret: it is on stdout, shown once, and nowhere else.
+    assert created["api_key"] not in done.stderr
+
+
+def test_tenants_create_makes_a_new_tenant_and_key_each_time(fresh_sqlite_url: str) -> None:
+    first = cli_create_tenant(fresh_sqlite_url, "same name")
+    second = cli_create_tenant(fresh_sqlite_url, "same name")
+
+    assert first[0] != second[0]
+    assert first[1] != second[1]
+
+
+def test_tenants_create_rejects_an_empty_name(fresh_sqlite_url: str) -> None:
+    done = run_tally(fresh_sqlite_url, "tenants", "create", "", "--json")
+
+    assert done.returncode != 0
+    assert done.stdout == ""
+
+
+def test_cli_key_moves_money_on_a_served_sqlite_ledger(
+    fresh_sqlite_url: str, start_server: StartServer
+) -> None:
+    _, api_key = cli_create_tenant(fresh_sqlite_url, "e2e")
+    server = start_server(fresh_sqlite_url)
+
+    with httpx.Client(
+        base_url=server.base_url, headers=_bearer(api_key), timeout=HTTP_TIMEOUT_SECONDS
+    ) as api:
+        bank = api.post(
+            "/v1/accounts", json={"id": "bank", "currency": "USD", "normal_balance": "debit"}
+        )
+        assert bank.status_code == 201, bank.text
+        wallet = api.post("/v1/accounts", json={"id": "wallet", "currency": "USD"})
+        assert wallet.status_code == 201, wallet.text
+
+        moved = api.post(
+            "/v1/transfers",
+            json={
+                "id": "deposit-1",
+                "debit_account_id": "bank",
+                "credit_account_id": "wallet",
+                "amount": 12_345,
+            },
+        )
+        assert moved.status_code == 201, moved.text
+        assert moved.json()["status"] == "posted"
+
+        read = api.get("/v1/accounts/wallet")
+        assert read.status_code == 200, read.text
+        account = read.json()
+        assert account["credits_posted"] == 12_345
+        assert account["debits_posted"] == 0
+        assert account["balance"] == {"posted": 12_345, "pending": 0, "available": 12_345}
+
+        bank_read = api.get("/v1/accounts/bank").json()
+        assert bank_read["debits_posted"] == 12_345
+        # Debit-normal: the bank's balance grows with its debits.
+        assert bank_read["balance"]["posted"] == 12_345
+
+        assert api.get("/v1/transfers/deposit-1").json()["amount"] == 12_345
+
+
+def test_wrong_or_missing_key_is_401_with_bearer_challenge(
+    fresh_sqlite_url: str, start_server: StartServer
+) -> None:
+    _, api_key = cli_create_tenant(fresh_sqlite_url, "e2e")
+    server = start_server(fresh_sqlite_url)
+    forged = api_key[:-4] + ("aaaa" if not api_key.endswith("aaaa") else "bbbb")
+
+    with httpx.Client(base_url=server.base_url, timeout=HTTP_TIMEOUT_SECONDS) as client:
+        for headers in ({}, _bearer(forged), _bearer("tly_nonsense"), {"Authorization": api_key}):
+            answer = client.get("/v1/accounts", headers=headers)
+            assert answer.status_code == 401, (headers, answer.text)
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert answer.json()["code"] == "unauthenticated"
+            assert api_key not in answer.text
+
+        refused = client.post(
+            "/v1/accounts", headers=_bearer(forged), json={"id": "x", "currency": "USD"}
+        )
+        assert refused.status_code == 401
+        # Nothing was created by the refused request.
+        assert client.get("/v1/accounts/x", headers=_bearer(api_key)).status_code == 404
+
+
+def test_one_tenants_key_cannot_see_another_tenants_accounts(
+    fresh_sqlite_url: str, start_server: StartServer
+) -> None:
+    _, key_a = cli_create_tenant(fresh_sqlite_url, "a")
+    _, key_b = cli_create_tenant(fresh_sqlite_url, "b")
+    server = start_server(fresh_sqlite_url)
+
+    with httpx.Client(base_url=server.base_url, timeout=HTTP_TIMEOUT_SECONDS) as client:
+        made = client.post(
+            "/v1/accounts", headers=_bearer(key_a), json={"id": "mine", "currency": "USD"}
+        )
+        assert made.status_code == 201, made.text
+
+        assert client.get("/v1/accounts/mine", headers=_bearer(key_b)).status_code == 404
+        listed = client.get("/v1/accounts", headers=_bearer(key_b)).json()
+        assert listed["data"] == []
