@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
     api_key_cache_entries_max: int = 10_000
 
+    # Idempotency keys (api.md §3, docs/idempotency.md).
+    require_idempotency_key: bool = False
+    idempotency_retention_seconds: int = Field(default=86_400, ge=60)
+    idempotency_purge_interval_seconds: float = Field(default=60.0, gt=0)
+    idempotency_purge_batch_max: int = Field(default=1_000, ge=1)
+    idempotency_in_use_retry_after_seconds: int = 1
+
     log_level: str = "info"
 
     @field_validator("database_url")

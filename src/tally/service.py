@@ -1,16 +1,16 @@
 """The service layer: one method per use case, shared by every entry point.
 
 Routes parse and render; this layer turns a parsed request into core commands,
-sends writes through the batching writer, reads straight from the store, and
-turns the core's refusals into ``LedgerRefused`` errors. REST today, GraphQL
-later, call the same methods.
+sends writes through the batching writer (with their idempotency key, if any),
+and reads straight from the store. REST today, GraphQL later, call the same
+methods.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -20,14 +20,13 @@ from tally.core import (
     CreateAccount,
     CreateTransfer,
     NormalBalance,
-    Outcome,
     PostPending,
-    Status,
     Transfer,
     UpdateAccount,
     VoidPending,
 )
-from tally.errors import FieldError, LedgerRefused, NotFound, ValidationFailed
+from tally.errors import FieldError, NotFound, ValidationFailed
+from tally.idempotency import Claim, IdempotencyKeyInUse, IdempotencyKeyReused, StoredResponse
 from tally.ids import new_id
 from tally.schemas import (
     AccountCreate,
@@ -39,6 +38,7 @@ from tally.schemas import (
 )
 from tally.storage import Store, TransferFilter
 from tally.storage.base import BalanceRecord, EventRecord
+from tally.storage.batch import Render
 from tally.writer import Writer
 
 T = TypeVar("T")
@@ -78,26 +78,75 @@ def _page(items: list[T], limit: int, position_of_last: int) -> Page[T]:
     return Page(items, None)
 
 
-def _refused(outcome: Outcome) -> LedgerRefused:
-    assert outcome.code is not None
-    return LedgerRefused(outcome.code, outcome.detail, outcome.fields)
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A write's HTTP answer, and whether it replays an earlier one."""
 
-
-def _one(outcomes: list[Outcome]) -> Outcome:
-    (outcome,) = outcomes
-    if not outcome.ok:
-        raise _refused(outcome)
-    return outcome
+    response: StoredResponse
+    replayed: bool = False
 
 
 class Ledger:
-    def __init__(self, store: Store, writer: Writer) -> None:
+    """The use cases. Each write takes a ``render`` that turns the core's outcomes
+    into the HTTP response: for a request with an Idempotency-Key the writer calls
+    it inside the database transaction, so the response is stored with the effect
+    (see tally.idempotency)."""
+
+    def __init__(
+        self,
+        store: Store,
+        writer: Writer,
+        *,
+        clock: Callable[[], int],
+        in_use_retry_after_seconds: int = 1,
+    ) -> None:
         self.store = store
         self.writer = writer
+        self._clock = clock
+        self._in_use_retry_after_seconds = in_use_retry_after_seconds
+        # Keys this process is executing now: a second request with one of them is
+        # answered 409 at once rather than queued behind the first.
+        self._in_flight: set[tuple[str, str]] = set()
+
+    async def _write(
+        self,
+        tenant_id: str,
+        commands: Sequence[Command],
+        render: Render,
+        claim: Claim | None,
+        *,
+        atomic: bool = False,
+    ) -> Written:
+        if claim is None:
+            result = await self.writer.submit(tenant_id, commands, atomic=atomic)
+            return Written(render(result.outcomes))
+        flight = (tenant_id, claim.key)
+        if flight in self._in_flight:
+            raise IdempotencyKeyInUse(self._in_use_retry_after_seconds)
+        # A completed key is answered without queueing. The writer checks again
+        # inside its transaction: that check is the one the guarantee rests on.
+        stored = await self.store.find_idempotency_key(tenant_id, claim.key, self._clock())
+        if stored is not None:
+            if stored.fingerprint != claim.fingerprint:
+                raise IdempotencyKeyReused()
+            return Written(stored.response, replayed=True)
+        self._in_flight.add(flight)
+        try:
+            result = await self.writer.submit(
+                tenant_id, commands, atomic=atomic, claim=claim, render=render
+            )
+        finally:
+            self._in_flight.discard(flight)
+        if result.error is not None:
+            raise result.error
+        assert result.response is not None
+        return Written(result.response, result.replayed)
 
     # -- accounts ---------------------------------------------------------------------
 
-    async def create_account(self, tenant_id: str, body: AccountCreate) -> Outcome:
+    async def create_account(
+        self, tenant_id: str, body: AccountCreate, render: Render, claim: Claim | None
+    ) -> Written:
         command = CreateAccount(
             id=body.id or new_id("acc"),
             currency=body.currency,
@@ -106,26 +155,30 @@ class Ledger:
             credits_must_not_exceed_debits=body.flags.credits_must_not_exceed_debits,
             metadata=body.metadata,
         )
-        return _one(await self.writer.submit(tenant_id, [command]))
-
-    async def get_account(self, tenant_id: str, account_id: str) -> Account:
-        account = await self.store.get_account(tenant_id, account_id)
-        if account is None:
-            raise NotFound(f"No account with id {account_id!r}.")
-        return account
+        return await self._write(tenant_id, [command], render, claim)
 
     async def update_account(
-        self, tenant_id: str, account_id: str, body: AccountUpdate, expected_version: int | None
-    ) -> Account:
+        self,
+        tenant_id: str,
+        account_id: str,
+        body: AccountUpdate,
+        expected_version: int | None,
+        render: Render,
+        claim: Claim | None,
+    ) -> Written:
         command = UpdateAccount(
             id=account_id,
             metadata=body.metadata,
             close=body.status == "closed",
             expected_version=expected_version,
         )
-        outcome = _one(await self.writer.submit(tenant_id, [command]))
-        assert isinstance(outcome.object, Account)
-        return outcome.object
+        return await self._write(tenant_id, [command], render, claim)
+
+    async def get_account(self, tenant_id: str, account_id: str) -> Account:
+        account = await self.store.get_account(tenant_id, account_id)
+        if account is None:
+            raise NotFound(f"No account with id {account_id!r}.")
+        return account
 
     async def list_accounts(
         self,
@@ -177,29 +230,51 @@ class Ledger:
 
     # -- transfers --------------------------------------------------------------------
 
-    async def create_transfer(self, tenant_id: str, body: TransferCreate) -> Outcome:
-        return _one(await self.writer.submit(tenant_id, [transfer_command(body)]))
+    async def create_transfer(
+        self, tenant_id: str, body: TransferCreate, render: Render, claim: Claim | None
+    ) -> Written:
+        return await self._write(tenant_id, [transfer_command(body)], render, claim)
 
-    async def post_pending(self, tenant_id: str, pending_id: str, body: PendingPost) -> Outcome:
+    async def post_pending(
+        self,
+        tenant_id: str,
+        pending_id: str,
+        body: PendingPost,
+        render: Render,
+        claim: Claim | None,
+    ) -> Written:
         command = PostPending(
             id=body.id or new_id("trf"),
             pending_id=pending_id,
             amount=body.amount,
             metadata=body.metadata,
         )
-        return _one(await self.writer.submit(tenant_id, [command]))
+        return await self._write(tenant_id, [command], render, claim)
 
-    async def void_pending(self, tenant_id: str, pending_id: str, body: PendingVoid) -> Outcome:
+    async def void_pending(
+        self,
+        tenant_id: str,
+        pending_id: str,
+        body: PendingVoid,
+        render: Render,
+        claim: Claim | None,
+    ) -> Written:
         command = VoidPending(
             id=body.id or new_id("trf"), pending_id=pending_id, metadata=body.metadata
         )
-        return _one(await self.writer.submit(tenant_id, [command]))
+        return await self._write(tenant_id, [command], render, claim)
 
     async def create_batch(
-        self, tenant_id: str, items: Sequence[TransferCreate | BatchAction], *, atomic: bool
-    ) -> list[Outcome]:
+        self,
+        tenant_id: str,
+        items: Sequence[TransferCreate | BatchAction],
+        render: Render,
+        claim: Claim | None,
+        *,
+        atomic: bool,
+    ) -> Written:
         commands = [transfer_command(item) for item in items]
-        return await self.writer.submit(tenant_id, commands, atomic=atomic)
+        return await self._write(tenant_id, commands, render, claim, atomic=atomic)
 
     async def get_transfer(self, tenant_id: str, transfer_id: str) -> Transfer:
         transfer = await self.store.get_transfer(tenant_id, transfer_id)
@@ -247,7 +322,3 @@ def transfer_command(item: TransferCreate | BatchAction) -> Command:
         timeout_seconds=item.timeout_seconds,
         metadata=item.metadata,
     )
-
-
-def created(outcome: Outcome) -> bool:
-    return outcome.status is Status.CREATED

@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import Gauge, Histogram
 
-from tally.core import Command, Outcome
+from tally.core import Command
 from tally.errors import TallyError, Unavailable
+from tally.idempotency import Claim
 from tally.storage import Job, Store
+from tally.storage.batch import JobResult, Render
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,14 @@ class Writer:
             await self._task
 
     async def submit(
-        self, tenant_id: str, commands: Sequence[Command], *, atomic: bool = False
-    ) -> list[Outcome]:
+        self,
+        tenant_id: str,
+        commands: Sequence[Command],
+        *,
+        atomic: bool = False,
+        claim: Claim | None = None,
+        render: Render | None = None,
+    ) -> JobResult:
         if self._closing:
             raise Unavailable("The server is shutting down.", retry_after_seconds=1)
         if self._queued_commands + len(commands) > self._queue_commands_max:
@@ -83,15 +91,15 @@ class Writer:
                 "The write queue is full; retry shortly.",
                 retry_after_seconds=self._retry_after_seconds,
             )
-        job = Job(tenant_id, commands, atomic, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        job = Job(tenant_id, commands, atomic, claim, render, future)
         self._queue.append(job)
         self._queued_commands += len(commands)
         WRITER_QUEUE_COMMANDS.set(self._queued_commands)
         self._wakeup.set()
-        assert job.future is not None
         # shield: a client that hangs up must not cancel a write the batch
         # already carries; its outcome is simply not delivered.
-        return await asyncio.shield(job.future)
+        return await asyncio.shield(future)
 
     def _take_batch(self) -> list[Job]:
         batch: list[Job] = []
@@ -132,9 +140,9 @@ class Writer:
             return
         WRITER_BATCH_SECONDS.observe(time.perf_counter() - started)
         WRITER_BATCH_COMMANDS.observe(sum(len(j.commands) for j in batch))
-        for job, outcomes in zip(batch, results, strict=True):
+        for job, result in zip(batch, results, strict=True):
             if job.future is not None and not job.future.done():
-                job.future.set_result(outcomes)
+                job.future.set_result(result)
 
 
 def _settle(job: Job, exc: BaseException) -> None:

@@ -13,6 +13,7 @@ from tally.config import Settings
 from tally.core import CreateAccount, Outcome, Status
 from tally.errors import Unavailable
 from tally.storage import Job, make_store
+from tally.storage.batch import JobResult
 from tally.writer import Writer
 from tests.conftest import create_tenant
 
@@ -24,7 +25,7 @@ class CountingStore:
         self.inner = make_store(Settings(database_url=database_url))
         self.transactions = 0
 
-    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
         self.transactions += 1
         return await self.inner.execute(jobs, now_us)
 
@@ -36,7 +37,7 @@ def run(coro: object) -> object:
 def test_requests_waiting_together_share_one_transaction(database_url: str) -> None:
     tenant_id, _ = create_tenant(database_url)
 
-    async def scenario() -> tuple[int, list[list[Outcome]]]:
+    async def scenario() -> tuple[int, list[JobResult]]:
         store = CountingStore(database_url)
         await store.inner.open()
         writer = Writer(store, queue_commands_max=100, batch_commands_max=100)  # type: ignore[arg-type]
@@ -54,7 +55,7 @@ def test_requests_waiting_together_share_one_transaction(database_url: str) -> N
 
     transactions, results = run(scenario())  # type: ignore[misc]
     assert transactions == 1
-    assert all(outcomes[0].status is Status.CREATED for outcomes in results)
+    assert all(result.outcomes[0].status is Status.CREATED for result in results)
 
 
 def test_a_full_queue_refuses_with_unavailable_and_loses_nothing_queued(
@@ -71,7 +72,7 @@ def test_a_full_queue_refuses_with_unavailable_and_loses_nothing_queued(
         with pytest.raises(Unavailable) as refused:
             await writer.submit(tenant_id, [CreateAccount("q2", "USD")])
         writer.start()
-        (outcome,) = await first
+        (outcome,) = (await first).outcomes
         await writer.stop()
         await store.close()
         return outcome, refused.value

@@ -30,6 +30,7 @@ from tally.config import Settings, get_settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.expiry import run_expiry
 from tally.ids import new_id
+from tally.retention import run_retention
 from tally.schemas import encode
 from tally.service import Ledger
 from tally.storage import make_store
@@ -112,12 +113,22 @@ def create_app(
             ),
             name="tally-expiry",
         )
+        retention = asyncio.create_task(
+            run_retention(
+                store,
+                clock,
+                interval_seconds=settings.idempotency_purge_interval_seconds,
+                batch_max=settings.idempotency_purge_batch_max,
+            ),
+            name="tally-retention",
+        )
         try:
             yield
         finally:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
+            for task in (expiry, retention):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await writer.stop()
             await store.close()
 
@@ -175,7 +186,12 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     app.state.writer = writer
-    app.state.ledger = Ledger(store, writer)
+    app.state.ledger = Ledger(
+        store,
+        writer,
+        clock=clock,
+        in_use_retry_after_seconds=settings.idempotency_in_use_retry_after_seconds,
+    )
     app.state.authenticator = Authenticator(
         store,
         cache_seconds=settings.api_key_cache_seconds,

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tally.errors import TallyError, ValidationFailed
+from tally.idempotency import StoredResponse
 from tally.schemas import BatchResultOut, FieldErrorOut, Problem, encode
 
 # A URN names the problem type without pretending to be a page we host;
@@ -22,16 +23,16 @@ def request_id_of(request: Request) -> str | None:
     return request.scope.get("state", {}).get("request_id")  # type: ignore[no-any-return]
 
 
-def problem_response(
-    error: TallyError, request: Request, results: list[BatchResultOut] | None = None
-) -> Response:
-    problem = Problem(
+def problem(
+    error: TallyError, request_id: str | None, results: list[BatchResultOut] | None = None
+) -> StoredResponse:
+    body = Problem(
         type=PROBLEM_TYPE_BASE + error.code,
         title=error.title,
         status=error.status,
         detail=error.detail,
         code=error.code,
-        request_id=request_id_of(request),
+        request_id=request_id,
         errors=(
             [FieldErrorOut(e.field, e.code, e.message) for e in error.errors]
             if isinstance(error, ValidationFailed)
@@ -40,9 +41,16 @@ def problem_response(
         fields=error.extra.get("fields"),  # type: ignore[arg-type]
         results=results,
     )
-    return Response(
-        encode(problem),
-        status_code=error.status,
-        media_type=PROBLEM_MEDIA_TYPE,
-        headers=error.headers,
-    )
+    headers = (("content-type", PROBLEM_MEDIA_TYPE), *error.headers.items())
+    return StoredResponse(error.status, encode(body), tuple(headers))
+
+
+def to_response(stored: StoredResponse, *, replayed: bool = False) -> Response:
+    headers = dict(stored.headers)
+    if replayed:
+        headers["idempotent-replayed"] = "true"
+    return Response(stored.body, status_code=stored.status, headers=headers)
+
+
+def problem_response(error: TallyError, request: Request) -> Response:
+    return to_response(problem(error, request_id_of(request)))

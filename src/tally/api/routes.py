@@ -29,9 +29,9 @@ from tally.api.parsing import (
     query_time,
     read_body,
 )
-from tally.api.problems import problem_response
+from tally.api.problems import problem, problem_response, request_id_of, to_response
 from tally.auth import Principal
-from tally.core import Account, Outcome, Status, Transfer, derive_balance
+from tally.core import Account, Code, Outcome, Status, Transfer, derive_balance
 from tally.errors import (
     FieldError,
     Forbidden,
@@ -40,6 +40,13 @@ from tally.errors import (
     PreconditionFailed,
     TallyError,
     ValidationFailed,
+)
+from tally.idempotency import (
+    Claim,
+    IdempotencyKeyRequired,
+    StoredResponse,
+    fingerprint,
+    parse_key,
 )
 from tally.ids import is_valid_id
 from tally.schemas import (
@@ -67,9 +74,10 @@ from tally.schemas import (
     format_time,
     transfer_out,
 )
-from tally.service import Ledger, Page
+from tally.service import Ledger, Page, Written
 from tally.storage import TransferFilter
 from tally.storage.base import BalanceRecord
+from tally.storage.batch import Render
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +127,24 @@ class Call:
     body_bytes_max: int
     page_limit_default: int
     page_limit_max: int
+    idempotency_key: str | None = None
+    raw_body: bytes = b""
 
     @property
     def tenant_id(self) -> str:
         return self.principal.tenant_id
+
+    @property
+    def request_id(self) -> str | None:
+        return request_id_of(self.request)
+
+    @property
+    def claim(self) -> Claim | None:
+        """The request's idempotency claim; call after ``body()``."""
+        if self.idempotency_key is None:
+            return None
+        r = self.request
+        return Claim(self.idempotency_key, fingerprint(r.method, r.url.path, self.raw_body))
 
     def path_id(self, name: str = "id") -> str:
         value: str = self.request.path_params[name]
@@ -132,8 +154,8 @@ class Call:
         return value
 
     async def body(self, schema: type[Any], *, empty_ok: bool = False) -> Any:
-        raw = await read_body(self.request, self.body_bytes_max, empty_ok=empty_ok)
-        return decode(raw, schema)
+        self.raw_body = await read_body(self.request, self.body_bytes_max, empty_ok=empty_ok)
+        return decode(self.raw_body, schema)
 
     def limit(self) -> int:
         return query_int(self.request, "limit", self.page_limit_default, 1, self.page_limit_max)
@@ -164,6 +186,58 @@ def _created_status(outcome: Outcome) -> int:
     return 201 if outcome.status is Status.CREATED else 200
 
 
+def _stored_json(
+    value: object, status: int, headers: tuple[tuple[str, str], ...] = ()
+) -> StoredResponse:
+    return StoredResponse(status, encode(value), (("content-type", "application/json"), *headers))
+
+
+def _refused(outcome: Outcome, request_id: str | None) -> StoredResponse:
+    assert outcome.code is not None
+    return problem(LedgerRefused(outcome.code, outcome.detail, outcome.fields), request_id)
+
+
+def _written(written: Written) -> Response:
+    return to_response(written.response, replayed=written.replayed)
+
+
+# Renderers turn a write's outcomes into its response. They are pure, because
+# for a keyed request they run inside the database transaction (the stored
+# response is committed with the effect).
+
+
+def _render_account(request_id: str | None) -> Render:
+    def render(outcomes: list[Outcome]) -> StoredResponse:
+        (outcome,) = outcomes
+        if not outcome.ok:
+            return _refused(outcome, request_id)
+        account = outcome.object
+        assert isinstance(account, Account)
+        status = 200 if outcome.status is Status.UPDATED else _created_status(outcome)
+        headers: tuple[tuple[str, str], ...] = (("etag", account_etag(account)),)
+        if outcome.status is not Status.UPDATED:
+            headers += (("location", f"/v1/accounts/{account.id}"),)
+        return _stored_json(account_out(account), status, headers)
+
+    return render
+
+
+def _render_transfer(request_id: str | None) -> Render:
+    def render(outcomes: list[Outcome]) -> StoredResponse:
+        (outcome,) = outcomes
+        if not outcome.ok:
+            return _refused(outcome, request_id)
+        transfer = outcome.object
+        assert isinstance(transfer, Transfer)
+        return _stored_json(
+            transfer_out(transfer),
+            _created_status(outcome),
+            (("location", f"/v1/transfers/{transfer.id}"),),
+        )
+
+    return render
+
+
 def _list(page: Page[Any], render: Callable[[Any], Any], list_type: type) -> Response:
     return json(
         list_type(
@@ -179,13 +253,10 @@ def _list(page: Page[Any], render: Callable[[Any], Any], list_type: type) -> Res
 
 async def create_account(call: Call) -> Response:
     body = await call.body(AccountCreate)
-    outcome = await call.ledger.create_account(call.tenant_id, body)
-    assert isinstance(outcome.object, Account)
-    return json(
-        account_out(outcome.object),
-        _created_status(outcome),
-        {"Location": f"/v1/accounts/{outcome.object.id}", "ETag": account_etag(outcome.object)},
+    written = await call.ledger.create_account(
+        call.tenant_id, body, _render_account(call.request_id), call.claim
     )
+    return _written(written)
 
 
 async def get_account(call: Call) -> Response:
@@ -197,8 +268,10 @@ async def update_account(call: Call) -> Response:
     account_id = call.path_id()
     expected = _expected_version(call.request)
     body = await call.body(AccountUpdate)
-    account = await call.ledger.update_account(call.tenant_id, account_id, body, expected)
-    return json(account_out(account), headers={"ETag": account_etag(account)})
+    written = await call.ledger.update_account(
+        call.tenant_id, account_id, body, expected, _render_account(call.request_id), call.claim
+    )
+    return _written(written)
 
 
 async def list_accounts(call: Call) -> Response:
@@ -255,30 +328,30 @@ async def account_balances(call: Call) -> Response:
 # -- transfers --------------------------------------------------------------------------
 
 
-def _transfer_response(outcome: Outcome) -> Response:
-    assert isinstance(outcome.object, Transfer)
-    return json(
-        transfer_out(outcome.object),
-        _created_status(outcome),
-        {"Location": f"/v1/transfers/{outcome.object.id}"},
-    )
-
-
 async def create_transfer(call: Call) -> Response:
     body = await call.body(TransferCreate)
-    return _transfer_response(await call.ledger.create_transfer(call.tenant_id, body))
+    written = await call.ledger.create_transfer(
+        call.tenant_id, body, _render_transfer(call.request_id), call.claim
+    )
+    return _written(written)
 
 
 async def post_transfer(call: Call) -> Response:
     pending_id = call.path_id()
     body = await call.body(PendingPost, empty_ok=True)
-    return _transfer_response(await call.ledger.post_pending(call.tenant_id, pending_id, body))
+    written = await call.ledger.post_pending(
+        call.tenant_id, pending_id, body, _render_transfer(call.request_id), call.claim
+    )
+    return _written(written)
 
 
 async def void_transfer(call: Call) -> Response:
     pending_id = call.path_id()
     body = await call.body(PendingVoid, empty_ok=True)
-    return _transfer_response(await call.ledger.void_pending(call.tenant_id, pending_id, body))
+    written = await call.ledger.void_pending(
+        call.tenant_id, pending_id, body, _render_transfer(call.request_id), call.claim
+    )
+    return _written(written)
 
 
 def _batch_item(raw: dict[str, Any], index: int) -> TransferCreate | BatchAction:
@@ -308,22 +381,32 @@ def _batch_result(index: int, outcome: Outcome) -> BatchResultOut:
     )
 
 
+def _render_batch(request_id: str | None, atomic: bool) -> Render:
+    def render(outcomes: list[Outcome]) -> StoredResponse:
+        results = [_batch_result(i, o) for i, o in enumerate(outcomes)]
+        if not atomic:
+            return _stored_json(BatchOut(results), 200)
+        if all(o.ok for o in outcomes):
+            return _stored_json(BatchOut(results), 201)
+        failed = next(o for o in outcomes if o.code not in (None, Code.LINKED_EVENT_FAILED))
+        error = TallyError(f"Item failed: {failed.detail} Nothing was applied.")
+        error.status, error.code, error.title = 422, Code.BATCH_FAILED.value, "Batch failed"
+        return problem(error, request_id, results)
+
+    return render
+
+
 async def create_batch(call: Call) -> Response:
     body = await call.body(BatchCreate)
     items = [_batch_item(raw, i) for i, raw in enumerate(body.transfers)]
-    outcomes = await call.ledger.create_batch(call.tenant_id, items, atomic=body.atomic)
-    results = [_batch_result(i, o) for i, o in enumerate(outcomes)]
-    if not body.atomic:
-        return json(BatchOut(results))
-    if all(o.ok for o in outcomes):
-        return json(BatchOut(results), 201)
-    failed = next(
-        o for o in outcomes if o.code is not None and o.code.value != "linked_event_failed"
+    written = await call.ledger.create_batch(
+        call.tenant_id,
+        items,
+        _render_batch(call.request_id, body.atomic),
+        call.claim,
+        atomic=body.atomic,
     )
-    assert failed.code is not None
-    error = LedgerRefused(failed.code, f"Item failed: {failed.detail} Nothing was applied.")
-    error.code, error.status, error.title = "batch_failed", 422, "Batch failed"
-    return problem_response(error, call.request, results)
+    return _written(written)
 
 
 async def get_transfer(call: Call) -> Response:
@@ -613,6 +696,11 @@ def endpoint(spec: RouteSpec, settings: Any) -> Callable[[Request], Awaitable[Re
                 settings.page_limit_default,
                 settings.page_limit_max,
             )
+            if spec.method in ("POST", "PATCH"):
+                call.idempotency_key = parse_key(request.headers.getlist("idempotency-key"))
+                required = settings.require_idempotency_key and spec.method == "POST"
+                if call.idempotency_key is None and required:
+                    raise IdempotencyKeyRequired("Send an Idempotency-Key header.")
             response = await spec.handler(call)
         except TallyError as error:
             response = problem_response(error, request)

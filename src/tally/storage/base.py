@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tally.core import Account, Outcome, Transfer
-from tally.storage.batch import Job
+from tally.core import Account, Transfer
+from tally.idempotency import StoredKey
+from tally.storage.batch import Job, JobResult
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
     TRANSFER_COLUMNS,
     Row,
     account_from_row,
     columns,
+    stored_key_from_row,
     transfer_from_row,
 )
 
@@ -80,8 +82,12 @@ class Store(abc.ABC):
     # -- writes -----------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
         """Apply the jobs in one transaction (or, after a failure, one by one)."""
+
+    @abc.abstractmethod
+    async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
+        """Delete at most ``limit`` keys past their retention; return how many."""
 
     @abc.abstractmethod
     async def create_tenant(
@@ -112,6 +118,16 @@ class Store(abc.ABC):
             return None
         r = rows[0]
         return ApiKeyRecord(r[0], r[1], r[2], r[3], r[4] is not None)
+
+    async def find_idempotency_key(self, tenant_id: str, key: str, now_us: int) -> StoredKey | None:
+        rows = await self.fetch(
+            "SELECT fingerprint, status_code, headers, body FROM idempotency_keys"
+            " WHERE tenant_id = $1 AND key = $2 AND expires_at_us > $3",
+            tenant_id,
+            key,
+            now_us,
+        )
+        return stored_key_from_row(rows[0]) if rows else None
 
     async def get_account(self, tenant_id: str, account_id: str) -> Account | None:
         rows = await self.fetch(

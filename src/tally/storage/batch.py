@@ -16,23 +16,56 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tally.core import Book, Changes, Command, Outcome, Transfer
 from tally.core.commands import account_ids, transfer_ids
+from tally.errors import TallyError
+from tally.idempotency import Claim, IdempotencyKeyReused, StoredKey, StoredResponse
 
 Key = tuple[str, str]  # (tenant_id, object id)
 
 
+Render = Callable[[list[Outcome]], StoredResponse]
+
+
 @dataclass(slots=True)
 class Job:
-    """One request's commands, waiting for the writer."""
+    """One request's commands, waiting for the writer.
+
+    A keyed job (``claim``) also carries ``render``, which turns its outcomes
+    into the HTTP response, so that the response can be stored in the same
+    transaction as the effect.
+    """
 
     tenant_id: str
     commands: Sequence[Command]
     atomic: bool = False
-    future: asyncio.Future[list[Outcome]] | None = field(default=None, repr=False)
+    claim: Claim | None = None
+    render: Render | None = field(default=None, repr=False)
+    future: asyncio.Future[JobResult] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What the writer answers a job: its outcomes, or for a keyed job the stored
+    response (``replayed`` when it was not executed again), or an error."""
+
+    outcomes: list[Outcome]
+    response: StoredResponse | None = None
+    replayed: bool = False
+    error: TallyError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """An idempotency record to insert with the batch."""
+
+    tenant_id: str
+    key: str
+    fingerprint: str
+    response: StoredResponse
 
 
 class StaleRead(Exception):
@@ -98,3 +131,70 @@ def decide(
         changes={t: b.changes() for t, b in books.items()},
         last_sequence={t: b.last_sequence for t, b in books.items()},
     )
+
+
+# -- idempotency keys ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class KeyPlan:
+    """Which jobs run, and which are answered from a stored or sibling response."""
+
+    run: list[int]
+    answered: dict[int, JobResult]
+    # job index -> index of the earlier job in this batch with the same key
+    copies: dict[int, int]
+
+
+def claim_keys(jobs: Sequence[Job]) -> list[Key]:
+    return sorted({(j.tenant_id, j.claim.key) for j in jobs if j.claim is not None})
+
+
+def _replay(stored: StoredKey, claim: Claim) -> JobResult:
+    if stored.fingerprint != claim.fingerprint:
+        return JobResult([], error=IdempotencyKeyReused())
+    return JobResult([], response=stored.response, replayed=True)
+
+
+def plan_keys(jobs: Sequence[Job], stored: dict[Key, StoredKey]) -> KeyPlan:
+    plan = KeyPlan(run=[], answered={}, copies={})
+    first: dict[Key, int] = {}
+    for i, job in enumerate(jobs):
+        if job.claim is None:
+            plan.run.append(i)
+            continue
+        key = (job.tenant_id, job.claim.key)
+        earlier = first.get(key)
+        if key in stored:
+            plan.answered[i] = _replay(stored[key], job.claim)
+        elif earlier is not None:
+            earlier_claim = jobs[earlier].claim
+            assert earlier_claim is not None
+            if earlier_claim.fingerprint == job.claim.fingerprint:
+                plan.copies[i] = earlier
+            else:
+                plan.answered[i] = JobResult([], error=IdempotencyKeyReused())
+        else:
+            first[key] = i
+            plan.run.append(i)
+    return plan
+
+
+def finish(
+    jobs: Sequence[Job], plan: KeyPlan, outcomes: Sequence[list[Outcome]]
+) -> tuple[list[JobResult], list[KeyRow]]:
+    """Every job's result, and the idempotency records to store with the batch."""
+    results: dict[int, JobResult] = dict(plan.answered)
+    rows: list[KeyRow] = []
+    for i, job_outcomes in zip(plan.run, outcomes, strict=True):
+        job = jobs[i]
+        if job.claim is None:
+            results[i] = JobResult(job_outcomes)
+            continue
+        assert job.render is not None, "a keyed job renders its response"
+        response = job.render(job_outcomes)
+        results[i] = JobResult(job_outcomes, response=response)
+        rows.append(KeyRow(job.tenant_id, job.claim.key, job.claim.fingerprint, response))
+    for i, earlier in plan.copies.items():
+        results[i] = JobResult([], response=results[earlier].response, replayed=True)
+    return [results[i] for i in range(len(jobs))], rows

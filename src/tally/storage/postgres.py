@@ -23,13 +23,19 @@ import asyncpg
 from tally.config import Settings
 from tally.core import Changes, Outcome
 from tally.errors import Unavailable
+from tally.idempotency import StoredKey
 from tally.storage.base import Store
 from tally.storage.batch import (
     Decision,
     Job,
+    JobResult,
+    KeyRow,
     StaleRead,
     account_keys,
+    claim_keys,
     decide,
+    finish,
+    plan_keys,
     tenant_ids,
     transfer_keys,
 )
@@ -37,12 +43,15 @@ from tally.storage.rows import (
     ACCOUNT_COLUMNS,
     BALANCE_COLUMNS,
     EVENT_COLUMNS,
+    KEY_COLUMNS,
     TRANSFER_COLUMNS,
     account_from_row,
     account_row,
     balance_row,
     columns,
     event_row,
+    key_row,
+    stored_key_from_row,
     transfer_from_row,
     transfer_row,
 )
@@ -87,6 +96,11 @@ _PG_TYPES = {
     "metadata": "text",
     "type": "text",
     "data": "text",
+    "key": "text",
+    "fingerprint": "text",
+    "headers": "text",
+    "body": "bytea",
+    "status_code": "integer",
     "debits_must_not_exceed_credits": "boolean",
     "credits_must_not_exceed_debits": "boolean",
     "pending": "boolean",
@@ -108,6 +122,26 @@ _INSERT_ACCOUNTS = _insert_sql("accounts", ACCOUNT_COLUMNS)
 _INSERT_TRANSFERS = _insert_sql("transfers", TRANSFER_COLUMNS)
 _INSERT_BALANCES = _insert_sql("account_balances", BALANCE_COLUMNS)
 _INSERT_EVENTS = _insert_sql("events", EVENT_COLUMNS)
+_SELECT_KEYS = (
+    "SELECT i.tenant_id, i.key, i.fingerprint, i.status_code, i.headers, i.body"
+    " FROM idempotency_keys AS i JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, key)"
+    " ON i.tenant_id = k.tenant_id AND i.key = k.key WHERE i.expires_at_us > $3"
+)
+# A key past its retention is new again: its old row makes way for the new one.
+_DELETE_EXPIRED_KEYS = (
+    "DELETE FROM idempotency_keys AS i USING unnest($1::text[], $2::text[]) AS k(tenant_id, key)"
+    " WHERE i.tenant_id = k.tenant_id AND i.key = k.key AND i.expires_at_us <= $3"
+)
+_INSERT_KEYS = (
+    f"INSERT INTO idempotency_keys (tenant_id, {columns(KEY_COLUMNS)})"
+    f" SELECT * FROM unnest($1::text[], {_array_types(KEY_COLUMNS)})"
+)
+# SKIP LOCKED: several processes purge at once without waiting on each other.
+_PURGE_KEYS = (
+    "DELETE FROM idempotency_keys WHERE (tenant_id, key) IN ("
+    " SELECT tenant_id, key FROM idempotency_keys WHERE expires_at_us <= $1"
+    " ORDER BY expires_at_us LIMIT $2 FOR UPDATE SKIP LOCKED)"
+)
 _UPDATE_ACCOUNTS = (
     "UPDATE accounts AS a SET "
     + ", ".join(f"{n} = u.{n}" for n in ACCOUNT_COLUMNS[1:])
@@ -204,7 +238,7 @@ class PostgresStore(Store):
 
     # -- writes -------------------------------------------------------------------------
 
-    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
         try:
             return await self._execute_retrying(jobs, now_us)
         except _RETRYABLE as exc:
@@ -213,13 +247,13 @@ class PostgresStore(Store):
         # Still failing together: isolate each request so one cannot sink the others.
         return [await self._execute_alone(job, now_us) for job in jobs]
 
-    async def _execute_alone(self, job: Job, now_us: int) -> list[Outcome]:
+    async def _execute_alone(self, job: Job, now_us: int) -> JobResult:
         try:
             return (await self._execute_retrying([job], now_us))[0]
         except _RETRYABLE as exc:
             raise self._unavailable(exc) from exc
 
-    async def _execute_retrying(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+    async def _execute_retrying(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
         for attempt in range(1, ATTEMPTS_MAX + 1):
             try:
                 return await self._execute_once(jobs, now_us)
@@ -233,26 +267,60 @@ class PostgresStore(Store):
                 raise self._unavailable(exc) from exc
         raise AssertionError("unreachable")
 
-    async def _execute_once(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
-        t_keys = transfer_keys(jobs)
+    async def _execute_once(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
         async with self.pool.acquire() as conn, conn.transaction():
-            seen = await self._transfers(conn, t_keys)
-            a_keys = account_keys(jobs, seen)
-            accounts = await conn.fetch(
-                _LOCK_ACCOUNTS, [k[0] for k in a_keys], [k[1] for k in a_keys]
-            )
-            tenants = await conn.fetch(_LOCK_TENANTS, tenant_ids(jobs))
-            transfers = await self._transfers(conn, t_keys)
-            decision = decide(
-                jobs,
-                accounts=[(r[0], account_from_row(r[1:])) for r in accounts],
-                transfers=transfers,
-                last_sequence={r[0]: r[1] for r in tenants},
-                locked=set(a_keys),
-                now_us=now_us,
-            )
-            await self._write(conn, decision)
+            plan = plan_keys(jobs, await self._stored_keys(conn, claim_keys(jobs), now_us))
+            run = [jobs[i] for i in plan.run]
+            outcomes = await self._apply(conn, run, now_us) if run else []
+            results, key_rows = finish(jobs, plan, outcomes)
+            await self._write_keys(conn, key_rows, now_us)
+        return results
+
+    async def _apply(
+        self, conn: asyncpg.Connection, jobs: Sequence[Job], now_us: int
+    ) -> list[list[Outcome]]:
+        """Lock, let the core decide, write: the steps of storage/batch.py."""
+        t_keys = transfer_keys(jobs)
+        seen = await self._transfers(conn, t_keys)
+        a_keys = account_keys(jobs, seen)
+        accounts = await conn.fetch(_LOCK_ACCOUNTS, [k[0] for k in a_keys], [k[1] for k in a_keys])
+        tenants = await conn.fetch(_LOCK_TENANTS, tenant_ids(jobs))
+        transfers = await self._transfers(conn, t_keys)
+        decision = decide(
+            jobs,
+            accounts=[(r[0], account_from_row(r[1:])) for r in accounts],
+            transfers=transfers,
+            last_sequence={r[0]: r[1] for r in tenants},
+            locked=set(a_keys),
+            now_us=now_us,
+        )
+        await self._write(conn, decision)
         return decision.outcomes
+
+    @staticmethod
+    async def _stored_keys(
+        conn: asyncpg.Connection, keys: list[tuple[str, str]], now_us: int
+    ) -> dict[tuple[str, str], StoredKey]:
+        if not keys:
+            return {}
+        rows = await conn.fetch(_SELECT_KEYS, [k[0] for k in keys], [k[1] for k in keys], now_us)
+        return {(r[0], r[1]): stored_key_from_row(r[2:]) for r in rows}
+
+    async def _write_keys(self, conn: asyncpg.Connection, rows: list[KeyRow], now_us: int) -> None:
+        if not rows:
+            return
+        tenants, keys = [r.tenant_id for r in rows], [r.key for r in rows]
+        await conn.execute(_DELETE_EXPIRED_KEYS, tenants, keys, now_us)
+        retention_us = self._settings.idempotency_retention_seconds * 1_000_000
+        values = [key_row(r.key, r.fingerprint, r.response, now_us, retention_us) for r in rows]
+        await conn.execute(_INSERT_KEYS, tenants, *_transpose(values, len(KEY_COLUMNS)))
+
+    async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
+        try:
+            status = await self.pool.execute(_PURGE_KEYS, now_us, limit)
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+        return int(status.split()[-1])
 
     @staticmethod
     async def _transfers(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> list[Any]:

@@ -20,6 +20,7 @@ from tally.core.model import (
     Transfer,
     TransferStatus,
 )
+from tally.idempotency import StoredKey, StoredResponse
 from tally.schemas import object_json
 
 ACCOUNT_COLUMNS = (
@@ -66,10 +67,20 @@ BALANCE_COLUMNS = (
     "created_at_us",
 )
 EVENT_COLUMNS = ("sequence", "type", "created_at_us", "data")
+KEY_COLUMNS = (
+    "key",
+    "fingerprint",
+    "status_code",
+    "headers",
+    "body",
+    "created_at_us",
+    "expires_at_us",
+)
 
 Row = Sequence[Any]
 
 _metadata_decoder = msgspec.json.Decoder(dict[str, str])
+_headers_decoder = msgspec.json.Decoder(list[tuple[str, str]])
 _encode = msgspec.json.encode
 
 
@@ -172,3 +183,23 @@ def balance_row(change: BalanceChange) -> tuple[Any, ...]:
 
 def event_row(e: Event) -> tuple[Any, ...]:
     return (e.sequence, e.type, e.created_at_us, object_json(e.data).decode())
+
+
+def key_row(
+    key: str, fingerprint: str, response: StoredResponse, now_us: int, retention_us: int
+) -> tuple[Any, ...]:
+    return (
+        key,
+        fingerprint,
+        response.status,
+        _encode(response.headers).decode(),
+        response.body,
+        now_us,
+        now_us + retention_us,
+    )
+
+
+def stored_key_from_row(r: Row) -> StoredKey:
+    """From (fingerprint, status_code, headers, body)."""
+    headers = tuple(tuple(h) for h in _headers_decoder.decode(r[2]))
+    return StoredKey(r[0], StoredResponse(r[1], bytes(r[3]), headers))  # type: ignore[arg-type]

@@ -24,13 +24,19 @@ from typing import Any
 from tally.config import Settings
 from tally.core import Changes, Outcome
 from tally.errors import Unavailable
+from tally.idempotency import StoredKey
 from tally.storage.base import Store
 from tally.storage.batch import (
     Decision,
     Job,
+    JobResult,
+    KeyRow,
     StaleRead,
     account_keys,
+    claim_keys,
     decide,
+    finish,
+    plan_keys,
     tenant_ids,
     transfer_keys,
 )
@@ -38,12 +44,15 @@ from tally.storage.rows import (
     ACCOUNT_COLUMNS,
     BALANCE_COLUMNS,
     EVENT_COLUMNS,
+    KEY_COLUMNS,
     TRANSFER_COLUMNS,
     account_from_row,
     account_row,
     balance_row,
     columns,
     event_row,
+    key_row,
+    stored_key_from_row,
     transfer_from_row,
     transfer_row,
 )
@@ -64,6 +73,7 @@ _INSERT_ACCOUNTS = _insert_sql("accounts", ACCOUNT_COLUMNS)
 _INSERT_TRANSFERS = _insert_sql("transfers", TRANSFER_COLUMNS)
 _INSERT_BALANCES = _insert_sql("account_balances", BALANCE_COLUMNS)
 _INSERT_EVENTS = _insert_sql("events", EVENT_COLUMNS)
+_INSERT_KEYS = _insert_sql("idempotency_keys", KEY_COLUMNS)
 _UPDATE_ACCOUNTS = (
     "UPDATE accounts SET "
     + ", ".join(f"{n} = ?" for n in ACCOUNT_COLUMNS[1:])
@@ -145,21 +155,28 @@ class SqliteStore(Store):
 
     # -- writes -------------------------------------------------------------------------
 
-    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
-        outcomes: list[list[Outcome]] = await self._run(
+    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
+        results: list[JobResult] = await self._run(
             self._writer, lambda: self._execute_sync(jobs, now_us)
         )
-        return outcomes
+        return results
 
-    def _execute_sync(self, jobs: Sequence[Job], now_us: int) -> list[list[Outcome]]:
+    def _execute_sync(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
         conn = self._connection()
         for attempt in range(1, ATTEMPTS_MAX + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                decision = self._decide(conn, jobs, now_us)
-                self._write(conn, decision)
+                plan = plan_keys(jobs, self._stored_keys(conn, claim_keys(jobs), now_us))
+                run = [jobs[i] for i in plan.run]
+                outcomes: list[list[Outcome]] = []
+                if run:
+                    decision = self._decide(conn, run, now_us)
+                    self._write(conn, decision)
+                    outcomes = decision.outcomes
+                results, key_rows = finish(jobs, plan, outcomes)
+                self._write_keys(conn, key_rows, now_us)
                 conn.execute("COMMIT")
-                return decision.outcomes
+                return results
             except (sqlite3.IntegrityError, StaleRead):
                 conn.execute("ROLLBACK")
                 # Only another process writing the same file can cause this.
@@ -194,6 +211,50 @@ class SqliteStore(Store):
             locked=set(a_keys),
             now_us=now_us,
         )
+
+    @staticmethod
+    def _stored_keys(
+        conn: sqlite3.Connection, keys: list[tuple[str, str]], now_us: int
+    ) -> dict[tuple[str, str], StoredKey]:
+        stored: dict[tuple[str, str], StoredKey] = {}
+        for tenant_id, names in _group(keys).items():
+            rows = conn.execute(
+                "SELECT key, fingerprint, status_code, headers, body FROM idempotency_keys"
+                f" WHERE tenant_id = ? AND expires_at_us > ? AND key {_IN_JSON}",
+                (tenant_id, now_us, json.dumps(names)),
+            ).fetchall()
+            stored.update({(tenant_id, r[0]): stored_key_from_row(r[1:]) for r in rows})
+        return stored
+
+    def _write_keys(self, conn: sqlite3.Connection, rows: list[KeyRow], now_us: int) -> None:
+        retention_us = self._settings.idempotency_retention_seconds * 1_000_000
+        for r in rows:
+            # A key past its retention is new again: its old row makes way.
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ?"
+                " AND expires_at_us <= ?",
+                (r.tenant_id, r.key, now_us),
+            )
+        conn.executemany(
+            _INSERT_KEYS,
+            [
+                (r.tenant_id, *key_row(r.key, r.fingerprint, r.response, now_us, retention_us))
+                for r in rows
+            ],
+        )
+
+    async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
+        def run() -> int:
+            cursor = self._connection().execute(
+                "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM"
+                " idempotency_keys WHERE expires_at_us <= ? ORDER BY expires_at_us LIMIT ?)",
+                (now_us, limit),
+            )
+            return cursor.rowcount
+
+        # On the writer thread: SQLite has one writer, and this is a write.
+        purged: int = await self._run(self._writer, run)
+        return purged
 
     @staticmethod
     def _transfers(conn: sqlite3.Connection, keys: list[tuple[str, str]]) -> list[Any]:
