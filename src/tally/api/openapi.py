@@ -18,22 +18,43 @@ from tally.schemas import BatchAction, Problem, TransferCreate
 _REF = "#/components/schemas/{name}"
 
 _ERROR_TEXT = {
-    400: "Malformed request (body is not JSON, bad header).",
+    400: "Malformed request (body is not JSON, bad header): `malformed_request`, "
+    "`idempotency_key_invalid`, `idempotency_key_required`.",
     401: "No or bad credentials (`unauthenticated`).",
     403: "The key lacks the scope (`forbidden`).",
     404: "No such object for this tenant (`not_found`, `pending_transfer_not_found`).",
-    409: "Conflict: `exists_with_different_fields`, or the pending transfer is no longer "
-    "pending (`pending_transfer_not_pending`, `pending_transfer_already_posted`, "
-    "`pending_transfer_already_voided`, `pending_transfer_expired`).",
+    409: "Conflict: `exists_with_different_fields`; `idempotency_key_in_use` (with "
+    "`Retry-After`) while a request with the same Idempotency-Key is executing; or the "
+    "pending transfer is no longer pending (`pending_transfer_not_pending`, "
+    "`pending_transfer_already_posted`, `pending_transfer_already_voided`, "
+    "`pending_transfer_expired`).",
     412: "`If-Match` does not match the account's current ETag (`precondition_failed`).",
     413: "The body is over the limit (`payload_too_large`).",
     415: "The body is not `application/json` (`unsupported_media_type`).",
-    422: "`validation_error` (with `errors`), or a ledger rule refused the request "
+    422: "`validation_error` (with `errors`); `idempotency_key_reused` (the key was used "
+    "for another method, path or body); or a ledger rule refused the request "
     "(`exceeds_credits`, `accounts_must_be_different`, … see the error codes).",
     503: "The database is unreachable or the write queue is full (`unavailable`); "
     "nothing was changed. Retry after `Retry-After` seconds.",
 }
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    "description": "Makes retries safe: the first request executes and its response is "
+    "stored with its effect; a retry with the same key and request replays it "
+    "(`Idempotent-Replayed: true`). Kept 24 h. Required on POST when the server sets "
+    "TALLY_REQUIRE_IDEMPOTENCY_KEY.",
+}
+_REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored response of an earlier request "
+        "with the same Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 def _operation(spec: RouteSpec) -> dict[str, Any]:
@@ -49,11 +70,14 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
         elif status == 200 and 201 in spec.success:
             description = "An object with this id and identical fields exists: it is returned."
         response: dict[str, Any] = {"description": description}
+        if spec.method in ("POST", "PATCH"):
+            response["headers"] = _REPLAYED
         if schema is not None:
             ref = {"$ref": _REF.format(name=schema.__name__)}
             response["content"] = {"application/json": {"schema": ref}}
         responses[str(status)] = response
-    for status in sorted(set(spec.errors)):
+    writes = spec.method in ("POST", "PATCH")
+    for status in sorted(set(spec.errors) | ({409} if writes else set())):
         responses[str(status)] = {"description": _ERROR_TEXT[status], "content": _PROBLEM}
     operation: dict[str, Any] = {
         "operationId": spec.operation_id,
@@ -70,7 +94,8 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
                 **({"style": "deepObject", "explode": True} if p.name == "metadata" else {}),
             }
             for p in spec.params
-        ],
+        ]
+        + ([_IDEMPOTENCY_KEY] if writes else []),
         "responses": responses,
     }
     if spec.request is not None:
