@@ -12,7 +12,10 @@ import re
 import secrets
 import time
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+# Ends in (?![\s\S]) rather than $: msgspec matches with re.search, where $ also
+# matches before a final newline ("abc\n" would pass). The lookahead means "end
+# of text" in both Python and the ECMA-262 regexes of JSON Schema.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}(?![\s\S])"
 ID_CHARS_MAX = 64
 _ID = re.compile(ID_PATTERN)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -10,7 +10,7 @@ annotations.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -41,13 +41,16 @@ Amount = Annotated[
 Currency = Annotated[
     str,
     Meta(
-        pattern="^[A-Z][A-Z0-9_]{0,15}$",
+        pattern=r"^[A-Z][A-Z0-9_]{0,15}(?![\s\S])",  # see ids.ID_PATTERN
         description="An ISO 4217 code such as USD, or your own unit: 1-16 of A-Z, 0-9, _.",
         examples=["USD"],
     ),
 ]
-MetadataKey = Annotated[str, Meta(min_length=1, max_length=METADATA_KEY_CHARS_MAX)]
-MetadataValue = Annotated[str, Meta(max_length=METADATA_VALUE_CHARS_MAX)]
+# No NUL: PostgreSQL's text and jsonb cannot hold it.
+MetadataKey = Annotated[
+    str, Meta(min_length=1, max_length=METADATA_KEY_CHARS_MAX, pattern="^[^\u0000]*$")
+]
+MetadataValue = Annotated[str, Meta(max_length=METADATA_VALUE_CHARS_MAX, pattern="^[^\u0000]*$")]
 Metadata = Annotated[
     dict[MetadataKey, MetadataValue],
     Meta(max_length=METADATA_KEYS_MAX, description="At most 50 string keys to string values."),
@@ -128,11 +131,30 @@ class BatchAction(_In):
     metadata: Metadata = field(default_factory=dict)
 
 
+class BatchItem(_In):
+    """A batch item as read: the union of both shapes' fields, all optional.
+
+    The two shapes (a transfer request, a post/void action) have no tag field, so
+    an item is decoded into this one typed Struct (no untyped JSON ever, so no
+    unbounded nesting) and then checked for being exactly one of them. The
+    OpenAPI document describes it as oneOf TransferCreate, BatchAction.
+    """
+
+    debit_account_id: Id | None = None
+    credit_account_id: Id | None = None
+    amount: Amount | None = None
+    id: Id | None = None
+    currency: Currency | None = None
+    pending: bool | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    metadata: Metadata = field(default_factory=dict)
+    pending_id: Id | None = None
+    action: Literal["post", "void"] | None = None
+
+
 class BatchCreate(_In):
-    # Items stay untyped here because they are one of two shapes with no tag;
-    # each is converted on its own so that an error names its index.
     transfers: Annotated[
-        list[dict[str, Any]],
+        list[BatchItem],
         Meta(
             min_length=1,
             max_length=1000,

@@ -54,6 +54,9 @@ class Page(Generic[T]):
         return self.next_cursor is not None
 
 
+POSITION_MAX = 2**63 - 1  # a BIGINT: every sequence and version fits
+
+
 def encode_cursor(position: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{position}".encode()).decode().rstrip("=")
 
@@ -63,6 +66,8 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, position = text.partition(":")
         if version != "v1" or not position.isdigit() or len(position) > 19:
+            raise ValueError(cursor)
+        if int(position) > POSITION_MAX:
             raise ValueError(cursor)
         return int(position)
     except (ValueError, binascii.Error, UnicodeDecodeError):

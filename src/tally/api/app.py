@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -83,6 +83,26 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _api_routes(settings: Settings) -> list[Route]:
+    """One Starlette route per path, dispatching on the method, so that a 405
+    names every method the path allows (RFC 9110 §15.5.6)."""
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for spec in ROUTES:
+        by_path.setdefault(spec.path, {})[spec.method] = endpoint(spec, settings)
+    routes = []
+    for path, handlers in by_path.items():
+
+        async def dispatch(
+            request: Request,
+            handlers: dict[str, Callable[[Request], Awaitable[Response]]] = handlers,
+        ) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await handlers[method](request)
+
+        routes.append(Route(path, dispatch, methods=list(handlers)))
+    return routes
 
 
 def create_app(
@@ -157,7 +177,7 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
-        *(Route(s.path, endpoint(s, settings), methods=[s.method]) for s in ROUTES),
+        *_api_routes(settings),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -107,6 +107,15 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
     return operation
 
 
+_OPERATIONS = (
+    ("/healthz", "healthz", "Liveness: the process answers", "application/json"),
+    ("/readyz", "readyz", "Readiness: the database answers", "application/json"),
+    ("/metrics", "metrics", "Prometheus metrics of this process", "text/plain"),
+    ("/openapi.json", "openapi", "This document", "application/json"),
+    ("/docs", "docs", "This document, to read in a browser", "text/html"),
+)
+
+
 def build_openapi() -> dict[str, Any]:
     structs = {s.request for s in ROUTES if s.request is not None}
     structs |= {t for s in ROUTES for t in s.success.values() if t is not None}
@@ -125,24 +134,18 @@ def build_openapi() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for spec in ROUTES:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
-    for path, summary, code in (
-        ("/healthz", "Liveness", 200),
-        ("/readyz", "Readiness: the database answers", 200),
-    ):
+    for path, operation_id, summary, media_type in _OPERATIONS:
+        ok: dict[str, Any] = {"description": "OK", "content": {media_type: {}}}
+        responses: dict[str, Any] = {"200": ok}
+        if path == "/readyz":
+            responses["503"] = {"description": "The database does not answer.", "content": _PROBLEM}
         paths[path] = {
             "get": {
-                "operationId": path.strip("/"),
+                "operationId": operation_id,
                 "summary": summary,
                 "tags": ["Operations"],
                 "security": [],
-                "responses": {
-                    str(code): {"description": "OK"},
-                    **(
-                        {"503": {"description": "Not ready", "content": _PROBLEM}}
-                        if path == "/readyz"
-                        else {}
-                    ),
-                },
+                "responses": responses,
             }
         }
     return {

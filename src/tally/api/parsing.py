@@ -25,7 +25,9 @@ from tally.schemas import parse_time
 
 S = TypeVar("S")
 
-_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
+_AT_PATH = re.compile(
+    r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`(?: in `(?P<container>[^`]*)`)?)?$", re.DOTALL
+)
 _QUOTED = re.compile(r"`([^`]*)`")
 _JSON_MEDIA = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
@@ -37,7 +39,8 @@ async def read_body(request: Request, body_bytes_max: int, *, empty_ok: bool = F
     if declared is not None:
         if not declared.isdigit():
             raise MalformedRequest("Content-Length is not a number.")
-        if int(declared) > body_bytes_max:
+        # Compare lengths first: int() of thousands of digits is refused (and slow).
+        if len(declared) > len(str(body_bytes_max)) or int(declared) > body_bytes_max:
             raise PayloadTooLarge(f"The body is over the {body_bytes_max}-byte limit.")
     chunks: list[bytes] = []
     size = 0
@@ -62,17 +65,28 @@ def decode(body: bytes, schema: type[S], *, prefix: str = "") -> S:
     try:
         return decoder.decode(body)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
+        # msgspec reports a schema error as soon as it meets one, possibly before a
+        # syntax error later in the body; "not JSON" must win (400, not 422).
+        _require_json(body)
         raise ValidationFailed([field_error(str(exc), prefix)]) from None
     except msgspec.DecodeError as exc:
         raise MalformedRequest(f"The body is not valid JSON: {exc}.") from None
+    except UnicodeDecodeError:
+        raise MalformedRequest("The body is not valid UTF-8.") from None
+    except RecursionError:
+        raise MalformedRequest("The body is nested too deeply.") from None
 
 
-def convert(value: Any, schema: type[S], *, prefix: str) -> S:
-    """Like ``decode``, for a part of the body already parsed (a batch item)."""
+def _require_json(body: bytes) -> None:
+    """Raise MalformedRequest unless the body is syntactically JSON (error path only)."""
     try:
-        return msgspec.convert(value, schema, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed([field_error(str(exc), prefix)]) from None
+        msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(f"The body is not valid JSON: {exc}.") from None
+    except UnicodeDecodeError:
+        raise MalformedRequest("The body is not valid UTF-8.") from None
+    except RecursionError:
+        raise MalformedRequest("The body is nested too deeply.") from None
 
 
 def field_error(message: str, prefix: str = "") -> FieldError:
@@ -81,6 +95,10 @@ def field_error(message: str, prefix: str = "") -> FieldError:
     assert match is not None
     text = match.group("message")
     path = (match.group("path") or "$").removeprefix("$").removeprefix(".")
+    if match.group("container") is not None:
+        # "... - at `key` in `$.metadata`": the fault is in a key of that object.
+        path = match.group("container").removeprefix("$").removeprefix(".")
+        text = f"{text} (a key)"
     lowered = text.lower()
     quoted = _QUOTED.findall(text)
     if lowered.startswith("object contains unknown field"):
@@ -142,7 +160,14 @@ def query_text(request: Request, name: str, chars_max: int = 64) -> str | None:
         raise ValidationFailed(
             [FieldError(name, "invalid_length", f"{name} must be 1-{chars_max} characters.")]
         )
+    if raw is not None and "\x00" in raw:
+        raise ValidationFailed([_nul_error(name)])
     return raw
+
+
+def _nul_error(name: str) -> FieldError:
+    # No stored text can contain NUL (PostgreSQL refuses it), so say so plainly.
+    return FieldError(name, "invalid", f"{name} must not contain NUL characters.")
 
 
 def metadata_filters(request: Request) -> dict[str, str]:
@@ -154,6 +179,8 @@ def metadata_filters(request: Request) -> dict[str, str]:
                 raise ValidationFailed(
                     [FieldError(key, "invalid_length", "A metadata filter is too long.")]
                 )
+            if "\x00" in name or "\x00" in value:
+                raise ValidationFailed([_nul_error(key)])
             filters[name] = value
     if len(filters) > 10:
         raise ValidationFailed(

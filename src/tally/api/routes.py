@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tally.api.parsing import (
-    convert,
     decode,
     metadata_filters,
     query_choice,
@@ -59,6 +58,7 @@ from tally.schemas import (
     BalanceSnapshotOut,
     BatchAction,
     BatchCreate,
+    BatchItem,
     BatchOut,
     BatchResultOut,
     ErrorOut,
@@ -177,9 +177,13 @@ def _expected_version(request: Request) -> int | None:
     if header is None or header.strip() == "*":
         return None
     tag = header.strip().removeprefix("W/")
-    if len(tag) < 3 or not (tag.startswith('"') and tag.endswith('"')) or not tag[1:-1].isdigit():
+    digits = tag[1:-1]
+    quoted = len(tag) >= 3 and tag.startswith('"') and tag.endswith('"')
+    # A version is a BIGINT: more than 19 digits names none (and int() of thousands
+    # of digits is refused).
+    if not quoted or not digits.isdigit() or len(digits) > 19:
         raise PreconditionFailed("If-Match names no version of this account.")
-    return int(tag[1:-1])
+    return int(digits)
 
 
 def _created_status(outcome: Outcome) -> int:
@@ -354,16 +358,51 @@ async def void_transfer(call: Call) -> Response:
     return _written(written)
 
 
-def _batch_item(raw: dict[str, Any], index: int) -> TransferCreate | BatchAction:
+_TRANSFER_ONLY = ("debit_account_id", "credit_account_id", "currency", "pending", "timeout_seconds")
+
+
+def _batch_item(item: BatchItem, index: int) -> TransferCreate | BatchAction:
+    """Exactly one of the two shapes, or a 422 naming ``transfers[index].field``."""
     prefix = f"transfers[{index}]"
-    if "pending_id" in raw or "action" in raw:
-        action = convert(raw, BatchAction, prefix=prefix)
-        if action.action == "void" and action.amount is not None:
-            raise ValidationFailed(
-                [FieldError(f"{prefix}.amount", "invalid", "A void takes no amount.")]
-            )
-        return action
-    return convert(raw, TransferCreate, prefix=prefix)
+
+    def refuse(name: str, code: str, message: str) -> ValidationFailed:
+        return ValidationFailed([FieldError(f"{prefix}.{name}", code, message)])
+
+    if item.pending_id is not None or item.action is not None:
+        for name in _TRANSFER_ONLY:
+            if getattr(item, name) is not None:
+                raise refuse(name, "unknown_field", "A post or void action takes no such field.")
+        if item.pending_id is None:
+            raise refuse("pending_id", "required", "An action needs pending_id.")
+        if item.action is None:
+            raise refuse("action", "required", "An item with pending_id needs an action.")
+        if item.action == "void" and item.amount is not None:
+            raise refuse("amount", "invalid", "A void takes no amount.")
+        return BatchAction(
+            pending_id=item.pending_id,
+            action=item.action,
+            id=item.id,
+            amount=item.amount,
+            metadata=item.metadata,
+        )
+    debit, credit, amount = item.debit_account_id, item.credit_account_id, item.amount
+    if debit is None or credit is None or amount is None:
+        name = next(
+            n
+            for n in ("debit_account_id", "credit_account_id", "amount")
+            if getattr(item, n) is None
+        )
+        raise refuse(name, "required", f"A transfer needs {name}.")
+    return TransferCreate(
+        debit_account_id=debit,
+        credit_account_id=credit,
+        amount=amount,
+        id=item.id,
+        currency=item.currency,
+        pending=bool(item.pending),
+        timeout_seconds=item.timeout_seconds,
+        metadata=item.metadata,
+    )
 
 
 def _batch_result(index: int, outcome: Outcome) -> BatchResultOut:
