@@ -19,7 +19,16 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tally.core import Book, Changes, Command, Outcome, Transfer
+from tally.core import (
+    Book,
+    Changes,
+    Command,
+    ExpirePending,
+    Outcome,
+    PostPending,
+    Transfer,
+    VoidPending,
+)
 from tally.core.commands import account_ids, transfer_ids
 from tally.errors import TallyError
 from tally.idempotency import Claim, IdempotencyKeyReused, StoredKey, StoredResponse
@@ -72,6 +81,18 @@ class StaleRead(Exception):
     """A transfer appeared between the unlocked read and the locks; run again."""
 
 
+def pending_keys(jobs: Iterable[Job]) -> list[Key]:
+    """The pending transfers that posts, voids and expiries resolve."""
+    return sorted(
+        {
+            (j.tenant_id, c.pending_id)
+            for j in jobs
+            for c in j.commands
+            if isinstance(c, PostPending | VoidPending | ExpirePending)
+        }
+    )
+
+
 def transfer_keys(jobs: Iterable[Job]) -> list[Key]:
     return sorted({(j.tenant_id, i) for j in jobs for c in j.commands for i in transfer_ids(c)})
 
@@ -109,11 +130,15 @@ def decide(
     for tenant_id, account in accounts:
         by_tenant_accounts[tenant_id].append(account)
     by_tenant_transfers: dict[str, list[Transfer]] = defaultdict(list)
+    resolving = set(pending_keys(jobs))
     for tenant_id, transfer in transfers:
         # A pending transfer committed after step 1 names accounts we did not lock.
-        for account_id in (transfer.debit_account_id, transfer.credit_account_id):
-            if (tenant_id, account_id) not in locked:
-                raise StaleRead(f"{tenant_id}/{transfer.id}")
+        # (A transfer found only because a create repeats its id needs no lock: the
+        # core just compares fields.)
+        if (tenant_id, transfer.id) in resolving:
+            for account_id in (transfer.debit_account_id, transfer.credit_account_id):
+                if (tenant_id, account_id) not in locked:
+                    raise StaleRead(f"{tenant_id}/{transfer.id}")
         by_tenant_transfers[tenant_id].append(transfer)
 
     books = {

@@ -14,14 +14,15 @@ database is away become ``Unavailable`` (503), with nothing half-done.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 
 from tally.config import Settings
-from tally.core import Changes, Outcome
+from tally.core import Changes
 from tally.errors import Unavailable
 from tally.idempotency import StoredKey
 from tally.storage.base import Store
@@ -35,6 +36,7 @@ from tally.storage.batch import (
     claim_keys,
     decide,
     finish,
+    pending_keys,
     plan_keys,
     tenant_ids,
     transfer_keys,
@@ -107,52 +109,84 @@ _PG_TYPES = {
 }
 
 
-def _array_types(names: Sequence[str]) -> str:
-    return ", ".join(f"${i + 2}::{_PG_TYPES.get(n, 'bigint')}[]" for i, n in enumerate(names))
+def _arrays(names: Sequence[str], first: int) -> str:
+    """``$first::type[], …``: one array parameter per column, for ``unnest``."""
+    return ", ".join(f"${first + i}::{_PG_TYPES.get(n, 'bigint')}[]" for i, n in enumerate(names))
 
 
-def _insert_sql(table: str, names: Sequence[str]) -> str:
+def _insert(table: str, names: Sequence[str], first: int) -> str:
     return (
         f"INSERT INTO {table} (tenant_id, {columns(names)})"
-        f" SELECT $1, * FROM unnest({_array_types(names)})"
+        f" SELECT $1, * FROM unnest({_arrays(names, first)})"
     )
 
 
-_INSERT_ACCOUNTS = _insert_sql("accounts", ACCOUNT_COLUMNS)
-_INSERT_TRANSFERS = _insert_sql("transfers", TRANSFER_COLUMNS)
-_INSERT_BALANCES = _insert_sql("account_balances", BALANCE_COLUMNS)
-_INSERT_EVENTS = _insert_sql("events", EVENT_COLUMNS)
+def _update_accounts(first: int) -> str:
+    return (
+        "UPDATE accounts AS a SET "
+        + ", ".join(f"{n} = u.{n}" for n in ACCOUNT_COLUMNS[1:])
+        + f" FROM unnest({_arrays(ACCOUNT_COLUMNS, first)}) AS u({columns(ACCOUNT_COLUMNS)})"
+        " WHERE a.tenant_id = $1 AND a.id = u.id"
+    )
+
+
+_TRANSFER_STATE = ("id", "status", "resolved_at_us")
+
+
+def _update_transfers(first: int) -> str:
+    return (
+        "UPDATE transfers AS t SET status = u.status, resolved_at_us = u.resolved_at_us"
+        f" FROM unnest({_arrays(_TRANSFER_STATE, first)}) AS u({columns(_TRANSFER_STATE)})"
+        " WHERE t.tenant_id = $1 AND t.id = u.id"
+    )
+
+
+# What one batch writes for one tenant, in the order of the statement's parts.
+_WRITES: dict[str, tuple[Sequence[str], Callable[[int], str]]] = {
+    "accounts_created": (ACCOUNT_COLUMNS, lambda i: _insert("accounts", ACCOUNT_COLUMNS, i)),
+    "accounts_updated": (ACCOUNT_COLUMNS, _update_accounts),
+    "transfers_created": (TRANSFER_COLUMNS, lambda i: _insert("transfers", TRANSFER_COLUMNS, i)),
+    "transfers_updated": (_TRANSFER_STATE, _update_transfers),
+    "balances": (BALANCE_COLUMNS, lambda i: _insert("account_balances", BALANCE_COLUMNS, i)),
+    "events": (EVENT_COLUMNS, lambda i: _insert("events", EVENT_COLUMNS, i)),
+    "keys": (KEY_COLUMNS, lambda i: _insert("idempotency_keys", KEY_COLUMNS, i)),
+}
+
+
+@functools.lru_cache(maxsize=128)
+def _write_sql(parts: tuple[str, ...]) -> str:
+    """One statement for all of a tenant's writes in a batch: one round trip.
+
+    Each part is a data-modifying CTE over ``unnest``ed arrays; the statement's
+    own UPDATE advances the tenant's event counter. ``$1`` is the tenant, ``$2``
+    its new last event sequence, then each part's arrays in turn. Foreign keys
+    between the parts (transfers to accounts created in the same batch) hold:
+    constraint checks run at the end of the statement, after every part.
+    """
+    ctes, first = [], 3
+    for name in parts:
+        names, build = _WRITES[name]
+        ctes.append(f"{name} AS ({build(first)})")
+        first += len(names)
+    with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
+    return f"{with_clause}UPDATE tenants SET event_sequence = $2 WHERE id = $1"
+
+
 _SELECT_KEYS = (
-    "SELECT i.tenant_id, i.key, i.fingerprint, i.status_code, i.headers, i.body"
-    " FROM idempotency_keys AS i JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, key)"
-    " ON i.tenant_id = k.tenant_id AND i.key = k.key WHERE i.expires_at_us > $3"
+    "SELECT i.tenant_id, i.key, i.expires_at_us, i.fingerprint, i.status_code, i.headers,"
+    " i.body FROM idempotency_keys AS i JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, key)"
+    " ON i.tenant_id = k.tenant_id AND i.key = k.key"
 )
 # A key past its retention is new again: its old row makes way for the new one.
-_DELETE_EXPIRED_KEYS = (
+_DELETE_KEYS = (
     "DELETE FROM idempotency_keys AS i USING unnest($1::text[], $2::text[]) AS k(tenant_id, key)"
-    " WHERE i.tenant_id = k.tenant_id AND i.key = k.key AND i.expires_at_us <= $3"
-)
-_INSERT_KEYS = (
-    f"INSERT INTO idempotency_keys (tenant_id, {columns(KEY_COLUMNS)})"
-    f" SELECT * FROM unnest($1::text[], {_array_types(KEY_COLUMNS)})"
+    " WHERE i.tenant_id = k.tenant_id AND i.key = k.key"
 )
 # SKIP LOCKED: several processes purge at once without waiting on each other.
 _PURGE_KEYS = (
     "DELETE FROM idempotency_keys WHERE (tenant_id, key) IN ("
     " SELECT tenant_id, key FROM idempotency_keys WHERE expires_at_us <= $1"
     " ORDER BY expires_at_us LIMIT $2 FOR UPDATE SKIP LOCKED)"
-)
-_UPDATE_ACCOUNTS = (
-    "UPDATE accounts AS a SET "
-    + ", ".join(f"{n} = u.{n}" for n in ACCOUNT_COLUMNS[1:])
-    + f" FROM unnest({_array_types(ACCOUNT_COLUMNS)}) AS u({columns(ACCOUNT_COLUMNS)})"
-    " WHERE a.tenant_id = $1 AND a.id = u.id"
-)
-_TRANSFER_STATE = ("id", "status", "resolved_at_us")
-_UPDATE_TRANSFERS = (
-    "UPDATE transfers AS t SET status = u.status, resolved_at_us = u.resolved_at_us"
-    f" FROM unnest({_array_types(_TRANSFER_STATE)}) AS u({columns(_TRANSFER_STATE)})"
-    " WHERE t.tenant_id = $1 AND t.id = u.id"
 )
 _SELECT_TRANSFERS = (
     f"SELECT t.tenant_id, {columns(TRANSFER_COLUMNS, 't')} FROM transfers AS t"
@@ -271,49 +305,39 @@ class PostgresStore(Store):
         async with self.pool.acquire() as conn, conn.transaction():
             plan = plan_keys(jobs, await self._stored_keys(conn, claim_keys(jobs), now_us))
             run = [jobs[i] for i in plan.run]
-            outcomes = await self._apply(conn, run, now_us) if run else []
-            results, key_rows = finish(jobs, plan, outcomes)
-            await self._write_keys(conn, key_rows, now_us)
+            decision = await self._decide(conn, run, now_us) if run else None
+            results, key_rows = finish(jobs, plan, decision.outcomes if decision else [])
+            await self._write(conn, decision, key_rows, now_us)
         return results
 
-    async def _apply(
-        self, conn: asyncpg.Connection, jobs: Sequence[Job], now_us: int
-    ) -> list[list[Outcome]]:
-        """Lock, let the core decide, write: the steps of storage/batch.py."""
+    async def _decide(self, conn: asyncpg.Connection, jobs: Sequence[Job], now_us: int) -> Decision:
+        """Lock, then let the core decide: the steps of storage/batch.py."""
         t_keys = transfer_keys(jobs)
-        seen = await self._transfers(conn, t_keys)
+        # A post, void or expiry names its accounts only through the pending transfer,
+        # so read it first to know what to lock; other commands name their accounts.
+        seen = await self._transfers(conn, pending_keys(jobs)) if pending_keys(jobs) else []
         a_keys = account_keys(jobs, seen)
         accounts = await conn.fetch(_LOCK_ACCOUNTS, [k[0] for k in a_keys], [k[1] for k in a_keys])
         tenants = await conn.fetch(_LOCK_TENANTS, tenant_ids(jobs))
-        transfers = await self._transfers(conn, t_keys)
-        decision = decide(
+        return decide(
             jobs,
             accounts=[(r[0], account_from_row(r[1:])) for r in accounts],
-            transfers=transfers,
+            transfers=await self._transfers(conn, t_keys),  # under the locks: current
             last_sequence={r[0]: r[1] for r in tenants},
             locked=set(a_keys),
             now_us=now_us,
         )
-        await self._write(conn, decision)
-        return decision.outcomes
 
-    @staticmethod
     async def _stored_keys(
-        conn: asyncpg.Connection, keys: list[tuple[str, str]], now_us: int
+        self, conn: asyncpg.Connection, keys: list[tuple[str, str]], now_us: int
     ) -> dict[tuple[str, str], StoredKey]:
         if not keys:
             return {}
-        rows = await conn.fetch(_SELECT_KEYS, [k[0] for k in keys], [k[1] for k in keys], now_us)
-        return {(r[0], r[1]): stored_key_from_row(r[2:]) for r in rows}
-
-    async def _write_keys(self, conn: asyncpg.Connection, rows: list[KeyRow], now_us: int) -> None:
-        if not rows:
-            return
-        tenants, keys = [r.tenant_id for r in rows], [r.key for r in rows]
-        await conn.execute(_DELETE_EXPIRED_KEYS, tenants, keys, now_us)
-        retention_us = self._settings.idempotency_retention_seconds * 1_000_000
-        values = [key_row(r.key, r.fingerprint, r.response, now_us, retention_us) for r in rows]
-        await conn.execute(_INSERT_KEYS, tenants, *_transpose(values, len(KEY_COLUMNS)))
+        rows = await conn.fetch(_SELECT_KEYS, [k[0] for k in keys], [k[1] for k in keys])
+        expired = [(r[0], r[1]) for r in rows if r[2] <= now_us]
+        if expired:
+            await conn.execute(_DELETE_KEYS, [k[0] for k in expired], [k[1] for k in expired])
+        return {(r[0], r[1]): stored_key_from_row(r[3:]) for r in rows if r[2] > now_us}
 
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         try:
@@ -329,34 +353,41 @@ class PostgresStore(Store):
         rows = await conn.fetch(_SELECT_TRANSFERS, [k[0] for k in keys], [k[1] for k in keys])
         return [(r[0], transfer_from_row(r[1:])) for r in rows]
 
-    async def _write(self, conn: asyncpg.Connection, decision: Decision) -> None:
-        for tenant_id, changes in decision.changes.items():
-            await self._write_tenant(conn, tenant_id, changes)
-            if changes.events:
-                await conn.execute(
-                    "UPDATE tenants SET event_sequence = $2 WHERE id = $1",
-                    tenant_id,
-                    decision.last_sequence[tenant_id],
-                )
-
-    @staticmethod
-    async def _write_tenant(conn: asyncpg.Connection, tenant_id: str, c: Changes) -> None:
-        # Parents before children: accounts, then transfers that reference them.
-        writes = [
-            (_INSERT_ACCOUNTS, [account_row(a) for a in c.accounts_created], ACCOUNT_COLUMNS),
-            (_UPDATE_ACCOUNTS, [account_row(a) for a in c.accounts_updated], ACCOUNT_COLUMNS),
-            (_INSERT_TRANSFERS, [transfer_row(t) for t in c.transfers_created], TRANSFER_COLUMNS),
-            (
-                _UPDATE_TRANSFERS,
-                [(t.id, t.status.value, t.resolved_at_us) for t in c.transfers_updated],
-                _TRANSFER_STATE,
-            ),
-            (_INSERT_BALANCES, [balance_row(b) for b in c.balance_changes], BALANCE_COLUMNS),
-            (_INSERT_EVENTS, [event_row(e) for e in c.events], EVENT_COLUMNS),
-        ]
-        for sql, rows, names in writes:
-            if rows:
-                await conn.execute(sql, tenant_id, *_transpose(rows, len(names)))
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        decision: Decision | None,
+        key_rows: list[KeyRow],
+        now_us: int,
+    ) -> None:
+        retention_us = self._settings.idempotency_retention_seconds * 1_000_000
+        keys_by_tenant: dict[str, list[tuple[Any, ...]]] = {}
+        for r in key_rows:
+            row = key_row(r.key, r.fingerprint, r.response, now_us, retention_us)
+            keys_by_tenant.setdefault(r.tenant_id, []).append(row)
+        changes = decision.changes if decision else {}
+        for tenant_id in sorted(changes.keys() | keys_by_tenant.keys()):
+            c = changes.get(tenant_id, Changes())
+            rows: dict[str, list[tuple[Any, ...]]] = {
+                "accounts_created": [account_row(a) for a in c.accounts_created],
+                "accounts_updated": [account_row(a) for a in c.accounts_updated],
+                "transfers_created": [transfer_row(t) for t in c.transfers_created],
+                "transfers_updated": [
+                    (t.id, t.status.value, t.resolved_at_us) for t in c.transfers_updated
+                ],
+                "balances": [balance_row(b) for b in c.balance_changes],
+                "events": [event_row(e) for e in c.events],
+                "keys": keys_by_tenant.get(tenant_id, []),
+            }
+            parts = tuple(name for name in _WRITES if rows[name])
+            arrays = [
+                column for name in parts for column in _transpose(rows[name], len(_WRITES[name][0]))
+            ]
+            if not parts:
+                continue  # every command of this tenant was refused: nothing to write
+            assert decision is not None, "keys are stored only for jobs that ran"
+            last_sequence = decision.last_sequence[tenant_id]
+            await conn.execute(_write_sql(parts), tenant_id, last_sequence, *arrays)
 
     async def create_tenant(
         self, tenant_id: str, name: str, key_id: str, secret_sha256: str, scopes: str, now_us: int
