@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -37,6 +37,8 @@ STOP_TIMEOUT_SECONDS = 15.0
 KILL_TIMEOUT_SECONDS = 5.0
 CLI_TIMEOUT_SECONDS = 60.0
 LOG_TAIL_BYTES = 8_000
+PAGE_LIMIT = 1000  # the contract's largest page
+PAGES_MAX = 1_000  # a bound on every walk: a million items
 
 
 def tally_env(database_url: str, **settings: str) -> dict[str, str]:
@@ -71,6 +73,22 @@ def cli_create_tenant(database_url: str, name: str) -> tuple[str, str]:
     assert done.returncode == 0, done.stderr
     created = json.loads(done.stdout)
     return created["tenant_id"], created["api_key"]
+
+
+async def walk(client: httpx.AsyncClient, path: str, **query: str) -> list[dict[str, Any]]:
+    """Every item of a list endpoint, following ``next_cursor``, in bounded pages."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": PAGE_LIMIT, **query}
+    for _ in range(PAGES_MAX):
+        response = await client.get(path, params=params)
+        assert response.status_code == 200, (path, params, response.text)
+        page = response.json()
+        items += page["data"]
+        if not page["has_more"]:
+            return items
+        assert page["next_cursor"], page
+        params = {"limit": PAGE_LIMIT, **query, "cursor": page["next_cursor"]}
+    raise AssertionError(f"{path}: more than {PAGES_MAX} pages")
 
 
 def free_port() -> int:

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import StartServer, cli_create_tenant
+from tests.e2e.conftest import PAGE_LIMIT, StartServer, cli_create_tenant, walk
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,6 @@ EXPIRY_WITHIN_SECONDS = 5.0
 # Slack for a busy two-core machine on top of the contract's 5 s.
 EXPIRY_WAIT_SLACK_SECONDS = 1.5
 EXPIRY_WAIT_SECONDS_MAX = 15.0
-PAGE_LIMIT = 1000
-PAGES_MAX = 1_000
 VERIFY_CONCURRENCY = 16
 READER_PAUSE_SECONDS = 0.05
 # Everything after the load (waiting for expiries, page walks, a GET per
@@ -297,22 +295,6 @@ async def _setup(client: httpx.AsyncClient, rng: random.Random) -> dict[str, int
         assert funded.status_code == 201, funded.text
         funding[f"fund-{account_id}"] = amount
     return funding
-
-
-async def _walk(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
-    """Every item of a list endpoint, page by page, in a bounded number of pages."""
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": PAGE_LIMIT}
-    for _ in range(PAGES_MAX):
-        response = await client.get(path, params=params)
-        assert response.status_code == 200, (path, params, response.text)
-        page = response.json()
-        items += page["data"]
-        if not page["has_more"]:
-            return items
-        assert page["next_cursor"], page
-        params = {"limit": PAGE_LIMIT, "cursor": page["next_cursor"]}
-    raise AssertionError(f"{path}: more than {PAGES_MAX} pages")
 
 
 def _report(load: Load, load_seconds: float) -> None:
@@ -573,9 +555,9 @@ async def _scenario(base_url: str, api_key: str) -> list[str]:
 
         await _wait_for_expiries(load)
         now = time.time()
-        transfer_list = await _walk(client, "/v1/transfers")
+        transfer_list = await walk(client, "/v1/transfers")
         transfers = {t["id"]: t for t in transfer_list}
-        events = await _walk(client, "/v1/events")
+        events = await walk(client, "/v1/events")
         accounts = {}
         for account_id in (BANK, *ACCOUNTS):
             response = await client.get(f"/v1/accounts/{account_id}")

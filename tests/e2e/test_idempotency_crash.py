@@ -48,6 +48,7 @@ from tests.e2e.conftest import (
     free_port,
     stop_server,
     tally_env,
+    walk,
 )
 
 pytestmark = pytest.mark.slow
@@ -80,8 +81,6 @@ REQUEST_BUDGET_SECONDS = 40.0
 
 REPLAY_CHECKS_MAX = 600
 VERIFY_CONCURRENCY = 16
-PAGE_LIMIT = 1000
-PAGES_MAX = 1_000
 TEST_BUDGET_SECONDS = LOAD_SECONDS + 60.0
 
 BANK = "bank"
@@ -344,21 +343,6 @@ async def _chaos(server: ChaosServer, load: Load, started: float, stop_at: list[
 # -- the checks -------------------------------------------------------------------------
 
 
-async def _walk(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": PAGE_LIMIT}
-    for _ in range(PAGES_MAX):
-        response = await client.get(path, params=params)
-        assert response.status_code == 200, (path, params, response.text)
-        page = response.json()
-        items += page["data"]
-        if not page["has_more"]:
-            return items
-        assert page["next_cursor"], page
-        params = {"limit": PAGE_LIMIT, "cursor": page["next_cursor"]}
-    raise AssertionError(f"{path}: more than {PAGES_MAX} pages")
-
-
 def _answer_problems(load: Load) -> list[str]:
     problems = []
     unanswered = [r for r in load.requests if r.final is None]
@@ -547,7 +531,7 @@ async def _scenario(server: ChaosServer, api_key: str) -> list[str]:
         timeout=HTTP_TIMEOUT,
         limits=httpx.Limits(max_connections=VERIFY_CONCURRENCY),
     ) as client:
-        transfers = await _walk(client, "/v1/transfers")
+        transfers = await walk(client, "/v1/transfers")
         accounts = {}
         for account_id in (BANK, *ACCOUNTS):
             response = await client.get(f"/v1/accounts/{account_id}")

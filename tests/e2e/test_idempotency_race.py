@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import StartServer, cli_create_tenant
+from tests.e2e.conftest import StartServer, cli_create_tenant, walk
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +48,6 @@ FUNDING = 10_000
 IN_USE_RETRIES_MAX = 40
 IN_USE_RETRY_SECONDS_MAX = 15.0
 IN_USE_BACKOFF_SECONDS = (0.02, 0.5)
-PAGE_LIMIT = 1000
-PAGES_MAX = 100
 TEST_BUDGET_SECONDS = 80.0
 # Rounds whose copies must have reached both processes: none means the kernel
 # handed every round to one worker and the cross-process race was not tested.
@@ -297,21 +295,6 @@ async def _round(index: int, target: Target, run: str, tally: Tally) -> None:
                 _check_replay(key, original, answer, tally)
 
 
-async def _walk(client: httpx.AsyncClient, path: str, **query: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": PAGE_LIMIT, **query}
-    for _ in range(PAGES_MAX):
-        response = await client.get(path, params=params)
-        assert response.status_code == 200, (path, params, response.text)
-        page = response.json()
-        items += page["data"]
-        if not page["has_more"]:
-            return items
-        assert page["next_cursor"], page
-        params = {"limit": PAGE_LIMIT, **query, "cursor": page["next_cursor"]}
-    raise AssertionError(f"{path}: more than {PAGES_MAX} pages")
-
-
 async def _setup(client: httpx.AsyncClient) -> None:
     for body in (
         {"id": BANK, "currency": "USD", "normal_balance": "debit"},
@@ -346,7 +329,7 @@ async def _scenario(target: Target) -> list[str]:
             await _round(index, target, run, tally)
         elapsed = time.monotonic() - started
 
-        transfers = await _walk(client, "/v1/transfers", account_id=DESTINATION)
+        transfers = await walk(client, "/v1/transfers", account_id=DESTINATION)
         accounts = {}
         for account_id in (SOURCE, DESTINATION):
             response = await client.get(f"/v1/accounts/{account_id}")

@@ -8,7 +8,9 @@ parameters are parsed here too, so routes see only clean values.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -63,24 +65,23 @@ def decode(body: bytes, schema: type[S], *, prefix: str = "") -> S:
     if decoder is None:
         decoder = _decoders[schema] = msgspec.json.Decoder(schema)
     try:
-        return decoder.decode(body)  # type: ignore[no-any-return]
+        with _not_json_is_malformed():
+            return decoder.decode(body)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
         # msgspec reports a schema error as soon as it meets one, possibly before a
         # syntax error later in the body; "not JSON" must win (400, not 422).
-        _require_json(body)
+        with _not_json_is_malformed():
+            msgspec.json.decode(body)
         raise ValidationFailed([field_error(str(exc), prefix)]) from None
-    except msgspec.DecodeError as exc:
-        raise MalformedRequest(f"The body is not valid JSON: {exc}.") from None
-    except UnicodeDecodeError:
-        raise MalformedRequest("The body is not valid UTF-8.") from None
-    except RecursionError:
-        raise MalformedRequest("The body is nested too deeply.") from None
 
 
-def _require_json(body: bytes) -> None:
-    """Raise MalformedRequest unless the body is syntactically JSON (error path only)."""
+@contextlib.contextmanager
+def _not_json_is_malformed() -> Iterator[None]:
+    """Translate msgspec's "this is not JSON" errors (not its schema errors) to 400."""
     try:
-        msgspec.json.decode(body)
+        yield
+    except msgspec.ValidationError:
+        raise
     except msgspec.DecodeError as exc:
         raise MalformedRequest(f"The body is not valid JSON: {exc}.") from None
     except UnicodeDecodeError:
