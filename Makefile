@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test pytest lint install clean
+.PHONY: run test pytest lint install clean bench bench-smoke
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,20 @@ lint: $(INSTALLED)
 
 pytest: $(INSTALLED)
 	$(BIN)/pytest
+
+BENCH_INSTALLED := $(VENV)/.installed-bench
+
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_INSTALLED)
+
+## bench: pgbench, then Tally on PostgreSQL and SQLite under wrk (about 5 minutes)
+bench: $(BENCH_INSTALLED)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## bench-smoke: the short benchmark CI runs (under a minute)
+bench-smoke: $(BENCH_INSTALLED)
+	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

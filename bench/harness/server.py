@@ -1,0 +1,119 @@
+"""Tally itself, run the way an operator runs it: the venv's ``tally`` command
+(``migrate``, ``tenants create``, ``serve``), configured only by ``TALLY_*``
+environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from harness import procs
+
+TALLY = Path(sys.executable).parent / "tally"
+CLI_TIMEOUT_SECONDS = 120.0
+READY_TIMEOUT_SECONDS = 60.0
+READY_POLL_SECONDS = 0.1
+
+
+def tally_env(database_url: str, **settings: str) -> dict[str, str]:
+    """Our environment, less any stray TALLY_* setting, plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env["TALLY_DATABASE_URL"] = database_url
+    env["TALLY_LOG_LEVEL"] = "warning"
+    for name, value in settings.items():
+        env[f"TALLY_{name.upper()}"] = value
+    return env
+
+
+def _cli(database_url: str, *args: str) -> str:
+    done = subprocess.run(
+        [str(TALLY), *args],
+        env=tally_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"tally {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def migrate(database_url: str) -> None:
+    _cli(database_url, "migrate")
+
+
+def create_tenant(database_url: str, name: str) -> tuple[str, str]:
+    """``tally tenants create NAME --json``: (tenant_id, api_key)."""
+    created = json.loads(_cli(database_url, "tenants", "create", name, "--json"))
+    return created["tenant_id"], created["api_key"]
+
+
+@dataclass(slots=True)
+class Server:
+    """A running ``tally serve`` (its own process group)."""
+
+    proc: subprocess.Popen[Any]
+    base_url: str
+    log_path: Path
+    log: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def serve(children: procs.Children, database_url: str, workers: int, log_path: Path) -> Server:
+    """Start ``tally serve --no-migrate`` on a free port and wait for /readyz."""
+    port = procs.free_port()
+    log = log_path.open("ab")
+    proc = children.start(
+        [
+            str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--no-migrate",
+        ],
+        env=tally_env(database_url),
+        log=log,
+    )  # fmt: skip
+    server = Server(proc, f"http://127.0.0.1:{port}", log_path, log)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{server.base_url}/readyz", timeout=1.0).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(READY_POLL_SECONDS)
+    children.stop(proc)
+    log.close()
+    raise RuntimeError(f"tally serve did not become ready:\n{procs.tail(log_path)}")
+
+
+def stop(children: procs.Children, server: Server) -> None:
+    children.stop(server.proc)
+    server.log.close()
+
+
+def log_problems(log_path: Path) -> dict[str, Any]:
+    """What the server logged that it should not have: tracebacks and errors."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return {"tracebacks": 0, "error_lines": 0, "samples": []}
+    lines = text.splitlines()
+    errors = [line for line in lines if line.startswith("ERROR") or " ERROR " in line]
+    return {
+        "tracebacks": text.count("Traceback (most recent call last)"),
+        "error_lines": len(errors),
+        "samples": errors[:5],
+    }
