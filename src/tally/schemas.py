@@ -9,6 +9,7 @@ annotations.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -308,8 +309,16 @@ class Problem(Struct, omit_defaults=True):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=4096)
+def _format_second(second: int) -> str:
+    return (_EPOCH + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def format_time(us: int) -> str:
-    return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Every response and event carries several times, mostly from the same few
+    # seconds: format each second once, then add the microseconds.
+    second, micro = divmod(us, 1_000_000)
+    return f"{_format_second(second)}.{micro:06d}Z"
 
 
 def parse_time(text: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -85,6 +86,21 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+GC_GENERATION0_THRESHOLD = 20_000
+
+
+def _tune_garbage_collector() -> None:
+    """Collect cyclic garbage less often: a request allocates hundreds of objects,
+    almost none of them in cycles, and with the default threshold (700) the
+    collector ran several times per batch (about a tenth of the CPU under load,
+    measured with py-spy). Objects alive at start-up (modules, the app) are moved
+    out of the collector's view for good, so full collections stay short."""
+    gc.collect()
+    gc.freeze()
+    _, generation1, generation2 = gc.get_threshold()
+    gc.set_threshold(GC_GENERATION0_THRESHOLD, generation1, generation2)
+
+
 def _api_routes(settings: Settings) -> list[Route]:
     """One Starlette route per path, dispatching on the method, so that a 405
     names every method the path allows (RFC 9110 §15.5.6)."""
@@ -121,6 +137,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        _tune_garbage_collector()
         await store.open()
         writer.start()
         expiry = asyncio.create_task(

@@ -188,21 +188,28 @@ _PURGE_KEYS = (
     " SELECT tenant_id, key FROM idempotency_keys WHERE expires_at_us <= $1"
     " ORDER BY expires_at_us LIMIT $2 FOR UPDATE SKIP LOCKED)"
 )
+# Per tenant, with plain "= ANY" (cheap to plan); tenants are taken in id order,
+# so across a batch the locks follow the global order (tenant_id, id).
 _SELECT_TRANSFERS = (
-    f"SELECT t.tenant_id, {columns(TRANSFER_COLUMNS, 't')} FROM transfers AS t"
-    " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, id)"
-    " ON t.tenant_id = k.tenant_id AND t.id = k.id"
+    f"SELECT {columns(TRANSFER_COLUMNS)} FROM transfers"
+    " WHERE tenant_id = $1 AND id = ANY($2::text[])"
 )
-# ORDER BY … FOR UPDATE takes the row locks in that order: the global lock order.
+# ORDER BY … FOR UPDATE takes the row locks in that order.
 _LOCK_ACCOUNTS = (
-    f"SELECT a.tenant_id, {columns(ACCOUNT_COLUMNS, 'a')} FROM accounts AS a"
-    " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, id)"
-    " ON a.tenant_id = k.tenant_id AND a.id = k.id"
-    " ORDER BY a.tenant_id, a.id FOR UPDATE OF a"
+    f"SELECT {columns(ACCOUNT_COLUMNS)} FROM accounts"
+    " WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE"
 )
 _LOCK_TENANTS = (
     "SELECT id, event_sequence FROM tenants WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 )
+
+
+def _by_tenant(keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """Keys (sorted by tenant, then id) grouped per tenant, in that order."""
+    grouped: dict[str, list[str]] = {}
+    for tenant_id, object_id in keys:
+        grouped.setdefault(tenant_id, []).append(object_id)
+    return list(grouped.items())
 
 
 def _transpose(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -216,31 +223,53 @@ class PostgresStore(Store):
         self._settings = settings
         self._dsn = settings.database_url.replace("postgres://", "postgresql://", 1)
         self._pool: asyncpg.Pool | None = None
+        # The writer's own connection: it runs one transaction at a time, so it
+        # needs no pool, and keeping it skips a pool round trip (reset) per batch.
+        self._writer_conn: asyncpg.Connection | None = None
+
+    def _connect_options(self) -> dict[str, Any]:
+        s = self._settings
+        return {
+            "timeout": s.db_connect_timeout_seconds,
+            "command_timeout": s.db_statement_timeout_ms / 1000 + 1,
+            "server_settings": {
+                "application_name": "tally",
+                "statement_timeout": str(s.db_statement_timeout_ms),
+                "lock_timeout": str(s.db_lock_timeout_ms),
+                "idle_in_transaction_session_timeout": str(s.db_statement_timeout_ms * 2),
+            },
+        }
 
     async def open(self) -> None:
-        s = self._settings
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
                 # No connection at start-up: the server comes up (and /readyz says 503)
                 # even while the database is down, and recovers when it returns.
                 min_size=0,
-                max_size=s.db_pool_size,
-                timeout=s.db_connect_timeout_seconds,
-                command_timeout=s.db_statement_timeout_ms / 1000 + 1,
-                server_settings={
-                    "application_name": "tally",
-                    "statement_timeout": str(s.db_statement_timeout_ms),
-                    "lock_timeout": str(s.db_lock_timeout_ms),
-                    "idle_in_transaction_session_timeout": str(s.db_statement_timeout_ms * 2),
-                },
+                max_size=self._settings.db_pool_size,
+                **self._connect_options(),
             )
         except _UNAVAILABLE as exc:
             raise Unavailable("The database is unreachable.") from exc
 
     async def close(self) -> None:
+        if self._writer_conn is not None:
+            await self._writer_conn.close()
         if self._pool is not None:
             await self._pool.close()
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        conn = self._writer_conn
+        if conn is None or conn.is_closed():
+            conn = self._writer_conn = await asyncpg.connect(self._dsn, **self._connect_options())
+        return conn
+
+    def _drop_writer_connection(self) -> None:
+        """After an error the connection's state is unknown: start afresh next time."""
+        if self._writer_conn is not None:
+            self._writer_conn.terminate()
+            self._writer_conn = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -298,11 +327,13 @@ class PostgresStore(Store):
                         raise self._unavailable(exc) from exc
                     raise
             except _UNAVAILABLE as exc:
+                self._drop_writer_connection()
                 raise self._unavailable(exc) from exc
         raise AssertionError("unreachable")
 
     async def _execute_once(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        conn = await self._writer_connection()
+        async with conn.transaction():
             plan = plan_keys(jobs, await self._stored_keys(conn, claim_keys(jobs), now_us))
             run = [jobs[i] for i in plan.run]
             decision = await self._decide(conn, run, now_us) if run else None
@@ -317,11 +348,14 @@ class PostgresStore(Store):
         # so read it first to know what to lock; other commands name their accounts.
         seen = await self._transfers(conn, pending_keys(jobs)) if pending_keys(jobs) else []
         a_keys = account_keys(jobs, seen)
-        accounts = await conn.fetch(_LOCK_ACCOUNTS, [k[0] for k in a_keys], [k[1] for k in a_keys])
+        accounts = []
+        for tenant_id, ids in _by_tenant(a_keys):
+            rows = await conn.fetch(_LOCK_ACCOUNTS, tenant_id, ids)
+            accounts += [(tenant_id, account_from_row(r)) for r in rows]
         tenants = await conn.fetch(_LOCK_TENANTS, tenant_ids(jobs))
         return decide(
             jobs,
-            accounts=[(r[0], account_from_row(r[1:])) for r in accounts],
+            accounts=accounts,
             transfers=await self._transfers(conn, t_keys),  # under the locks: current
             last_sequence={r[0]: r[1] for r in tenants},
             locked=set(a_keys),
@@ -348,10 +382,11 @@ class PostgresStore(Store):
 
     @staticmethod
     async def _transfers(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> list[Any]:
-        if not keys:
-            return []
-        rows = await conn.fetch(_SELECT_TRANSFERS, [k[0] for k in keys], [k[1] for k in keys])
-        return [(r[0], transfer_from_row(r[1:])) for r in rows]
+        found = []
+        for tenant_id, ids in _by_tenant(keys):
+            rows = await conn.fetch(_SELECT_TRANSFERS, tenant_id, ids)
+            found += [(tenant_id, transfer_from_row(r)) for r in rows]
+        return found
 
     async def _write(
         self,
