@@ -346,17 +346,11 @@ class Book:
         posted_delta: int,
     ) -> None:
         """Apply one transfer's effect to both accounts, with its history rows."""
-        new_debit = debit.evolve(
-            debits_pending=debit.debits_pending + pending_delta,
-            debits_posted=debit.debits_posted + posted_delta,
-            version=debit.version + 1,
-            updated_at_us=self.now_us,
+        new_debit = debit.moved(
+            pending_delta=pending_delta, posted_delta=posted_delta, debit=True, now_us=self.now_us
         )
-        new_credit = credit.evolve(
-            credits_pending=credit.credits_pending + pending_delta,
-            credits_posted=credit.credits_posted + posted_delta,
-            version=credit.version + 1,
-            updated_at_us=self.now_us,
+        new_credit = credit.moved(
+            pending_delta=pending_delta, posted_delta=posted_delta, debit=False, now_us=self.now_us
         )
         for account in (new_debit, new_credit):
             assert 0 <= account.debits_pending <= AMOUNT_MAX, account

@@ -79,6 +79,35 @@ class Account:
     def evolve(self, **changes: object) -> Account:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def moved(self, *, pending_delta: int, posted_delta: int, debit: bool, now_us: int) -> Account:
+        """This account after one side of a transfer: the hot path of every batch,
+        so it builds the new value directly (``evolve`` costs twice as much)."""
+        debits_pending, debits_posted = self.debits_pending, self.debits_posted
+        credits_pending, credits_posted = self.credits_pending, self.credits_posted
+        if debit:
+            debits_pending += pending_delta
+            debits_posted += posted_delta
+        else:
+            credits_pending += pending_delta
+            credits_posted += posted_delta
+        return Account(
+            self.id,
+            self.currency,
+            self.normal_balance,
+            self.debits_must_not_exceed_credits,
+            self.credits_must_not_exceed_debits,
+            self.metadata,
+            self.status,
+            self.created_at_us,
+            now_us,
+            self.sequence,
+            self.version + 1,
+            debits_pending,
+            debits_posted,
+            credits_pending,
+            credits_posted,
+        )
+
 
 def derive_balance(
     normal_balance: NormalBalance,
