@@ -267,7 +267,14 @@ class PostgresStore(Store):
     async def _writer_connection(self) -> asyncpg.Connection:
         conn = self._writer_conn
         if conn is None or conn.is_closed():
-            conn = self._writer_conn = await asyncpg.connect(self._dsn, **self._connect_options())
+            options = self._connect_options()
+            # The writer's statements take arrays of 1 to thousands of elements, which
+            # a generic plan cannot know: after five runs of a prepared statement
+            # PostgreSQL may settle on one, and the batch API lost half its throughput
+            # to it (3,759 against 8,004 transfers/s, bench-smoke's batch point).
+            # Planning each run costs a fraction of a millisecond; keep it.
+            options["server_settings"]["plan_cache_mode"] = "force_custom_plan"
+            conn = self._writer_conn = await asyncpg.connect(self._dsn, **options)
         return conn
 
     def _drop_writer_connection(self) -> None:
