@@ -115,9 +115,12 @@ def _arrays(names: Sequence[str], first: int) -> str:
 
 
 def _insert(table: str, names: Sequence[str], first: int) -> str:
+    # A "sequence" column arrives as an offset from the tenant's counter, which the
+    # statement's first part (``seq``) advances: see _write_sql.
+    values = ", ".join(f"seq.base + u.{n}" if n == "sequence" else f"u.{n}" for n in names)
     return (
         f"INSERT INTO {table} (tenant_id, {columns(names)})"
-        f" SELECT $1, * FROM unnest({_arrays(names, first)})"
+        f" SELECT $1, {values} FROM unnest({_arrays(names, first)}) AS u({columns(names)}), seq"
     )
 
 
@@ -157,25 +160,36 @@ _WRITES: dict[str, tuple[Sequence[str], Callable[[int], str]]] = {
 def _write_sql(parts: tuple[str, ...]) -> str:
     """One statement for all of a tenant's writes in a batch: one round trip.
 
-    Each part is a data-modifying CTE over ``unnest``ed arrays; the statement's
-    own UPDATE advances the tenant's event counter. ``$1`` is the tenant, ``$2``
-    its new last event sequence, then each part's arrays in turn. Foreign keys
-    between the parts (transfers to accounts created in the same batch) hold:
-    constraint checks run at the end of the statement, after every part.
+    It first advances the tenant's event counter by ``$2`` (the sequences the
+    batch used), which locks the tenant's row until commit; every new row's
+    ``sequence`` is that base plus the offset the core assigned. Taking the
+    tenant's lock here, last, rather than before the core decides, keeps it for
+    the length of this statement and the commit only: two processes' batches on
+    other accounts of the same tenant overlap everything else. Readers still
+    never see a sequence before the ones below it commit: the next batch can
+    take the counter only after this one commits.
+
+    Then each part is a data-modifying CTE over ``unnest``ed arrays (``$1`` is the
+    tenant, then each part's arrays in turn). Constraint checks run at the end of
+    the statement, after every part.
     """
-    ctes, first = [], 3
+    ctes = [
+        "seq AS (UPDATE tenants SET event_sequence = event_sequence + $2 WHERE id = $1"
+        " RETURNING event_sequence - $2 AS base)"
+    ]
+    first = 3
     for name in parts:
         names, build = _WRITES[name]
         ctes.append(f"{name} AS ({build(first)})")
         first += len(names)
-    with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
-    return f"{with_clause}UPDATE tenants SET event_sequence = $2 WHERE id = $1"
+    return f"WITH {', '.join(ctes)} SELECT base FROM seq"
 
 
+# A primary-key probe per key, whatever the statistics (see _SELECT_TRANSFERS).
 _SELECT_KEYS = (
     "SELECT i.tenant_id, i.key, i.expires_at_us, i.fingerprint, i.status_code, i.headers,"
-    " i.body FROM idempotency_keys AS i JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, key)"
-    " ON i.tenant_id = k.tenant_id AND i.key = k.key"
+    " i.body FROM unnest($1::text[], $2::text[]) AS k(tenant_id, key), LATERAL (SELECT *"
+    " FROM idempotency_keys WHERE tenant_id = k.tenant_id AND key = k.key) AS i"
 )
 # A key past its retention is new again: its old row makes way for the new one.
 _DELETE_KEYS = (
@@ -203,9 +217,6 @@ _LOCK_ACCOUNTS = (
     f"SELECT {columns(ACCOUNT_COLUMNS, 'a')} FROM unnest($2::text[]) WITH ORDINALITY AS k(id, n),"
     " LATERAL (SELECT * FROM accounts WHERE tenant_id = $1 AND id = k.id FOR UPDATE) AS a"
     " ORDER BY k.n"
-)
-_LOCK_TENANTS = (
-    "SELECT id, event_sequence FROM tenants WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 )
 
 
@@ -364,12 +375,13 @@ class PostgresStore(Store):
         for tenant_id, ids in _by_tenant(a_keys):
             rows = await conn.fetch(_LOCK_ACCOUNTS, tenant_id, ids)
             accounts += [(tenant_id, account_from_row(r)) for r in rows]
-        tenants = await conn.fetch(_LOCK_TENANTS, tenant_ids(jobs))
         return decide(
             jobs,
             accounts=accounts,
             transfers=await self._transfers(conn, t_keys),  # under the locks: current
-            last_sequence={r[0]: r[1] for r in tenants},
+            # The core numbers from 0; the write statement adds the tenant's counter,
+            # under the tenant's lock (see _write_sql).
+            last_sequence=dict.fromkeys(tenant_ids(jobs), 0),
             locked=set(a_keys),
             now_us=now_us,
         )
@@ -433,8 +445,8 @@ class PostgresStore(Store):
             if not parts:
                 continue  # every command of this tenant was refused: nothing to write
             assert decision is not None, "keys are stored only for jobs that ran"
-            last_sequence = decision.last_sequence[tenant_id]
-            await conn.execute(_write_sql(parts), tenant_id, last_sequence, *arrays)
+            sequences_used = decision.last_sequence[tenant_id]  # the core counted from 0
+            await conn.execute(_write_sql(parts), tenant_id, sequences_used, *arrays)
 
     async def create_tenant(
         self, tenant_id: str, name: str, key_id: str, secret_sha256: str, scopes: str, now_us: int
