@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -95,7 +95,7 @@ Handler = Callable[["Call"], Awaitable[Response]]
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    where: str  # "path" or "query"
+    where: str  # "path", "query" or "header"
     schema: dict[str, Any]
     description: str = ""
     required: bool = False
@@ -113,7 +113,6 @@ class RouteSpec:
     request: type | None = None
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
-    headers: dict[str, str] = field(default_factory=dict)
     tag: str = ""
 
 
@@ -161,10 +160,8 @@ class Call:
         return query_int(self.request, "limit", self.page_limit_default, 1, self.page_limit_max)
 
 
-def json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        encode(value), status_code=status, media_type="application/json", headers=headers
-    )
+def json(value: object, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return to_response(_stored_json(value, status, headers))
 
 
 def account_etag(account: Account) -> str:
@@ -265,7 +262,7 @@ async def create_account(call: Call) -> Response:
 
 async def get_account(call: Call) -> Response:
     account = await call.ledger.get_account(call.tenant_id, call.path_id())
-    return json(account_out(account), headers={"ETag": account_etag(account)})
+    return json(account_out(account), headers=(("etag", account_etag(account)),))
 
 
 async def update_account(call: Call) -> Response:
@@ -451,7 +448,7 @@ async def create_batch(call: Call) -> Response:
 async def get_transfer(call: Call) -> Response:
     transfer = await call.ledger.get_transfer(call.tenant_id, call.path_id())
     out = transfer_out(transfer)
-    return json(out, headers={"ETag": f'"{transfer.sequence}-{transfer.status.value}"'})
+    return json(out, headers=(("etag", f'"{transfer.sequence}-{transfer.status.value}"'),))
 
 
 async def list_transfers(call: Call) -> Response:
