@@ -38,6 +38,34 @@ class MalformedRequest(TallyError):
     status, code, title = 400, "malformed_request", "Malformed request"
 
 
+class IdempotencyKeyInvalid(TallyError):
+    status, code, title = 400, "idempotency_key_invalid", "Idempotency key invalid"
+
+
+class IdempotencyKeyRequired(TallyError):
+    status, code, title = 400, "idempotency_key_required", "Idempotency key required"
+
+
+class IdempotencyKeyInUse(TallyError):
+    status, code, title = 409, "idempotency_key_in_use", "Idempotency key in use"
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being executed; retry shortly.",
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+
+
+class IdempotencyKeyReused(TallyError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency key reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was used for a different request (another method, path "
+            "or body). Use a new key for a new request."
+        )
+
+
 class Unauthenticated(TallyError):
     status, code, title = 401, "unauthenticated", "Unauthenticated"
 

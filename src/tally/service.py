@@ -25,8 +25,14 @@ from tally.core import (
     UpdateAccount,
     VoidPending,
 )
-from tally.errors import FieldError, NotFound, ValidationFailed
-from tally.idempotency import Claim, IdempotencyKeyInUse, IdempotencyKeyReused, StoredResponse
+from tally.errors import (
+    FieldError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    NotFound,
+    ValidationFailed,
+)
+from tally.idempotency import Claim, StoredResponse
 from tally.ids import new_id
 from tally.schemas import (
     AccountCreate,

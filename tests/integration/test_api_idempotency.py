@@ -11,7 +11,8 @@ from starlette.testclient import TestClient
 from tally.api import create_app
 from tally.config import Settings
 from tally.core import CreateAccount
-from tally.idempotency import Claim, IdempotencyKeyInUse, StoredResponse, fingerprint
+from tally.errors import IdempotencyKeyInUse
+from tally.idempotency import Claim, StoredResponse, fingerprint
 from tally.retention import purge_expired_keys
 from tally.service import Ledger
 from tally.storage import make_store

@@ -34,19 +34,14 @@ from tally.core import Account, Code, Outcome, Status, Transfer, derive_balance
 from tally.errors import (
     FieldError,
     Forbidden,
+    IdempotencyKeyRequired,
     LedgerRefused,
     NotFound,
     PreconditionFailed,
     TallyError,
     ValidationFailed,
 )
-from tally.idempotency import (
-    Claim,
-    IdempotencyKeyRequired,
-    StoredResponse,
-    fingerprint,
-    parse_key,
-)
+from tally.idempotency import Claim, StoredResponse, fingerprint, parse_key
 from tally.ids import is_valid_id
 from tally.schemas import (
     AccountCreate,

@@ -30,8 +30,8 @@ from tally.core import (
     VoidPending,
 )
 from tally.core.commands import account_ids, transfer_ids
-from tally.errors import TallyError
-from tally.idempotency import Claim, IdempotencyKeyReused, StoredKey, StoredResponse
+from tally.errors import IdempotencyKeyReused, TallyError
+from tally.idempotency import Claim, StoredKey, StoredResponse
 
 Key = tuple[str, str]  # (tenant_id, object id)
 
