@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Meta, Struct, field
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from tally.core.model import (
     AMOUNT_MAX,
@@ -141,16 +141,18 @@ class BatchItem(_In):
     OpenAPI document describes it as oneOf TransferCreate, BatchAction.
     """
 
-    debit_account_id: Id | None = None
-    credit_account_id: Id | None = None
+    # UNSET, not None, where the two shapes accept no null: an explicit null is
+    # then refused here as it would be by TransferCreate or BatchAction.
+    debit_account_id: Id | UnsetType = UNSET
+    credit_account_id: Id | UnsetType = UNSET
     amount: Amount | None = None
     id: Id | None = None
     currency: Currency | None = None
-    pending: bool | None = None
+    pending: bool | UnsetType = UNSET
     timeout_seconds: TimeoutSeconds | None = None
     metadata: Metadata = field(default_factory=dict)
-    pending_id: Id | None = None
-    action: Literal["post", "void"] | None = None
+    pending_id: Id | UnsetType = UNSET
+    action: Literal["post", "void"] | UnsetType = UNSET
 
 
 class BatchCreate(_In):

@@ -107,3 +107,13 @@ def test_a_void_item_with_an_amount_is_a_validation_error(funded: Api) -> None:
     )
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "transfers[0].amount"
+
+
+@pytest.mark.parametrize("field", ["pending", "action", "pending_id"])
+def test_an_explicit_null_where_neither_shape_takes_one_is_a_validation_error(
+    funded: Api, field: str
+) -> None:
+    r = funded.post("/v1/transfers/batch", {"transfers": [{**item("a", "b", 1), field: None}]})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == f"transfers[0].{field}"
+    assert funded.balance("b")["credits_posted"] == 0

@@ -82,3 +82,10 @@ def test_balance_at_an_instant_returns_the_totals_then(api: Api) -> None:
     assert before["credits_posted"] == 0 and before["version"] == 0
     now = api.get("/v1/accounts/w/balances", params={"at": "2999-01-01T00:00:00Z"}).json()
     assert now["credits_posted"] == 17
+
+
+def test_the_openapi_document_says_balances_is_a_list_or_one_balance(api: Api) -> None:
+    document = api.get("/openapi.json").json()
+    ok = document["paths"]["/v1/accounts/{id}/balances"]["get"]["responses"]["200"]
+    refs = [s["$ref"] for s in ok["content"]["application/json"]["schema"]["oneOf"]]
+    assert refs == ["#/components/schemas/BalanceList", "#/components/schemas/BalanceSnapshotOut"]

@@ -72,7 +72,10 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
         response: dict[str, Any] = {"description": description}
         if spec.method in ("POST", "PATCH"):
             response["headers"] = _REPLAYED
-        if schema is not None:
+        if isinstance(schema, tuple):
+            one_of = {"oneOf": [{"$ref": _REF.format(name=t.__name__)} for t in schema]}
+            response["content"] = {"application/json": {"schema": one_of}}
+        elif schema is not None:
             ref = {"$ref": _REF.format(name=schema.__name__)}
             response["content"] = {"application/json": {"schema": ref}}
         responses[str(status)] = response
@@ -118,7 +121,12 @@ _OPERATIONS = (
 
 def build_openapi() -> dict[str, Any]:
     structs = {s.request for s in ROUTES if s.request is not None}
-    structs |= {t for s in ROUTES for t in s.success.values() if t is not None}
+    for spec in ROUTES:
+        for schema in spec.success.values():
+            if isinstance(schema, tuple):
+                structs.update(schema)
+            elif schema is not None:
+                structs.add(schema)
     structs |= {Problem, TransferCreate, BatchAction}
     _, components = msgspec.json.schema_components(
         sorted(structs, key=lambda t: t.__name__), ref_template=_REF

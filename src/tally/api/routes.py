@@ -104,7 +104,8 @@ class RouteSpec:
     summary: str
     handler: Handler
     scope: str
-    success: dict[int, type | None]
+    # Status -> response schema; a tuple is "one of these" (see listAccountBalances).
+    success: dict[int, type | tuple[type, ...] | None]
     request: type | None = None
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
@@ -353,6 +354,10 @@ async def void_transfer(call: Call) -> Response:
 _TRANSFER_ONLY = ("debit_account_id", "credit_account_id", "currency", "pending", "timeout_seconds")
 
 
+def _given(value: object) -> bool:
+    return value is not None and value is not msgspec.UNSET
+
+
 def _batch_item(item: BatchItem, index: int) -> TransferCreate | BatchAction:
     """Exactly one of the two shapes, or a 422 naming ``transfers[index].field``."""
     prefix = f"transfers[{index}]"
@@ -360,13 +365,13 @@ def _batch_item(item: BatchItem, index: int) -> TransferCreate | BatchAction:
     def refuse(name: str, code: str, message: str) -> ValidationFailed:
         return ValidationFailed([FieldError(f"{prefix}.{name}", code, message)])
 
-    if item.pending_id is not None or item.action is not None:
+    if _given(item.pending_id) or _given(item.action):
         for name in _TRANSFER_ONLY:
-            if getattr(item, name) is not None:
+            if _given(getattr(item, name)):
                 raise refuse(name, "unknown_field", "A post or void action takes no such field.")
-        if item.pending_id is None:
+        if isinstance(item.pending_id, msgspec.UnsetType):
             raise refuse("pending_id", "required", "An action needs pending_id.")
-        if item.action is None:
+        if isinstance(item.action, msgspec.UnsetType):
             raise refuse("action", "required", "An item with pending_id needs an action.")
         if item.action == "void" and item.amount is not None:
             raise refuse("amount", "invalid", "A void takes no amount.")
@@ -378,11 +383,15 @@ def _batch_item(item: BatchItem, index: int) -> TransferCreate | BatchAction:
             metadata=item.metadata,
         )
     debit, credit, amount = item.debit_account_id, item.credit_account_id, item.amount
-    if debit is None or credit is None or amount is None:
+    if (
+        isinstance(debit, msgspec.UnsetType)
+        or isinstance(credit, msgspec.UnsetType)
+        or (amount is None)
+    ):
         name = next(
             n
             for n in ("debit_account_id", "credit_account_id", "amount")
-            if getattr(item, n) is None
+            if not _given(getattr(item, n))
         )
         raise refuse(name, "required", f"A transfer needs {name}.")
     return TransferCreate(
@@ -391,7 +400,7 @@ def _batch_item(item: BatchItem, index: int) -> TransferCreate | BatchAction:
         amount=amount,
         id=item.id,
         currency=item.currency,
-        pending=bool(item.pending),
+        pending=item.pending is True,
         timeout_seconds=item.timeout_seconds,
         metadata=item.metadata,
     )
@@ -580,7 +589,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         "An account's balance history, or its balance at an instant",
         account_balances,
         "accounts:read",
-        {200: BalanceList},
+        # A list of balances, or with ?at= the one balance as of that instant.
+        {200: (BalanceList, BalanceSnapshotOut)},
         None,
         (*_READ_ERRORS, 404),
         (
