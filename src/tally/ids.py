@@ -28,10 +28,13 @@ def is_valid_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None
 
 
+# Two base32 characters per 10 bits: 13 lookups an id instead of 26 (ids are made
+# on every request, so this is on the hot path).
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+
+
 def new_id(prefix: str) -> str:
     value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    # 26 characters hold 130 bits; the top two are zero, as in a ULID.
+    pairs = [_PAIRS[(value >> shift) & 1023] for shift in range(120, -10, -10)]
+    return f"{prefix}_{''.join(pairs)}"
