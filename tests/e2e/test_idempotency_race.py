@@ -1,14 +1,14 @@
 """Twenty copies of one keyed request at once, on two server processes: one effect.
 
-Two ``tally serve`` processes run on the run's PostgreSQL database. Each of
+Two ``tally serve --workers 2`` servers run on the run's PostgreSQL database. Each of
 ``ROUNDS`` rounds sends ``COPIES`` identical ``POST /v1/transfers`` (amount 1, no
 client ``id``, so only the Idempotency-Key can tell them apart from new requests)
 with one fresh key, all at once over separate connections, half of them to each
-process: every round races the key both within a process and across processes.
-(An earlier version used one server with ``--workers 2`` and relied on the
-kernel to spread connections over the workers; on a fast, quiet machine one
-worker sometimes accepted them all.) api.md §3 allows each copy exactly three
-answers:
+server: every round races the key across processes by construction, and within
+and across each server's two workers as the kernel spreads connections. (An
+earlier version used one server and relied on the kernel alone; on a fast, quiet
+machine one worker sometimes accepted every connection of every round.)
+api.md §3 allows each copy exactly three answers:
 
 - the one ``201`` that executed (without ``Idempotent-Replayed``);
 - a replay: the stored status and body byte for byte, with ``Idempotent-Replayed: true``
@@ -39,6 +39,7 @@ from tests.e2e.conftest import StartServer, cli_create_tenant, walk
 pytestmark = pytest.mark.slow
 
 SERVERS = 2
+WORKERS_PER_SERVER = 2
 ROUNDS = 50
 COPIES = 20
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -267,7 +268,8 @@ async def _scenario(target: Target) -> list[str]:
             accounts[account_id] = response.json()
 
     print(
-        f"\n{ROUNDS} rounds x {COPIES} copies in {elapsed:.1f} s on {SERVERS} servers: "
+        f"\n{ROUNDS} rounds x {COPIES} copies in {elapsed:.1f} s on {SERVERS} servers "
+        f"x {WORKERS_PER_SERVER} workers: "
         f"first answers {dict(tally.answers)}; 409s retried {tally.in_use_retries} times; "
         f"replays served by the server that did not execute the 201: "
         f"{tally.other_server_replays}; {len(transfers)} transfers to {DESTINATION}"
@@ -301,7 +303,7 @@ def test_twenty_copies_of_a_keyed_request_on_two_processes_have_one_effect(
     postgres_url: str, start_server: StartServer
 ) -> None:
     _, api_key = cli_create_tenant(postgres_url, "idempotency-race")
-    servers = [start_server(postgres_url, workers=1) for _ in range(SERVERS)]
+    servers = [start_server(postgres_url, workers=WORKERS_PER_SERVER) for _ in range(SERVERS)]
     target = Target(tuple(server.base_url for server in servers), api_key)
 
     problems = asyncio.run(asyncio.wait_for(_scenario(target), TEST_BUDGET_SECONDS))
