@@ -211,21 +211,22 @@ class Ledger:
         )
         return _page(rows, limit, rows[limit - 1].sequence if len(rows) > limit else 0)
 
+    # The balance reads take the account the caller already loaded (and so knows
+    # exists in this tenant), rather than reading it a second time.
+
     async def balance_history(
-        self, tenant_id: str, account_id: str, *, limit: int, cursor: str | None
+        self, tenant_id: str, account: Account, *, limit: int, cursor: str | None
     ) -> Page[BalanceRecord]:
-        await self.get_account(tenant_id, account_id)
         rows = await self.store.list_balances(
             tenant_id,
-            account_id,
+            account.id,
             before_version=decode_cursor(cursor) if cursor else None,
             limit=limit + 1,
         )
         return _page(rows, limit, rows[limit - 1].version if len(rows) > limit else 0)
 
-    async def balance_at(self, tenant_id: str, account_id: str, at_us: int) -> BalanceRecord:
-        account = await self.get_account(tenant_id, account_id)
-        record = await self.store.balance_at(tenant_id, account_id, at_us)
+    async def balance_at(self, tenant_id: str, account: Account, at_us: int) -> BalanceRecord:
+        record = await self.store.balance_at(tenant_id, account.id, at_us)
         if record is not None:
             return record
         # No transfer had touched the account by then: every total was zero.

@@ -68,9 +68,9 @@ class ApiRouter:
     routes and answers the 404 or the 405 with its ``Allow`` header.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, endpoints: dict[str, dict[str, Endpoint]]) -> None:
         self._routes: list[tuple[re.Pattern[str], dict[str, Endpoint]]] = []
-        for path, handlers in _endpoints_by_path(settings).items():
+        for path, handlers in endpoints.items():
             pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
             self._routes.append((re.compile(f"^{pattern}$"), handlers))
 
@@ -147,11 +147,11 @@ def _endpoints_by_path(settings: Settings) -> dict[str, dict[str, Endpoint]]:
     return by_path
 
 
-def _api_routes(settings: Settings) -> list[Route]:
+def _api_routes(endpoints: dict[str, dict[str, Endpoint]]) -> list[Route]:
     """One Starlette route per path, dispatching on the method, so that a 405
     names every method the path allows (RFC 9110 §15.5.6)."""
     routes = []
-    for path, handlers in _endpoints_by_path(settings).items():
+    for path, handlers in endpoints.items():
 
         async def dispatch(request: Request, handlers: dict[str, Endpoint] = handlers) -> Response:
             method = "GET" if request.method == "HEAD" else request.method
@@ -228,13 +228,15 @@ def create_app(
     async def docs(request: Request) -> Response:
         return HTMLResponse(_DOCS_HTML, headers={"Content-Security-Policy": _DOCS_CSP})
 
+    # Built once: Starlette's routes (404/405 fallback) and the fast /v1 router share them.
+    endpoints = _endpoints_by_path(settings)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
-        *_api_routes(settings),
+        *_api_routes(endpoints),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -274,7 +276,7 @@ def create_app(
         cache_seconds=settings.api_key_cache_seconds,
         cache_entries_max=settings.api_key_cache_entries_max,
     )
-    app.add_middleware(ApiMiddleware, router=ApiRouter(settings))
+    app.add_middleware(ApiMiddleware, router=ApiRouter(endpoints))
     return app
 
 

@@ -311,11 +311,11 @@ async def account_balances(call: Call) -> Response:
     at = query_time(call.request, "at")
     account = await call.ledger.get_account(call.tenant_id, account_id)
     if at is not None:
-        record = await call.ledger.balance_at(call.tenant_id, account_id, at)
+        record = await call.ledger.balance_at(call.tenant_id, account, at)
         return json(_snapshot(account, record))
     page = await call.ledger.balance_history(
         call.tenant_id,
-        account_id,
+        account,
         limit=call.limit(),
         cursor=query_text(call.request, "cursor", 128),
     )
