@@ -59,6 +59,7 @@ class Plan:
     single_clients: list[int]
     batch_clients: dict[int, list[int]]
     sqlite_clients: list[int]
+    keep_logs: bool = False
     skipped: list[str] = field(default_factory=list)
 
 
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None) -> Plan:
         help="an administrative URL; throwaway databases are made beside it",
     )
     parser.add_argument("--no-pgbench", action="store_true", help="skip pgbench")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the servers' logs even when the run passes"
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip Tally on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip Tally on SQLite")
     args = parser.parse_args(argv)
@@ -107,6 +111,7 @@ def parse_args(argv: list[str] | None) -> Plan:
         single_clients=[] if args.no_postgres else clients,
         batch_clients={},
         sqlite_clients=[] if args.no_sqlite else clients,
+        keep_logs=args.keep_logs,
     )
     if not args.no_postgres:
         sizes = (100,) if smoke else BATCH_SIZES
@@ -464,7 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         for failure in failures:
             log(f"  - {failure}")
         return 1
-    shutil.rmtree(work, ignore_errors=True)
+    if plan.keep_logs:
+        log(f"logs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     log(f"passed in {results['meta']['elapsed_s']} s")
     return 0
 

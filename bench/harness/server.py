@@ -115,5 +115,22 @@ def log_problems(log_path: Path) -> dict[str, Any]:
     return {
         "tracebacks": text.count("Traceback (most recent call last)"),
         "error_lines": len(errors),
-        "samples": errors[:5],
+        "samples": (errors + _exceptions(lines))[:5],
     }
+
+
+def _exceptions(lines: list[str]) -> list[str]:
+    """The line that names the exception at the end of each logged traceback.
+
+    A traceback's frames are indented; the first unindented line after the header
+    is ``SomeError: message``, which is what a reader needs to start looking.
+    """
+    found = []
+    inside = False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last)"):
+            inside = True
+        elif inside and line and not line.startswith(" "):
+            found.append(line)
+            inside = False
+    return found

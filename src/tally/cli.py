@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,10 +43,38 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
         access_log=False,
         timeout_graceful_shutdown=10,
         proxy_headers=False,
     )
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """One format for uvicorn's loggers, Tally's and everything else's.
+
+    Without it only uvicorn's loggers have a handler, and a traceback logged by
+    Tally (or asyncio) reaches stderr through Python's last-resort handler: no
+    time, no level, no logger name, so nobody can tell what failed or when.
+    """
+    line = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"format": line}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["default"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"level": level.upper()},
+            "uvicorn.access": {"level": "WARNING"},
+        },
+    }
 
 
 @app.command()

@@ -8,6 +8,7 @@ reader can see every bound the service keeps.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
     idempotency_purge_batch_max: int = Field(default=1_000, ge=1)
     idempotency_in_use_retry_after_seconds: int = 1
 
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
     @field_validator("database_url")
     @classmethod
