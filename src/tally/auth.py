@@ -1,13 +1,17 @@
-"""API keys: random, identifiable by a prefix, stored only as a hash, shown once.
+"""Who is calling: an API key or a user's access token, checked on every request.
 
-A key reads ``tly_<key id>_<secret>``. The key id (16 base32 characters, 80
-bits) is public: it finds the row and is what a list of keys shows. The secret
-is 256 bits from the operating system's CSPRNG; only its SHA-256 is stored.
-A fast hash is right here (unlike for passwords): a 256-bit random secret cannot
-be guessed by brute force, however fast the hash.
+An API key reads ``tly_<key id>_<secret>``. The key id (16 base32 characters,
+80 bits) is public: it finds the row and is what a list of keys shows. The
+secret is 256 bits from the operating system's CSPRNG; only its SHA-256 is
+stored. A fast hash is right here (unlike for passwords): a 256-bit random
+secret cannot be guessed by brute force, however fast the hash.
 
-A verified key is remembered for ``api_key_cache_seconds`` in each process, so
-the hot path does not read the database for every request.
+Anything else is taken for an access token (tally.identity.tokens): its
+signature and expiry are checked in memory, then its session and user are read.
+
+Both reads happen on every request, with no cache: a revoked key, a logged-out
+session, a disabled user or a changed role takes effect on the very next
+request, in every process. Each is one primary-key lookup.
 """
 
 from __future__ import annotations
@@ -15,25 +19,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from tally.errors import Unauthenticated
+from tally.identity import store as identity_store
+from tally.identity.roles import ALL_SCOPES, ROLE_SCOPES
+from tally.identity.tokens import Keyring
 from tally.storage import Store
 
 KEY_PREFIX = "tly_"
 KEY_ID_CHARS = 16
 SECRET_BYTES = 32
-ALL_SCOPES = (
-    "accounts:read",
-    "accounts:write",
-    "transfers:read",
-    "transfers:write",
-    "events:read",
-    "admin",
-)
+TOKEN_CHARS_MAX = 4096
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+_ASK = "Send Authorization: Bearer <api key or access token>."
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +45,11 @@ class NewKey:
 @dataclass(frozen=True, slots=True)
 class Principal:
     tenant_id: str
-    key_id: str
+    actor_type: str  # "api_key" or "user"
+    actor_id: str  # the key id or the user id
     scopes: frozenset[str]
+    role: str | None = None  # users only
+    session_id: str | None = None  # users only
 
 
 def new_api_key() -> NewKey:
@@ -61,38 +63,36 @@ def _sha256(secret: str) -> str:
 
 
 def _split(token: str) -> tuple[str, str] | None:
-    if not token.startswith(KEY_PREFIX):
-        return None
     key_id, sep, secret = token[len(KEY_PREFIX) :].partition("_")
     if not sep or len(key_id) != KEY_ID_CHARS or not secret or len(secret) > 128:
         return None
     return key_id, secret
 
 
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated(_ASK)
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > TOKEN_CHARS_MAX:
+        raise Unauthenticated(_ASK)
+    return token
+
+
 class Authenticator:
-    def __init__(self, store: Store, *, cache_seconds: float, cache_entries_max: int) -> None:
+    def __init__(self, store: Store, keyring: Keyring | None) -> None:
         self._store = store
-        self._cache_seconds = cache_seconds
-        self._cache_entries_max = cache_entries_max
-        # sha256 of the whole token -> (principal, expiry on the monotonic clock)
-        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._keyring = keyring
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        if not authorization:
-            raise Unauthenticated("Send Authorization: Bearer <api key>.")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("Send Authorization: Bearer <api key>.")
-        token = token.strip()
-        cache_key = _sha256(token)
-        cached = self._cache.get(cache_key)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        principal = await self._verify(token)
-        self._remember(cache_key, principal)
-        return principal
+        token = bearer_token(authorization)
+        if token.startswith(KEY_PREFIX):
+            return await self._api_key(token)
+        if self._keyring is None:
+            raise Unauthenticated("That is not a Tally API key.")
+        return await self._access_token(token)
 
-    async def _verify(self, token: str) -> Principal:
+    async def _api_key(self, token: str) -> Principal:
         parts = _split(token)
         if parts is None:
             raise Unauthenticated("That is not a Tally API key.")
@@ -103,12 +103,28 @@ class Authenticator:
         matches = hmac.compare_digest(expected, _sha256(secret))
         if record is None or not matches or record.revoked:
             raise Unauthenticated("The API key is not valid.")
-        return Principal(record.tenant_id, record.id, frozenset(record.scopes.split()))
+        return Principal(record.tenant_id, "api_key", record.id, frozenset(record.scopes.split()))
 
-    def _remember(self, cache_key: str, principal: Principal) -> None:
-        if self._cache_seconds <= 0:
-            return
-        self._cache[cache_key] = (principal, time.monotonic() + self._cache_seconds)
-        self._cache.move_to_end(cache_key)
-        while len(self._cache) > self._cache_entries_max:
-            self._cache.popitem(last=False)
+    async def _access_token(self, token: str) -> Principal:
+        assert self._keyring is not None
+        claims = await self._keyring.verify(token)
+        state = await identity_store.session_state(self._store, claims.session_id)
+        if (
+            state is None
+            or state.revoked
+            or state.user_status != "active"
+            or state.user_id != claims.user_id
+            or state.tenant_id != claims.tenant_id
+        ):
+            raise Unauthenticated("The session has ended; log in again.")
+        return Principal(
+            state.tenant_id,
+            "user",
+            state.user_id,
+            ROLE_SCOPES[state.role],
+            role=state.role,
+            session_id=claims.session_id,
+        )
+
+
+__all__ = ["ALL_SCOPES", "Authenticator", "NewKey", "Principal", "new_api_key"]

@@ -46,9 +46,40 @@ class Settings(BaseSettings):
     expiry_interval_seconds: float = Field(default=1.0, gt=0, le=5)
     expiry_batch_max: int = Field(default=1_000, ge=1)
 
-    # Authentication: a verified key is remembered this long in each process.
-    api_key_cache_seconds: float = Field(default=5.0, ge=0)
-    api_key_cache_entries_max: int = 10_000
+    # Users, sessions and tokens (docs/security.md). Passwords: Argon2id, never below
+    # OWASP's floor (19 MiB, two passes, one lane).
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024)
+    password_hash_time_cost: int = Field(default=2, ge=2)
+    password_hash_concurrency_max: int = Field(default=2, ge=1, le=64)
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+    session_ttl_seconds: int = Field(default=30 * 86_400, ge=3_600)
+    invitation_ttl_seconds: int = Field(default=7 * 86_400, ge=3_600)
+    jwt_issuer: str = "tally"
+    jwt_audience: str = "tally-api"
+    signing_key_reload_seconds: float = Field(default=60.0, gt=0, le=3_600)
+
+    # Rate limits: token buckets (capacity = burst, refilled at rate_per_second).
+    # Shared through Redis when redis_url is set; per process otherwise.
+    redis_url: str | None = None
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    rate_limit_enabled: bool = True
+    rate_limit_per_second: float = Field(default=1_000.0, gt=0)
+    rate_limit_burst: int = Field(default=2_000, ge=1)
+    login_limit_per_email_per_minute: float = Field(default=5.0, gt=0)
+    login_limit_per_email_burst: int = Field(default=10, ge=1)
+    login_limit_per_address_per_minute: float = Field(default=30.0, gt=0)
+    login_limit_per_address_burst: int = Field(default=60, ge=1)
+
+    # Hardening.
+    cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
+    json_depth_max: int = Field(default=32, ge=4, le=256)
+
+    # The audit log (docs/security.md).
+    audit_flush_seconds: float = Field(default=0.05, gt=0, le=5)
+    audit_queue_rows_max: int = Field(default=10_000, ge=100)
+    audit_batch_rows_max: int = Field(default=500, ge=1)
+    audit_seal_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    audit_seal_rows_max: int = Field(default=1_000, ge=1)
 
     # Idempotency keys (api.md §3, docs/idempotency.md).
     require_idempotency_key: bool = False

@@ -81,6 +81,19 @@ class NotFound(TallyError):
     status, code, title = 404, "not_found", "Not found"
 
 
+class Conflict(TallyError):
+    """The object exists already (an email taken, a member invited twice)."""
+
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class RateLimited(TallyError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_seconds: int, headers: dict[str, str]) -> None:
+        super().__init__(detail, headers={**headers, "Retry-After": str(retry_after_seconds)})
+
+
 class MethodNotAllowed(TallyError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 

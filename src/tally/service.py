@@ -44,7 +44,7 @@ from tally.schemas import (
 )
 from tally.storage import Store, TransferFilter
 from tally.storage.base import BalanceRecord, EventRecord
-from tally.storage.batch import Render
+from tally.storage.batch import AuditSource, JobResult, Render
 from tally.writer import Writer
 
 T = TypeVar("T")
@@ -127,10 +127,14 @@ class Ledger:
         claim: Claim | None,
         *,
         atomic: bool = False,
+        audit: AuditSource | None = None,
     ) -> Written:
         if claim is None:
-            result = await self.writer.submit(tenant_id, commands, atomic=atomic)
-            return Written(render(result.outcomes))
+            result = await self.writer.submit(
+                tenant_id, commands, atomic=atomic, render=render, audit=audit
+            )
+            _mark_audited(audit, result)
+            return Written(result.response or render(result.outcomes))
         flight = (tenant_id, claim.key)
         if flight in self._in_flight:
             raise IdempotencyKeyInUse(self._in_use_retry_after_seconds)
@@ -144,10 +148,11 @@ class Ledger:
         self._in_flight.add(flight)
         try:
             result = await self.writer.submit(
-                tenant_id, commands, atomic=atomic, claim=claim, render=render
+                tenant_id, commands, atomic=atomic, claim=claim, render=render, audit=audit
             )
         finally:
             self._in_flight.discard(flight)
+        _mark_audited(audit, result)
         if result.error is not None:
             raise result.error
         assert result.response is not None
@@ -156,7 +161,12 @@ class Ledger:
     # -- accounts ---------------------------------------------------------------------
 
     async def create_account(
-        self, tenant_id: str, body: AccountCreate, render: Render, claim: Claim | None
+        self,
+        tenant_id: str,
+        body: AccountCreate,
+        render: Render,
+        claim: Claim | None,
+        audit: AuditSource | None = None,
     ) -> Written:
         command = CreateAccount(
             id=body.id or new_id("acc"),
@@ -166,7 +176,7 @@ class Ledger:
             credits_must_not_exceed_debits=body.flags.credits_must_not_exceed_debits,
             metadata=body.metadata,
         )
-        return await self._write(tenant_id, [command], render, claim)
+        return await self._write(tenant_id, [command], render, claim, audit=audit)
 
     async def update_account(
         self,
@@ -176,6 +186,7 @@ class Ledger:
         expected_version: int | None,
         render: Render,
         claim: Claim | None,
+        audit: AuditSource | None = None,
     ) -> Written:
         command = UpdateAccount(
             id=account_id,
@@ -183,7 +194,7 @@ class Ledger:
             close=body.status == "closed",
             expected_version=expected_version,
         )
-        return await self._write(tenant_id, [command], render, claim)
+        return await self._write(tenant_id, [command], render, claim, audit=audit)
 
     async def get_account(self, tenant_id: str, account_id: str) -> Account:
         account = await self.store.get_account(tenant_id, account_id)
@@ -243,9 +254,14 @@ class Ledger:
     # -- transfers --------------------------------------------------------------------
 
     async def create_transfer(
-        self, tenant_id: str, body: TransferCreate, render: Render, claim: Claim | None
+        self,
+        tenant_id: str,
+        body: TransferCreate,
+        render: Render,
+        claim: Claim | None,
+        audit: AuditSource | None = None,
     ) -> Written:
-        return await self._write(tenant_id, [transfer_command(body)], render, claim)
+        return await self._write(tenant_id, [transfer_command(body)], render, claim, audit=audit)
 
     async def post_pending(
         self,
@@ -254,6 +270,7 @@ class Ledger:
         body: PendingPost,
         render: Render,
         claim: Claim | None,
+        audit: AuditSource | None = None,
     ) -> Written:
         command = PostPending(
             id=body.id or new_id("trf"),
@@ -261,7 +278,7 @@ class Ledger:
             amount=body.amount,
             metadata=body.metadata,
         )
-        return await self._write(tenant_id, [command], render, claim)
+        return await self._write(tenant_id, [command], render, claim, audit=audit)
 
     async def void_pending(
         self,
@@ -270,11 +287,12 @@ class Ledger:
         body: PendingVoid,
         render: Render,
         claim: Claim | None,
+        audit: AuditSource | None = None,
     ) -> Written:
         command = VoidPending(
             id=body.id or new_id("trf"), pending_id=pending_id, metadata=body.metadata
         )
-        return await self._write(tenant_id, [command], render, claim)
+        return await self._write(tenant_id, [command], render, claim, audit=audit)
 
     async def create_batch(
         self,
@@ -284,9 +302,10 @@ class Ledger:
         claim: Claim | None,
         *,
         atomic: bool,
+        audit: AuditSource | None = None,
     ) -> Written:
         commands = [transfer_command(item) for item in items]
-        return await self._write(tenant_id, commands, render, claim, atomic=atomic)
+        return await self._write(tenant_id, commands, render, claim, atomic=atomic, audit=audit)
 
     async def get_transfer(self, tenant_id: str, transfer_id: str) -> Transfer:
         transfer = await self.store.get_transfer(tenant_id, transfer_id)
@@ -334,3 +353,9 @@ def transfer_command(item: TransferCreate | BatchAction) -> Command:
         timeout_seconds=item.timeout_seconds,
         metadata=item.metadata,
     )
+
+
+def _mark_audited(audit: AuditSource | None, result: JobResult) -> None:
+    """The writer committed the request's audit row with its effect."""
+    if audit is not None and result.audited:
+        audit.recorded = True

@@ -23,7 +23,7 @@ from tally.core import Command
 from tally.errors import TallyError, Unavailable
 from tally.idempotency import Claim
 from tally.storage import Job, Store
-from tally.storage.batch import JobResult, Render
+from tally.storage.batch import AuditSource, JobResult, Render
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Writer:
         atomic: bool = False,
         claim: Claim | None = None,
         render: Render | None = None,
+        audit: AuditSource | None = None,
     ) -> JobResult:
         if self._closing:
             raise Unavailable("The server is shutting down.", retry_after_seconds=1)
@@ -92,7 +93,7 @@ class Writer:
                 retry_after_seconds=self._retry_after_seconds,
             )
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        job = Job(tenant_id, commands, atomic, claim, render, future)
+        job = Job(tenant_id, commands, atomic, claim, render, future, audit)
         self._queue.append(job)
         self._queued_commands += len(commands)
         WRITER_QUEUE_COMMANDS.set(self._queued_commands)

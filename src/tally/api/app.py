@@ -18,19 +18,25 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tally.api.openapi import build_openapi
+from tally.api.openapi import ROUTES, build_openapi
 from tally.api.problems import problem_response
-from tally.api.routes import ROUTES, endpoint
+from tally.api.routes import endpoint
+from tally.audit import Appender, run_sealer
 from tally.auth import Authenticator
 from tally.config import Settings, get_settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.expiry import run_expiry
+from tally.identity.passwords import PasswordHasher
+from tally.identity.service import Identity
+from tally.identity.tokens import Keyring
 from tally.ids import new_id
+from tally.ratelimit import Limiter, Limits
 from tally.retention import run_retention
 from tally.schemas import encode
 from tally.service import Ledger
@@ -55,6 +61,30 @@ _DOCS_HTML = """<!doctype html>
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+# Sent with every response unless the endpoint set its own (the /docs page sets a
+# CSP that lets it load its script). The API answers JSON, never a page to frame,
+# so the strictest values cost nothing.
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+# Only over TLS (RFC 6797 §7.2: a browser ignores it over plain HTTP anyway).
+_HSTS = b"max-age=63072000; includeSubDomains"
+_CORS_HEADERS = ["authorization", "content-type", "idempotency-key", "if-match", "request-id"]
+_CORS_EXPOSED = [
+    "request-id",
+    "etag",
+    "location",
+    "retry-after",
+    "ratelimit",
+    "ratelimit-policy",
+    "idempotent-replayed",
+]
 
 
 class ApiRouter:
@@ -105,14 +135,18 @@ class ApiMiddleware:
                 request_id = text if _CLIENT_REQUEST_ID.match(text) else None
         request_id = request_id or new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
+        https = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"request-id", request_id.encode()))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                if not any(h[0] == b"cache-control" for h in headers):
-                    headers.append((b"cache-control", b"no-store"))
+                names = {h[0] for h in headers}
+                for name, value in _SECURITY_HEADERS:
+                    if name not in names:
+                        headers.append((name, value))
+                if https:
+                    headers.append((b"strict-transport-security", _HSTS))
                 message["headers"] = headers
             await send(message)
 
@@ -174,12 +208,40 @@ def create_app(
         clock=clock,
     )
     openapi_json = encode(build_openapi())
+    keyring = Keyring(
+        store,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl_seconds=settings.access_token_ttl_seconds,
+        reload_seconds=settings.signing_key_reload_seconds,
+        clock=clock,
+    )
+    appender = Appender(
+        store,
+        flush_seconds=settings.audit_flush_seconds,
+        queue_rows_max=settings.audit_queue_rows_max,
+        batch_rows_max=settings.audit_batch_rows_max,
+    )
+    limiter = Limiter(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         _tune_garbage_collector()
         await store.open()
+        try:
+            await keyring.load()
+        except TallyError as exc:  # the database is away: the first token will load them
+            log.warning("signing keys not loaded at start: %s", exc.detail)
         writer.start()
+        appender.start()
+        sealer = asyncio.create_task(
+            run_sealer(
+                store,
+                interval_seconds=settings.audit_seal_interval_seconds,
+                rows_max=settings.audit_seal_rows_max,
+            ),
+            name="tally-audit-sealer",
+        )
         expiry = asyncio.create_task(
             run_expiry(
                 store,
@@ -202,11 +264,13 @@ def create_app(
         try:
             yield
         finally:
-            for task in (expiry, retention):
+            for task in (expiry, retention, sealer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await writer.stop()
+            await appender.stop()
+            await limiter.close()
             await store.close()
 
     async def healthz(request: Request) -> Response:
@@ -271,12 +335,32 @@ def create_app(
         clock=clock,
         in_use_retry_after_seconds=settings.idempotency_in_use_retry_after_seconds,
     )
-    app.state.authenticator = Authenticator(
+    app.state.authenticator = Authenticator(store, keyring)
+    app.state.identity = Identity(
         store,
-        cache_seconds=settings.api_key_cache_seconds,
-        cache_entries_max=settings.api_key_cache_entries_max,
+        PasswordHasher(
+            memory_kib=settings.password_hash_memory_kib,
+            time_cost=settings.password_hash_time_cost,
+            concurrency_max=settings.password_hash_concurrency_max,
+        ),
+        keyring,
+        clock=clock,
+        session_ttl_seconds=settings.session_ttl_seconds,
+        invitation_ttl_seconds=settings.invitation_ttl_seconds,
     )
+    app.state.limits = Limits(limiter, settings)
+    app.state.audit_appender = appender
+    app.state.clock = clock
     app.add_middleware(ApiMiddleware, router=ApiRouter(endpoints))
+    if settings.cors_origins:  # off by default: only the origins an operator names
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=_CORS_HEADERS,
+            expose_headers=_CORS_EXPOSED,
+            max_age=600,
+        )
     return app
 
 

@@ -12,16 +12,19 @@ from typing import Any
 import msgspec
 
 from tally import __version__
-from tally.api.routes import ROUTES, RouteSpec
+from tally.api.identity_routes import IDENTITY_ROUTES
+from tally.api.routes import ROUTES as LEDGER_ROUTES
+from tally.api.routes import RouteSpec
 from tally.schemas import BatchAction, Problem, TransferCreate
 
+ROUTES = (*LEDGER_ROUTES, *IDENTITY_ROUTES)
 _REF = "#/components/schemas/{name}"
 
 _ERROR_TEXT = {
     400: "Malformed request (body is not JSON, bad header): `malformed_request`, "
     "`idempotency_key_invalid`, `idempotency_key_required`.",
-    401: "No or bad credentials (`unauthenticated`).",
-    403: "The key lacks the scope (`forbidden`).",
+    401: "No or bad credentials (`unauthenticated`), with `WWW-Authenticate: Bearer`.",
+    403: "The credential lacks the scope or role (`forbidden`).",
     404: "No such object for this tenant (`not_found`, `pending_transfer_not_found`).",
     409: "Conflict: `exists_with_different_fields`; `idempotency_key_in_use` (with "
     "`Retry-After`) while a request with the same Idempotency-Key is executing; or the "
@@ -34,6 +37,8 @@ _ERROR_TEXT = {
     422: "`validation_error` (with `errors`); `idempotency_key_reused` (the key was used "
     "for another method, path or body); or a ledger rule refused the request "
     "(`exceeds_credits`, `accounts_must_be_different`, … see the error codes).",
+    429: "Too many requests (`rate_limited`): retry after `Retry-After` seconds; "
+    "`RateLimit` and `RateLimit-Policy` say where the caller stands.",
     503: "The database is unreachable or the write queue is full (`unavailable`); "
     "nothing was changed. Retry after `Retry-After` seconds.",
 }
@@ -60,7 +65,7 @@ _REPLAYED = {
 def _operation(spec: RouteSpec) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, schema in spec.success.items():
-        description = {200: "OK", 201: "Created"}.get(status, "OK")
+        description = {200: "OK", 201: "Created", 204: "Done; no content."}.get(status, "OK")
         if spec.path.endswith("/batch"):
             description = (
                 "Non-atomic batch: each item's result."
@@ -70,7 +75,7 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
         elif status == 200 and 201 in spec.success:
             description = "An object with this id and identical fields exists: it is returned."
         response: dict[str, Any] = {"description": description}
-        if spec.method in ("POST", "PATCH"):
+        if spec.idempotency_key and spec.method in ("POST", "PATCH"):
             response["headers"] = _REPLAYED
         if isinstance(schema, tuple):
             one_of = {"oneOf": [{"$ref": _REF.format(name=t.__name__)} for t in schema]}
@@ -79,14 +84,15 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
             ref = {"$ref": _REF.format(name=schema.__name__)}
             response["content"] = {"application/json": {"schema": ref}}
         responses[str(status)] = response
-    writes = spec.method in ("POST", "PATCH")
-    for status in sorted(set(spec.errors) | ({409} if writes else set())):
+    writes = spec.idempotency_key and spec.method in ("POST", "PATCH")
+    # Every /v1 route is rate limited; every keyed write can meet a key in use (409).
+    for status in sorted({*spec.errors, 429} | ({409} if writes else set())):
         responses[str(status)] = {"description": _ERROR_TEXT[status], "content": _PROBLEM}
     operation: dict[str, Any] = {
         "operationId": spec.operation_id,
         "summary": spec.summary,
         "tags": [spec.tag],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}] if spec.auth else [],
         "parameters": [
             {
                 "name": p.name,

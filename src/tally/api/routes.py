@@ -29,6 +29,7 @@ from tally.api.parsing import (
     read_body,
 )
 from tally.api.problems import problem, problem_response, request_id_of, to_response
+from tally.audit import AuditContext
 from tally.auth import Principal
 from tally.core import Account, Code, Outcome, Status, Transfer, derive_balance
 from tally.errors import (
@@ -42,6 +43,8 @@ from tally.errors import (
     ValidationFailed,
 )
 from tally.idempotency import Claim, StoredResponse, fingerprint, parse_key
+from tally.identity.roles import ADMIN
+from tally.identity.service import Identity
 from tally.ids import is_valid_id
 from tally.schemas import (
     AccountCreate,
@@ -110,6 +113,12 @@ class RouteSpec:
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
     tag: str = ""
+    auth: bool = True  # False: sign-up, login, refresh (the caller has no credential yet)
+    idempotency_key: bool = True  # takes Idempotency-Key (ledger writes; api.md §3)
+
+    @property
+    def mutating(self) -> bool:
+        return self.method in ("POST", "PATCH", "PUT", "DELETE")
 
 
 @dataclass(slots=True)
@@ -117,13 +126,20 @@ class Call:
     """What a handler gets: the request, its caller, and the service."""
 
     request: Request
-    principal: Principal
+    principal_or_none: Principal | None
     ledger: Ledger
+    identity: Identity
     body_bytes_max: int
     page_limit_default: int
     page_limit_max: int
+    audit: AuditContext | None = None  # set for mutating routes
     idempotency_key: str | None = None
     raw_body: bytes = b""
+
+    @property
+    def principal(self) -> Principal:
+        assert self.principal_or_none is not None, "an authenticated route"
+        return self.principal_or_none
 
     @property
     def tenant_id(self) -> str:
@@ -251,7 +267,7 @@ def _list(page: Page[Any], render: Callable[[Any], Any], list_type: type) -> Res
 async def create_account(call: Call) -> Response:
     body = await call.body(AccountCreate)
     written = await call.ledger.create_account(
-        call.tenant_id, body, _render_account(call.request_id), call.claim
+        call.tenant_id, body, _render_account(call.request_id), call.claim, audit=call.audit
     )
     return _written(written)
 
@@ -266,7 +282,13 @@ async def update_account(call: Call) -> Response:
     expected = _expected_version(call.request)
     body = await call.body(AccountUpdate)
     written = await call.ledger.update_account(
-        call.tenant_id, account_id, body, expected, _render_account(call.request_id), call.claim
+        call.tenant_id,
+        account_id,
+        body,
+        expected,
+        _render_account(call.request_id),
+        call.claim,
+        audit=call.audit,
     )
     return _written(written)
 
@@ -328,7 +350,7 @@ async def account_balances(call: Call) -> Response:
 async def create_transfer(call: Call) -> Response:
     body = await call.body(TransferCreate)
     written = await call.ledger.create_transfer(
-        call.tenant_id, body, _render_transfer(call.request_id), call.claim
+        call.tenant_id, body, _render_transfer(call.request_id), call.claim, audit=call.audit
     )
     return _written(written)
 
@@ -337,7 +359,12 @@ async def post_transfer(call: Call) -> Response:
     pending_id = call.path_id()
     body = await call.body(PendingPost, empty_ok=True)
     written = await call.ledger.post_pending(
-        call.tenant_id, pending_id, body, _render_transfer(call.request_id), call.claim
+        call.tenant_id,
+        pending_id,
+        body,
+        _render_transfer(call.request_id),
+        call.claim,
+        audit=call.audit,
     )
     return _written(written)
 
@@ -346,7 +373,12 @@ async def void_transfer(call: Call) -> Response:
     pending_id = call.path_id()
     body = await call.body(PendingVoid, empty_ok=True)
     written = await call.ledger.void_pending(
-        call.tenant_id, pending_id, body, _render_transfer(call.request_id), call.claim
+        call.tenant_id,
+        pending_id,
+        body,
+        _render_transfer(call.request_id),
+        call.claim,
+        audit=call.audit,
     )
     return _written(written)
 
@@ -445,6 +477,7 @@ async def create_batch(call: Call) -> Response:
         _render_batch(call.request_id, body.atomic),
         call.claim,
         atomic=body.atomic,
+        audit=call.audit,
     )
     return _written(written)
 
@@ -719,36 +752,71 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
 def endpoint(spec: RouteSpec, settings: Any) -> Callable[[Request], Awaitable[Response]]:
-    """The Starlette endpoint of a route: authenticate, run, render errors, measure."""
+    """The Starlette endpoint of a route: authenticate, limit, authorize, run, render
+    errors, audit, measure."""
 
     async def run(request: Request) -> Response:
         started = time.perf_counter()
         state = request.app.state
+        ctx = None
+        if spec.mutating:
+            ctx = AuditContext(spec.operation_id, request_id_of(request), client_address(request))
+        limit_headers: dict[str, str] = {}
+        code = None
         try:
-            principal = await state.authenticator.authenticate(request.headers.get("authorization"))
-            if spec.scope not in principal.scopes and "admin" not in principal.scopes:
-                raise Forbidden(f"This key lacks the {spec.scope} scope.")
+            principal = None
+            if spec.auth:
+                principal = await state.authenticator.authenticate(
+                    request.headers.get("authorization")
+                )
+                if ctx is not None:
+                    ctx.tenant_id = principal.tenant_id
+                    ctx.actor_type, ctx.actor_id = principal.actor_type, principal.actor_id
+                limit_headers = await state.limits.for_principal(principal)
+                if (
+                    spec.scope
+                    and spec.scope not in principal.scopes
+                    and ADMIN not in principal.scopes
+                ):
+                    raise Forbidden(f"This credential lacks the {spec.scope} scope.")
+            else:
+                limit_headers = await state.limits.for_address(client_address(request))
             call = Call(
                 request,
                 principal,
                 state.ledger,
+                state.identity,
                 settings.body_bytes_max,
                 settings.page_limit_default,
                 settings.page_limit_max,
+                audit=ctx,
             )
-            if spec.method in ("POST", "PATCH"):
+            if spec.idempotency_key and spec.method in ("POST", "PATCH"):
                 call.idempotency_key = parse_key(request.headers.getlist("idempotency-key"))
                 required = settings.require_idempotency_key and spec.method == "POST"
                 if call.idempotency_key is None and required:
                     raise IdempotencyKeyRequired("Send an Idempotency-Key header.")
             response = await spec.handler(call)
         except TallyError as error:
+            code = error.code
             response = problem_response(error, request)
         except Exception:
             # A bug. The client learns only that, and the request id to report it by.
             log.exception("unhandled error in %s", spec.operation_id)
+            code = "internal_error"
             response = problem_response(TallyError("An unexpected error occurred."), request)
+        for name, value in limit_headers.items():
+            response.headers[name] = value
+        if ctx is not None and not ctx.recorded:
+            # It changed nothing (refused, or replayed): the appender records it.
+            if "idempotent-replayed" in response.headers:
+                code = "idempotent_replayed"
+            await state.audit_appender.append(ctx.row(response.status_code, code, state.clock()))
         REQUESTS.labels(spec.method, spec.path, response.status_code).inc()
         REQUEST_SECONDS.labels(spec.method, spec.path).observe(time.perf_counter() - started)
         return response

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tally.core import Account, Transfer
 from tally.idempotency import StoredKey
@@ -25,6 +26,21 @@ from tally.storage.rows import (
     stored_key_from_row,
     transfer_from_row,
 )
+
+
+class UniqueViolation(Exception):
+    """An insert or update collided with a unique key (an email, a token); the
+    transaction is rolled back. Callers turn it into the domain's 409."""
+
+
+class Tx(Protocol):
+    """One open transaction: statements in the ``$n`` style, on either backend."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; return the number of rows it changed."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +109,15 @@ class Store(abc.ABC):
     async def create_tenant(
         self, tenant_id: str, name: str, key_id: str, secret_sha256: str, scopes: str, now_us: int
     ) -> None: ...
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """A transaction for the small writes outside the ledger (identity, audit).
+
+        It commits when the block ends and rolls back if it raises. A unique key
+        collision raises ``UniqueViolation``; an unreachable database, Unavailable.
+        Keep the block short: on SQLite it holds the one write lock.
+        """
 
     # -- the primitive every read goes through -----------------------------------------
 

@@ -18,6 +18,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from tally.core import (
     Book,
@@ -39,6 +40,17 @@ Key = tuple[str, str]  # (tenant_id, object id)
 Render = Callable[[list[Outcome]], StoredResponse]
 
 
+class AuditSource(Protocol):
+    """A request's audit facts (tally.audit.AuditContext): the writer makes its row
+    once the outcome is known, and commits it with the change."""
+
+    recorded: bool
+
+    def row(
+        self, status: int, code: str | None, now_us: int, object_id: str | None = None
+    ) -> tuple[Any, ...]: ...
+
+
 @dataclass(slots=True)
 class Job:
     """One request's commands, waiting for the writer.
@@ -54,6 +66,7 @@ class Job:
     claim: Claim | None = None
     render: Render | None = field(default=None, repr=False)
     future: asyncio.Future[JobResult] | None = field(default=None, repr=False)
+    audit: AuditSource | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,7 @@ class JobResult:
     response: StoredResponse | None = None
     replayed: bool = False
     error: TallyError | None = None
+    audited: bool = False  # its audit row was committed with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,21 +219,52 @@ def plan_keys(jobs: Sequence[Job], stored: dict[Key, StoredKey]) -> KeyPlan:
     return plan
 
 
+@dataclass(slots=True)
+class Finished:
+    """What a batch answers, and the rows to store with it."""
+
+    results: list[JobResult]
+    key_rows: list[KeyRow]
+    audit_rows: list[tuple[str, tuple[Any, ...]]]  # (tenant, audit_events row after tenant)
+
+
 def finish(
-    jobs: Sequence[Job], plan: KeyPlan, outcomes: Sequence[list[Outcome]]
-) -> tuple[list[JobResult], list[KeyRow]]:
-    """Every job's result, and the idempotency records to store with the batch."""
+    jobs: Sequence[Job], plan: KeyPlan, outcomes: Sequence[list[Outcome]], now_us: int
+) -> Finished:
+    """Every job's result, and the idempotency and audit records to store with the
+    batch. Only jobs that ran are audited here: the others changed nothing, and
+    their requests are recorded by the audit appender (tally.audit)."""
     results: dict[int, JobResult] = dict(plan.answered)
-    rows: list[KeyRow] = []
+    done = Finished([], [], [])
     for i, job_outcomes in zip(plan.run, outcomes, strict=True):
         job = jobs[i]
-        if job.claim is None:
-            results[i] = JobResult(job_outcomes)
-            continue
-        assert job.render is not None, "a keyed job renders its response"
-        response = job.render(job_outcomes)
-        results[i] = JobResult(job_outcomes, response=response)
-        rows.append(KeyRow(job.tenant_id, job.claim.key, job.claim.fingerprint, response))
+        response = None
+        if job.claim is not None or job.audit is not None:
+            assert job.render is not None, "a keyed or audited job renders its response"
+            response = job.render(job_outcomes)
+        if job.claim is not None:
+            assert response is not None
+            claim = job.claim
+            done.key_rows.append(KeyRow(job.tenant_id, claim.key, claim.fingerprint, response))
+        if job.audit is not None:
+            assert response is not None
+            row = job.audit.row(
+                response.status, _failed_code(job_outcomes), now_us, _object_id(job_outcomes)
+            )
+            done.audit_rows.append((job.tenant_id, row[1:]))
+        results[i] = JobResult(job_outcomes, response=response, audited=job.audit is not None)
     for i, earlier in plan.copies.items():
         results[i] = JobResult([], response=results[earlier].response, replayed=True)
-    return [results[i] for i in range(len(jobs))], rows
+    done.results = [results[i] for i in range(len(jobs))]
+    return done
+
+
+def _failed_code(outcomes: list[Outcome]) -> str | None:
+    return next((o.code.value for o in outcomes if o.code is not None), None)
+
+
+def _object_id(outcomes: list[Outcome]) -> str | None:
+    if len(outcomes) != 1 or outcomes[0].object is None:
+        return None
+    object_id = getattr(outcomes[0].object, "id", None)
+    return object_id if isinstance(object_id, str) else None

@@ -14,9 +14,10 @@ database is away become ``Unavailable`` (503), with nothing half-done.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -25,12 +26,12 @@ from tally.config import Settings
 from tally.core import Changes
 from tally.errors import Unavailable
 from tally.idempotency import StoredKey
-from tally.storage.base import Store
+from tally.storage.base import Store, Tx, UniqueViolation
 from tally.storage.batch import (
     Decision,
+    Finished,
     Job,
     JobResult,
-    KeyRow,
     StaleRead,
     account_keys,
     claim_keys,
@@ -43,6 +44,7 @@ from tally.storage.batch import (
 )
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
+    AUDIT_COLUMNS,
     BALANCE_COLUMNS,
     EVENT_COLUMNS,
     KEY_COLUMNS,
@@ -103,6 +105,13 @@ _PG_TYPES = {
     "headers": "text",
     "body": "bytea",
     "status_code": "integer",
+    "actor_type": "text",
+    "actor_id": "text",
+    "action": "text",
+    "object_id": "text",
+    "code": "text",
+    "request_id": "text",
+    "client_address": "text",
     "debits_must_not_exceed_credits": "boolean",
     "credits_must_not_exceed_debits": "boolean",
     "pending": "boolean",
@@ -153,6 +162,7 @@ _WRITES: dict[str, tuple[Sequence[str], Callable[[int], str]]] = {
     "balances": (BALANCE_COLUMNS, lambda i: _insert("account_balances", BALANCE_COLUMNS, i)),
     "events": (EVENT_COLUMNS, lambda i: _insert("events", EVENT_COLUMNS, i)),
     "keys": (KEY_COLUMNS, lambda i: _insert("idempotency_keys", KEY_COLUMNS, i)),
+    "audit": (AUDIT_COLUMNS, lambda i: _insert("audit_events", AUDIT_COLUMNS, i)),
 }
 
 
@@ -310,6 +320,16 @@ class PostgresStore(Store):
     async def ping(self) -> None:
         await self.fetch("SELECT 1")
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield _PostgresTx(conn)
+        except asyncpg.exceptions.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
             return list(await self.pool.fetch(sql, *args))
@@ -360,9 +380,9 @@ class PostgresStore(Store):
             plan = plan_keys(jobs, await self._stored_keys(conn, claim_keys(jobs), now_us))
             run = [jobs[i] for i in plan.run]
             decision = await self._decide(conn, run, now_us) if run else None
-            results, key_rows = finish(jobs, plan, decision.outcomes if decision else [])
-            await self._write(conn, decision, key_rows, now_us)
-        return results
+            done = finish(jobs, plan, decision.outcomes if decision else [], now_us)
+            await self._write(conn, decision, done, now_us)
+        return done.results
 
     async def _decide(self, conn: asyncpg.Connection, jobs: Sequence[Job], now_us: int) -> Decision:
         """Lock, then let the core decide: the steps of storage/batch.py."""
@@ -416,16 +436,19 @@ class PostgresStore(Store):
         self,
         conn: asyncpg.Connection,
         decision: Decision | None,
-        key_rows: list[KeyRow],
+        done: Finished,
         now_us: int,
     ) -> None:
         retention_us = self._settings.idempotency_retention_seconds * 1_000_000
         keys_by_tenant: dict[str, list[tuple[Any, ...]]] = {}
-        for r in key_rows:
+        for r in done.key_rows:
             row = key_row(r.key, r.fingerprint, r.response, now_us, retention_us)
             keys_by_tenant.setdefault(r.tenant_id, []).append(row)
+        audit_by_tenant: dict[str, list[tuple[Any, ...]]] = {}
+        for tenant_id, row in done.audit_rows:
+            audit_by_tenant.setdefault(tenant_id, []).append(row)
         changes = decision.changes if decision else {}
-        for tenant_id in sorted(changes.keys() | keys_by_tenant.keys()):
+        for tenant_id in sorted(changes.keys() | keys_by_tenant.keys() | audit_by_tenant.keys()):
             c = changes.get(tenant_id, Changes())
             rows: dict[str, list[tuple[Any, ...]]] = {
                 "accounts_created": [account_row(a) for a in c.accounts_created],
@@ -437,6 +460,7 @@ class PostgresStore(Store):
                 "balances": [balance_row(b) for b in c.balance_changes],
                 "events": [event_row(e) for e in c.events],
                 "keys": keys_by_tenant.get(tenant_id, []),
+                "audit": audit_by_tenant.get(tenant_id, []),
             }
             parts = tuple(name for name in _WRITES if rows[name])
             arrays = [
@@ -471,3 +495,16 @@ class PostgresStore(Store):
                 )
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from exc
+
+
+class _PostgresTx:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return list(await self._conn.fetch(sql, *args))
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status: str = await self._conn.execute(sql, *args)
+        # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word.
+        return int(status.split()[-1])

@@ -76,6 +76,18 @@ KEY_COLUMNS = (
     "created_at_us",
     "expires_at_us",
 )
+# audit_events, after tenant_id (tally.audit describes the log).
+AUDIT_COLUMNS = (
+    "occurred_at_us",
+    "actor_type",
+    "actor_id",
+    "action",
+    "object_id",
+    "status_code",
+    "code",
+    "request_id",
+    "client_address",
+)
 
 Row = Sequence[Any]
 

@@ -11,12 +11,13 @@ across a power cut: the batching, not a weaker fsync, is what makes it fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tally.config import Settings
 from tally.core import Changes, Outcome
 from tally.errors import Unavailable
 from tally.idempotency import StoredKey
-from tally.storage.base import Store
+from tally.storage.base import Store, Tx, UniqueViolation
 from tally.storage.batch import (
     Decision,
     Job,
@@ -42,6 +43,7 @@ from tally.storage.batch import (
 )
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
+    AUDIT_COLUMNS,
     BALANCE_COLUMNS,
     EVENT_COLUMNS,
     KEY_COLUMNS,
@@ -74,6 +76,7 @@ _INSERT_TRANSFERS = _insert_sql("transfers", TRANSFER_COLUMNS)
 _INSERT_BALANCES = _insert_sql("account_balances", BALANCE_COLUMNS)
 _INSERT_EVENTS = _insert_sql("events", EVENT_COLUMNS)
 _INSERT_KEYS = _insert_sql("idempotency_keys", KEY_COLUMNS)
+_INSERT_AUDIT = _insert_sql("audit_events", AUDIT_COLUMNS)
 _UPDATE_ACCOUNTS = (
     "UPDATE accounts SET "
     + ", ".join(f"{n} = ?" for n in ACCOUNT_COLUMNS[1:])
@@ -90,6 +93,9 @@ class SqliteStore(Store):
         self._readers = ThreadPoolExecutor(
             max_workers=READER_THREADS, thread_name_prefix="tally-sqlite-reader"
         )
+        # Everything that runs on the writer thread takes this lock first, so that an
+        # identity transaction open across awaits never interleaves with a batch.
+        self._write_lock = asyncio.Lock()
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -126,6 +132,22 @@ class SqliteStore(Store):
                 conn.close()
             self._connections.clear()
 
+    async def _write_run(self, fn: Any) -> Any:
+        async with self._write_lock:
+            return await self._run(self._writer, fn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._write_lock:
+            conn: sqlite3.Connection = await self._run(self._writer, self._connection)
+            await self._run(self._writer, lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield _SqliteTx(self, conn)
+            except BaseException:
+                await asyncio.shield(self._run(self._writer, lambda: conn.execute("ROLLBACK")))
+                raise
+            await self._run(self._writer, lambda: conn.execute("COMMIT"))
+
     async def _run(self, pool: ThreadPoolExecutor, fn: Any) -> Any:
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn)
@@ -156,9 +178,7 @@ class SqliteStore(Store):
     # -- writes -------------------------------------------------------------------------
 
     async def execute(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
-        results: list[JobResult] = await self._run(
-            self._writer, lambda: self._execute_sync(jobs, now_us)
-        )
+        results: list[JobResult] = await self._write_run(lambda: self._execute_sync(jobs, now_us))
         return results
 
     def _execute_sync(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
@@ -173,10 +193,11 @@ class SqliteStore(Store):
                     decision = self._decide(conn, run, now_us)
                     self._write(conn, decision)
                     outcomes = decision.outcomes
-                results, key_rows = finish(jobs, plan, outcomes)
-                self._write_keys(conn, key_rows, now_us)
+                done = finish(jobs, plan, outcomes, now_us)
+                self._write_keys(conn, done.key_rows, now_us)
+                conn.executemany(_INSERT_AUDIT, [(t, *row) for t, row in done.audit_rows])
                 conn.execute("COMMIT")
-                return results
+                return done.results
             except (sqlite3.IntegrityError, StaleRead):
                 conn.execute("ROLLBACK")
                 # Only another process writing the same file can cause this.
@@ -253,7 +274,7 @@ class SqliteStore(Store):
             return cursor.rowcount
 
         # On the writer thread: SQLite has one writer, and this is a write.
-        purged: int = await self._run(self._writer, run)
+        purged: int = await self._write_run(run)
         return purged
 
     @staticmethod
@@ -316,7 +337,33 @@ class SqliteStore(Store):
                 conn.execute("ROLLBACK")
                 raise
 
-        await self._run(self._writer, run)
+        await self._write_run(run)
+
+
+class _SqliteTx:
+    """Statements of one transaction, each run on the writer thread."""
+
+    def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
+        self._store = store
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        sqlite_sql = _DOLLAR_PARAM.sub(r"?\1", sql)
+        rows: list[Any] = await self._call(lambda: self._conn.execute(sqlite_sql, args).fetchall())
+        return rows
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        sqlite_sql = _DOLLAR_PARAM.sub(r"?\1", sql)
+        count: int = await self._call(lambda: self._conn.execute(sqlite_sql, args).rowcount)
+        return count
+
+    async def _call(self, fn: Any) -> Any:
+        try:
+            return await self._store._run(self._store._writer, fn)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise UniqueViolation(str(exc)) from exc
+            raise
 
 
 def _group(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

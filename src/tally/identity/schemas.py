@@ -1,0 +1,182 @@
+"""Request and response schemas of identity (api.md §6), as msgspec Structs.
+
+As for the ledger: one Struct per direction, and unknown request fields are
+refused (422), so nobody can slip a ``role``, a ``tenant_id`` or a ``status``
+into a sign-up or an invitation (mass assignment). No response carries a
+password hash, a token hash or a key's secret, except the one response that
+creates the secret, once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+from tally.identity.passwords import PASSWORD_CHARS_MAX
+from tally.identity.roles import ALL_SCOPES
+from tally.identity.store import KeyRecord, UserRecord
+from tally.schemas import Timestamp, _In, format_time
+
+Email = Annotated[str, Meta(min_length=3, max_length=254, examples=["ada@example.com"])]
+# The policy (12 characters, not a common password) is checked by the service, so
+# that its answer names the rule; the schema bounds only what is parsed at all.
+Password = Annotated[str, Meta(min_length=1, max_length=PASSWORD_CHARS_MAX * 4)]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Token = Annotated[str, Meta(min_length=1, max_length=4096)]
+Role = Literal["owner", "admin", "operator", "viewer"]
+Scope = Literal[ALL_SCOPES]  # type: ignore[valid-type]
+
+
+class SignupCreate(_In):
+    email: Email
+    password: Password
+    tenant_name: Name
+
+
+class SignupOut(Struct):
+    tenant_id: str
+    user_id: str
+
+
+class LoginCreate(_In):
+    email: Email
+    password: Password
+
+
+class TokenOut(Struct):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+
+
+class RefreshCreate(_In):
+    refresh_token: Token
+
+
+class InvitationAccept(_In):
+    token: Token
+    password: Password
+
+
+class PasswordChange(_In):
+    current_password: Password
+    new_password: Password
+
+
+class MeOut(Struct):
+    object: Literal["user", "api_key"]
+    id: str
+    tenant_id: str
+    role: Role | None
+    scopes: list[str]
+
+
+class MemberOut(Struct):
+    object: Literal["member"]
+    id: str
+    email: str
+    role: Role
+    status: Literal["invited", "active", "disabled"]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class MemberInvite(_In):
+    email: Email
+    role: Role
+
+
+class MemberInvitedOut(Struct):
+    member: MemberOut
+    invitation_token: str  # shown once: the invitee sends it to /v1/auth/accept-invitation
+    invitation_expires_at: Timestamp
+
+
+class MemberUpdate(_In):
+    role: Role
+
+
+class MemberList(Struct):
+    data: list[MemberOut]
+    has_more: bool
+    next_cursor: str | None
+
+
+class ApiKeyCreate(_In):
+    name: Name
+    scopes: Annotated[list[Scope], Meta(min_length=1, max_length=len(ALL_SCOPES))]
+
+
+class ApiKeyOut(Struct):
+    object: Literal["api_key"]
+    id: str
+    name: str
+    prefix: str  # "tly_<id>": enough to recognise a key, never enough to use it
+    scopes: list[str]
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+    created_by: str | None
+
+
+class ApiKeyCreatedOut(Struct):
+    api_key: ApiKeyOut
+    secret: str  # the whole key, shown this once
+
+
+class ApiKeyList(Struct):
+    data: list[ApiKeyOut]
+    has_more: bool
+    next_cursor: str | None
+
+
+class AuditActorOut(Struct):
+    type: Literal["user", "api_key", "anonymous"]
+    id: str | None
+
+
+class AuditEventOut(Struct):
+    object: Literal["audit_event"]
+    id: int
+    occurred_at: Timestamp
+    actor: AuditActorOut
+    action: str
+    object_id: str | None
+    status: int
+    code: str | None
+    request_id: str | None
+    client_address: str | None
+    chain_seq: int | None  # None until sealed onto the chain (about a second)
+    chain_hash: str | None
+
+
+class AuditEventList(Struct):
+    data: list[AuditEventOut]
+    has_more: bool
+    next_cursor: str | None
+
+
+def member_out(u: UserRecord) -> MemberOut:
+    return MemberOut(
+        "member",
+        u.id,
+        u.email,
+        u.role,  # type: ignore[arg-type]
+        u.status,  # type: ignore[arg-type]
+        format_time(u.created_at_us),
+        format_time(u.updated_at_us),
+    )
+
+
+def api_key_out(k: KeyRecord) -> ApiKeyOut:
+    return ApiKeyOut(
+        "api_key",
+        k.id,
+        k.name,
+        f"tly_{k.id}",
+        k.scopes.split(),
+        format_time(k.created_at_us),
+        None if k.revoked_at_us is None else format_time(k.revoked_at_us),
+        k.created_by,
+    )

@@ -1,0 +1,376 @@
+"""The use cases of identity: sign-up, login, refresh, logout, password change,
+members and API keys.
+
+Each write is one transaction that also holds its audit row (tally.audit). The
+answers to a failed login are the same, and take the same time, whether the
+email is unknown, the password wrong, or the user invited or disabled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tally import audit
+from tally.audit import AuditContext
+from tally.auth import Principal, new_api_key
+from tally.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+)
+from tally.identity import store as db
+from tally.identity.passwords import PasswordHasher, check_policy
+from tally.identity.roles import ADMIN, ALL_SCOPES, ROLE_SCOPES, may_grant
+from tally.identity.tokens import AccessClaims, Keyring, new_refresh_token, sha256_hex
+from tally.ids import new_id
+from tally.storage import Store
+from tally.storage.base import Tx, UniqueViolation
+
+EMAIL_CHARS_MAX = 254
+NAME_CHARS_MAX = 200
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+_LOGIN_FAILED = "The email or password is not right."
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    record: db.KeyRecord
+    token: str  # shown once
+
+
+@dataclass(frozen=True, slots=True)
+class Invited:
+    user: db.UserRecord
+    token: str  # shown once
+    expires_at_us: int
+
+
+def normalize_email(email: str, field: str = "email") -> str:
+    email = email.strip().lower()
+    if len(email) > EMAIL_CHARS_MAX or not _EMAIL.fullmatch(email):
+        raise ValidationFailed([FieldError(field, "invalid", "Not an email address.")])
+    return email
+
+
+def encode_id_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_id_cursor(cursor: str | None) -> str:
+    if cursor is None:
+        return ""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        text = ""
+    if not text.startswith("id:"):
+        raise ValidationFailed(
+            [FieldError("cursor", "invalid", "Not a cursor this server issued.")]
+        )
+    return text[3:]
+
+
+class Identity:
+    def __init__(
+        self,
+        store: Store,
+        passwords: PasswordHasher,
+        keyring: Keyring,
+        *,
+        clock: Callable[[], int],
+        session_ttl_seconds: int,
+        invitation_ttl_seconds: int,
+    ) -> None:
+        self.store = store
+        self.passwords = passwords
+        self.keyring = keyring
+        self._clock = clock
+        self._session_ttl_us = session_ttl_seconds * 1_000_000
+        self._invitation_ttl_us = invitation_ttl_seconds * 1_000_000
+
+    # -- sign-up, login, sessions ------------------------------------------------------
+
+    async def signup(
+        self, email: str, password: str, tenant_name: str, ctx: AuditContext
+    ) -> tuple[str, str]:
+        email = normalize_email(email)
+        check_policy(password)
+        _check_name(tenant_name, "tenant_name")
+        password_hash = await self.passwords.hash(password)
+        tenant_id, user_id, now_us = new_id("ten"), new_id("usr"), self._clock()
+        ctx.tenant_id, ctx.actor_type, ctx.actor_id, ctx.object_id = (
+            tenant_id, "user", user_id, user_id,
+        )  # fmt: skip
+        user = db.UserRecord(
+            user_id, tenant_id, email, password_hash, "owner", "active", now_us, now_us
+        )
+        try:
+            async with self.store.transaction() as tx:
+                await db.insert_tenant(tx, tenant_id, tenant_name, now_us)
+                await db.insert_user(tx, user)
+                await audit.record(tx, ctx, 201, None, now_us)
+        except UniqueViolation:
+            ctx.tenant_id = ctx.actor_id = ctx.object_id = None
+            ctx.actor_type = "anonymous"
+            raise Conflict("A user with this email exists already.") from None
+        return tenant_id, user_id
+
+    async def login(self, email: str, password: str, ctx: AuditContext) -> TokenPair:
+        try:
+            email = normalize_email(email)
+        except ValidationFailed:
+            email = ""  # verified like an unknown address: same answer, same time
+        user = await db.user_by_email(self.store, email) if email else None
+        usable_hash = user.password_hash if user is not None and user.status == "active" else None
+        matches = await self.passwords.verify(usable_hash, password)
+        if user is not None:  # a known user's tenant sees attempts on its accounts
+            ctx.tenant_id, ctx.object_id = user.tenant_id, user.id
+        if user is None or usable_hash is None or not matches:
+            raise Unauthenticated(_LOGIN_FAILED)
+        ctx.actor_type, ctx.actor_id = "user", user.id
+        if self.passwords.needs_rehash(usable_hash):
+            new_hash = await self.passwords.hash(password)
+        else:
+            new_hash = None
+        now_us, session_id = self._clock(), new_id("ses")
+        refresh, refresh_sha256 = new_refresh_token()
+        async with self.store.transaction() as tx:
+            await db.insert_session(tx, session_id, user.id, now_us, self._session_ttl_us)
+            await db.insert_refresh_token(tx, refresh_sha256, session_id, now_us)
+            if new_hash is not None:
+                await db.set_user(tx, user.id, now_us, password_hash=new_hash)
+            await audit.record(tx, ctx, 200, None, now_us)
+        return await self._pair(user.id, user.tenant_id, session_id, refresh)
+
+    async def _pair(self, user_id: str, tenant_id: str, session_id: str, refresh: str) -> TokenPair:
+        access = await self.keyring.issue(AccessClaims(user_id, tenant_id, session_id))
+        return TokenPair(access, refresh, self.keyring.access_ttl_seconds)
+
+    async def refresh(self, refresh_token: str, ctx: AuditContext) -> TokenPair:
+        token_sha256, now_us = sha256_hex(refresh_token), self._clock()
+        new_refresh, new_sha256 = new_refresh_token()
+        async with self.store.transaction() as tx:
+            found = await db.refresh_token_session(tx, token_sha256)
+            if found is None:
+                raise Unauthenticated("The refresh token is not valid.")
+            session_id, user_id, expires_at_us, revoked = found
+            ctx.actor_type, ctx.actor_id, ctx.object_id = "user", user_id, session_id
+            user = await db.user_by_id(tx, user_id)
+            assert user is not None, "users are disabled, never deleted"
+            ctx.tenant_id = user.tenant_id
+            spent_now = await db.spend_refresh_token(tx, token_sha256, now_us) == 1
+            if not spent_now and not revoked:
+                # Reuse of a spent token: it was stolen, or its pair was. End the whole
+                # family, so neither the thief nor the victim keeps a session.
+                await db.revoke_sessions(tx, user_id, now_us, "reuse", session_id=session_id)
+                await audit.record(tx, ctx, 401, "refresh_token_reused", now_us)
+            ok = spent_now and not revoked and expires_at_us > now_us and user.status == "active"
+            if ok:
+                await db.insert_refresh_token(tx, new_sha256, session_id, now_us)
+                await audit.record(tx, ctx, 200, None, now_us)
+        if not ok:
+            raise Unauthenticated("The refresh token is not valid; log in again.")
+        return await self._pair(user_id, user.tenant_id, session_id, new_refresh)
+
+    async def logout(self, principal: Principal, ctx: AuditContext) -> None:
+        session_id = _session_of(principal)
+        now_us = self._clock()
+        ctx.object_id = session_id
+        async with self.store.transaction() as tx:
+            await db.revoke_sessions(
+                tx, principal.actor_id, now_us, "logout", session_id=session_id
+            )
+            await audit.record(tx, ctx, 204, None, now_us)
+
+    async def change_password(
+        self, principal: Principal, current: str, new: str, ctx: AuditContext
+    ) -> None:
+        session_id = _session_of(principal)
+        check_policy(new, "new_password")
+        user = await db.user_in_tenant(self.store, principal.tenant_id, principal.actor_id)
+        if user is None or not await self.passwords.verify(user.password_hash, current):
+            raise ValidationFailed(
+                [FieldError("current_password", "invalid", "The current password is not right.")]
+            )
+        new_hash = await self.passwords.hash(new)
+        now_us = self._clock()
+        ctx.object_id = user.id
+        async with self.store.transaction() as tx:
+            await db.set_user(tx, user.id, now_us, password_hash=new_hash)
+            await db.revoke_sessions(
+                tx, user.id, now_us, "password_changed", keep_session_id=session_id
+            )
+            await audit.record(tx, ctx, 204, None, now_us)
+
+    # -- members ----------------------------------------------------------------------
+
+    async def invite(
+        self, principal: Principal, email: str, role: str, ctx: AuditContext
+    ) -> Invited:
+        email = normalize_email(email)
+        _check_grant(principal, role)
+        token, now_us = new_refresh_token()[0].replace("tlr_", "tli_", 1), self._clock()
+        user = db.UserRecord(
+            new_id("usr"), principal.tenant_id, email, None, role, "invited", now_us, now_us
+        )
+        ctx.object_id = user.id
+        try:
+            async with self.store.transaction() as tx:
+                await db.insert_user(tx, user)
+                await db.insert_invitation(
+                    tx, sha256_hex(token), user.id, now_us, self._invitation_ttl_us
+                )
+                await audit.record(tx, ctx, 201, None, now_us)
+        except UniqueViolation:
+            ctx.object_id = None
+            raise Conflict("A user with this email exists already.") from None
+        return Invited(user, token, now_us + self._invitation_ttl_us)
+
+    async def accept_invitation(
+        self, token: str, password: str, ctx: AuditContext
+    ) -> db.UserRecord:
+        check_policy(password)
+        password_hash = await self.passwords.hash(password)
+        now_us = self._clock()
+        async with self.store.transaction() as tx:
+            user_id = await db.accept_invitation(tx, sha256_hex(token), now_us)
+            user = await db.user_by_id(tx, user_id) if user_id else None
+            if user is None or user.status != "invited":
+                raise NotFound("No open invitation has this token.")
+            ctx.tenant_id, ctx.actor_type, ctx.actor_id, ctx.object_id = (
+                user.tenant_id, "user", user.id, user.id,
+            )  # fmt: skip
+            await db.set_user(tx, user.id, now_us, password_hash=password_hash, status="active")
+            await audit.record(tx, ctx, 200, None, now_us)
+        return await db.user_in_tenant(self.store, user.tenant_id, user.id) or user
+
+    async def members(
+        self, principal: Principal, limit: int, cursor: str | None
+    ) -> tuple[list[db.UserRecord], str | None]:
+        users = await db.users_page(
+            self.store, principal.tenant_id, decode_id_cursor(cursor), limit + 1
+        )
+        if len(users) > limit:
+            return users[:limit], encode_id_cursor(users[limit - 1].id)
+        return users, None
+
+    async def change_role(
+        self, principal: Principal, user_id: str, role: str, ctx: AuditContext
+    ) -> db.UserRecord:
+        ctx.object_id = user_id
+        now_us = self._clock()
+        async with self.store.transaction() as tx:
+            await db.lock_tenant(tx, principal.tenant_id)
+            user = await db.user_in_tenant(tx, principal.tenant_id, user_id)
+            if user is None:
+                raise NotFound(f"No member with id {user_id!r}.")
+            _check_grant(principal, user.role)
+            _check_grant(principal, role)
+            await db.set_user(tx, user.id, now_us, role=role)
+            await _keep_an_owner(tx, principal.tenant_id)
+            await audit.record(tx, ctx, 200, None, now_us)
+        changed = await db.user_in_tenant(self.store, principal.tenant_id, user_id)
+        assert changed is not None
+        return changed
+
+    async def disable(self, principal: Principal, user_id: str, ctx: AuditContext) -> None:
+        ctx.object_id = user_id
+        now_us = self._clock()
+        async with self.store.transaction() as tx:
+            await db.lock_tenant(tx, principal.tenant_id)
+            user = await db.user_in_tenant(tx, principal.tenant_id, user_id)
+            if user is None:
+                raise NotFound(f"No member with id {user_id!r}.")
+            _check_grant(principal, user.role)
+            await db.set_user(tx, user.id, now_us, status="disabled")
+            await db.revoke_sessions(tx, user.id, now_us, "disabled")
+            await _keep_an_owner(tx, principal.tenant_id)
+            await audit.record(tx, ctx, 204, None, now_us)
+
+    # -- API keys ---------------------------------------------------------------------
+
+    async def create_api_key(
+        self, principal: Principal, name: str, scopes: list[str], ctx: AuditContext
+    ) -> NewKey:
+        _check_name(name, "name")
+        unknown = [s for s in scopes if s not in ALL_SCOPES]
+        if unknown or not scopes:
+            raise ValidationFailed(
+                [FieldError("scopes", "invalid", f"Scopes are some of {', '.join(ALL_SCOPES)}.")]
+            )
+        beyond = sorted(set(scopes) - principal.scopes)
+        if beyond:  # nobody makes a key that can do more than they can
+            raise Forbidden(f"You cannot grant scopes you do not have: {', '.join(beyond)}.")
+        key, now_us = new_api_key(), self._clock()
+        record = db.KeyRecord(
+            key.key_id,
+            principal.tenant_id,
+            name,
+            " ".join(s for s in ALL_SCOPES if s in scopes),
+            now_us,
+            None,
+            principal.actor_id,
+        )
+        ctx.object_id = key.key_id
+        async with self.store.transaction() as tx:
+            await db.insert_api_key(tx, record, key.secret_sha256)
+            await audit.record(tx, ctx, 201, None, now_us)
+        return NewKey(record, key.token)
+
+    async def api_keys(
+        self, principal: Principal, limit: int, cursor: str | None
+    ) -> tuple[list[db.KeyRecord], str | None]:
+        keys = await db.api_keys_page(
+            self.store, principal.tenant_id, decode_id_cursor(cursor), limit + 1
+        )
+        if len(keys) > limit:
+            return keys[:limit], encode_id_cursor(keys[limit - 1].id)
+        return keys, None
+
+    async def revoke_api_key(self, principal: Principal, key_id: str, ctx: AuditContext) -> None:
+        ctx.object_id = key_id
+        now_us = self._clock()
+        async with self.store.transaction() as tx:
+            if not await db.revoke_api_key(tx, principal.tenant_id, key_id, now_us):
+                raise NotFound(f"No API key with id {key_id!r}.")
+            await audit.record(tx, ctx, 204, None, now_us)
+
+
+def _session_of(principal: Principal) -> str:
+    if principal.session_id is None:
+        raise Forbidden("This route is for a logged-in user, not an API key.")
+    return principal.session_id
+
+
+def _check_name(name: str, field: str) -> None:
+    if not name.strip() or len(name) > NAME_CHARS_MAX:
+        raise ValidationFailed(
+            [FieldError(field, "invalid", f"Use 1 to {NAME_CHARS_MAX} characters.")]
+        )
+
+
+def _check_grant(principal: Principal, role: str) -> None:
+    if ADMIN not in principal.scopes or not may_grant(principal.role, role):
+        raise Forbidden(f"You cannot grant or change the {role} role.")
+
+
+async def _keep_an_owner(tx: Tx, tenant_id: str) -> None:
+    if await db.active_owners(tx, tenant_id) == 0:
+        raise Conflict("A tenant keeps at least one active owner.")
+
+
+__all__ = ["ROLE_SCOPES", "Identity", "Invited", "NewKey", "TokenPair"]
