@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test pytest lint install clean bench bench-smoke
+.PHONY: run test pytest lint security-scan install clean bench bench-smoke
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,19 @@ run: $(INSTALLED)
 	$(BIN)/python -m tally.devkey
 	$(BIN)/tally serve --no-migrate
 
-## test: lint, type-check, then every test (PostgreSQL tests need a reachable server)
-test: lint pytest
+## test: lint, type-check, scan, then every test (PostgreSQL tests need a reachable server)
+test: lint security-scan pytest
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## security-scan: bandit (no high-severity finding) and the dependencies' known vulnerabilities
+security-scan: $(INSTALLED)
+	$(BIN)/bandit -q -r src --severity-level high
+	$(BIN)/pip-audit --progress-spinner off
+	$(BIN)/python scripts/check_advisories.py
 
 pytest: $(INSTALLED)
 	$(BIN)/pytest

@@ -100,7 +100,14 @@ class Writer:
         self._wakeup.set()
         # shield: a client that hangs up must not cancel a write the batch
         # already carries; its outcome is simply not delivered.
-        return await asyncio.shield(future)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Nobody will read the outcome now; take it when it comes, so that an
+            # error is logged as what it is rather than as "Future exception was
+            # never retrieved" with a traceback.
+            future.add_done_callback(_abandoned)
+            raise
 
     def _take_batch(self) -> list[Job]:
         batch: list[Job] = []
@@ -144,6 +151,11 @@ class Writer:
         for job, result in zip(batch, results, strict=True):
             if job.future is not None and not job.future.done():
                 job.future.set_result(result)
+
+
+def _abandoned(future: asyncio.Future[JobResult]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.info("a write whose client had gone failed: %r", future.exception())
 
 
 def _settle(job: Job, exc: BaseException) -> None:

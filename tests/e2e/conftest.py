@@ -39,6 +39,7 @@ CLI_TIMEOUT_SECONDS = 60.0
 LOG_TAIL_BYTES = 8_000
 PAGE_LIMIT = 1000  # the contract's largest page
 PAGES_MAX = 1_000  # a bound on every walk: a million items
+LOAD_RATE_PER_SECOND = 1_000_000
 
 
 def tally_env(database_url: str, **settings: str) -> dict[str, str]:
@@ -47,6 +48,10 @@ def tally_env(database_url: str, **settings: str) -> dict[str, str]:
     ``TALLY_LOG_LEVEL=warning``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     env["TALLY_DATABASE_URL"] = database_url
+    # These tests load the ledger with one API key on purpose: the per-key limit is
+    # raised out of their way (it still runs); tests/security tests the limits.
+    env["TALLY_RATE_LIMIT_PER_SECOND"] = str(LOAD_RATE_PER_SECOND)
+    env["TALLY_RATE_LIMIT_BURST"] = str(LOAD_RATE_PER_SECOND)
     for name, value in settings.items():
         env[f"TALLY_{name.upper()}"] = value
     return env

@@ -63,7 +63,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def client(database_url: str, clock: FakeClock) -> Iterator[TestClient]:
-    settings = Settings(database_url=database_url, expiry_interval_seconds=0.2)
+    # One app serves the whole session, many tests through few keys: the rate limit is
+    # raised out of the way here (it still runs); tests/security tests the limits.
+    settings = Settings(
+        database_url=database_url,
+        expiry_interval_seconds=0.2,
+        rate_limit_per_second=1_000_000,
+        rate_limit_burst=1_000_000,
+    )
     with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as c:
         yield c
 
