@@ -70,9 +70,8 @@ class Settings(BaseSettings):
     login_limit_per_address_per_minute: float = Field(default=30.0, gt=0)
     login_limit_per_address_burst: int = Field(default=60, ge=1)
 
-    # Hardening.
+    # Hardening (security headers are always on; see docs/security.md).
     cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
-    json_depth_max: int = Field(default=32, ge=4, le=256)
 
     # The audit log (docs/security.md).
     audit_flush_seconds: float = Field(default=0.05, gt=0, le=5)

@@ -166,7 +166,8 @@ class Limits:
       address;
     - login, besides: a stricter bucket per email and one per client address, so
       that guessing one account's password, or many accounts' from one place,
-      runs dry fast. Each is spent by every attempt, failed or not.
+      runs dry fast. Each is spent by every attempt, failed or not. Sign-up and
+      accepting an invitation spend the same per-address bucket.
     """
 
     def __init__(self, limiter: Limiter, settings: Any) -> None:
@@ -195,6 +196,14 @@ class Limits:
             return {}
         key = f"address:{address or 'unknown'}"
         return (await self._limiter.take(key, self.api)).check("from this address")
+
+    async def for_sign_up(self, address: str | None) -> dict[str, str]:
+        """Sign-up and accepting an invitation spend the login bucket of the address:
+        making tenants or trying invitation tokens in bulk is as sensitive a flow."""
+        if not self._enabled:
+            return {}
+        bucket = await self._limiter.take(f"{address or 'unknown'}", self.login_address)
+        return bucket.check("to sign up from this address")
 
     async def for_login(self, email: str, address: str | None) -> dict[str, str]:
         if not self._enabled:

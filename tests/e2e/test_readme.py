@@ -50,7 +50,7 @@ def test_make_run_serves_and_the_readme_examples_work(tmp_path: Path) -> None:
     try:
         key = wait_for_key_and_server(server)
         commands = readme_curl_commands()
-        assert len(commands) == 4
+        assert len(commands) == 6
         outputs = []
         for command in commands:
             done = subprocess.run(
@@ -62,9 +62,19 @@ def test_make_run_serves_and_the_readme_examples_work(tmp_path: Path) -> None:
                 check=True,
             )
             outputs.append(json.loads(done.stdout))
-        alice = outputs[-1]
+        alice = outputs[3]
         assert alice["id"] == "alice"
         assert alice["balance"] == {"posted": 1000, "pending": 0, "available": 1000}
+        signed_up, logged_in = outputs[4], outputs[5]
+        assert signed_up["tenant_id"].startswith("ten_")
+        assert logged_in["token_type"] == "Bearer"
+        me = httpx.get(
+            f"{server.base_url}/v1/me",
+            headers={"Authorization": f"Bearer {logged_in['access_token']}"},
+            timeout=10,
+        )
+        assert me.json()["id"] == signed_up["user_id"]
+        assert me.json()["role"] == "owner"
     finally:
         stop_server(server)
 

@@ -70,6 +70,8 @@ def client(database_url: str, clock: FakeClock) -> Iterator[TestClient]:
         expiry_interval_seconds=0.2,
         rate_limit_per_second=1_000_000,
         rate_limit_burst=1_000_000,
+        login_limit_per_address_per_minute=1_000_000,
+        login_limit_per_address_burst=1_000_000,
     )
     with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as c:
         yield c

@@ -61,10 +61,13 @@ def _audit(call: Call) -> audit.AuditContext:
 
 async def signup(call: Call) -> Response:
     body = await call.body(SignupCreate)
+    headers = await call.request.app.state.limits.for_sign_up(client_address(call.request))
     tenant_id, user_id = await call.identity.signup(
         body.email, body.password, body.tenant_name, _audit(call)
     )
-    return json(SignupOut(tenant_id, user_id), 201)
+    response = json(SignupOut(tenant_id, user_id), 201)
+    response.headers.update(headers)
+    return response
 
 
 async def login(call: Call) -> Response:
@@ -83,8 +86,11 @@ async def refresh(call: Call) -> Response:
 
 async def accept_invitation(call: Call) -> Response:
     body = await call.body(InvitationAccept)
+    headers = await call.request.app.state.limits.for_sign_up(client_address(call.request))
     user = await call.identity.accept_invitation(body.token, body.password, _audit(call))
-    return json(member_out(user))
+    response = json(member_out(user))
+    response.headers.update(headers)
+    return response
 
 
 async def logout(call: Call) -> Response:
