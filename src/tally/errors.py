@@ -94,6 +94,14 @@ class RateLimited(TallyError):
         super().__init__(detail, headers={**headers, "Retry-After": str(retry_after_seconds)})
 
 
+class ClientClosedRequest(TallyError):
+    """The client went away before sending its whole request. Nothing was done; the
+    answer reaches nobody. 499 is nginx's status for it, kept so that logs, metrics
+    and the audit log tell it apart from a refusal."""
+
+    status, code, title = 499, "client_closed_request", "Client closed request"
+
+
 class MethodNotAllowed(TallyError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from tally.errors import (
+    ClientClosedRequest,
     FieldError,
     MalformedRequest,
     PayloadTooLarge,
@@ -46,11 +47,16 @@ async def read_body(request: Request, body_bytes_max: int, *, empty_ok: bool = F
             raise PayloadTooLarge(f"The body is over the {body_bytes_max}-byte limit.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > body_bytes_max:
-            raise PayloadTooLarge(f"The body is over the {body_bytes_max}-byte limit.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > body_bytes_max:
+                raise PayloadTooLarge(f"The body is over the {body_bytes_max}-byte limit.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client hung up before its body arrived: nothing was done, and there
+        # is nobody to answer. Not a bug (a load generator stopping does it).
+        raise ClientClosedRequest("The client closed the connection mid-request.") from None
     body = b"".join(chunks)
     if not body and empty_ok:
         return b"{}"
