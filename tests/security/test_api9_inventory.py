@@ -1,0 +1,150 @@
+"""API9:2023 Improper Inventory Management.
+
+What this module proves:
+
+- the inventory is one list: every route the running app serves (with each of its
+  methods) is in the published ``/openapi.json``, every documented operation is
+  served, and ``tally.api.openapi.ROUTES`` is exactly the ``/v1`` part of both;
+- the published document is the one the code builds, of this version, and says
+  how each operation is protected: the bearer scheme on every authenticated
+  route and none on the four open ones, and the 401, 403, 404, 413, 415, 422 and
+  429 answers a route can give;
+- there is no shadow API: other versions, prefixes, debug, admin or internal
+  paths, and files a careless deployment serves, all answer 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+import tally
+from tally.api.openapi import ROUTES, build_openapi
+from tests.security.conftest import Tenant, assert_problem
+
+OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+
+
+@pytest.fixture(scope="module")
+def document(client: TestClient) -> dict[str, Any]:
+    r = client.get("/openapi.json")
+    assert r.status_code == 200, r.text
+    published: dict[str, Any] = r.json()
+    return published
+
+
+def served(client: TestClient) -> set[tuple[str, str]]:
+    """(method, path) of every route of the running app (HEAD comes with GET)."""
+    app: Any = client.app
+    pairs = set()
+    for route in app.routes:
+        assert isinstance(route, Route), f"an unexpected kind of route: {route!r}"
+        for method in route.methods or ():
+            if method != "HEAD":
+                pairs.add((method, route.path))
+    return pairs
+
+
+def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+
+
+def test_every_served_route_is_documented_and_every_documented_route_is_served(
+    client: TestClient, document: dict[str, Any]
+) -> None:
+    assert served(client) == documented(document)
+    v1 = {(m, p) for m, p in documented(document) if p.startswith("/v1/")}
+    assert v1 == {(s.method, s.path) for s in ROUTES}
+    assert {p for _, p in documented(document)} - {p for _, p in v1} == OPERATIONAL
+
+
+def test_every_documented_operation_answers_rather_than_no_route(
+    tenant: Tenant, client: TestClient, document: dict[str, Any]
+) -> None:
+    owner = tenant.owner
+    for method, path in sorted(documented(document)):
+        if method in ("POST", "PATCH", "DELETE"):
+            continue  # their effect is tested elsewhere; routing is the same for all
+        r = owner.request(method, path.replace("{id}", "src"))
+        assert r.status_code != 405, path
+        if r.status_code == 404:
+            assert "No route" not in r.json()["detail"], path
+
+
+def test_the_published_document_is_the_one_the_code_builds(
+    document: dict[str, Any],
+) -> None:
+    assert document == build_openapi()
+    assert document["info"]["version"] == tally.__version__
+    assert document["openapi"].startswith("3.1")
+    assert document["components"]["securitySchemes"] == {
+        "bearer": {"type": "http", "scheme": "bearer"}
+    }
+
+
+def test_every_operation_says_how_it_is_protected_and_how_it_can_fail(
+    document: dict[str, Any],
+) -> None:
+    for spec in ROUTES:
+        operation = document["paths"][spec.path][spec.method.lower()]
+        responses = set(operation["responses"])
+        name = f"{spec.method} {spec.path}"
+        assert "429" in responses, name
+        if spec.auth:
+            assert operation["security"] == [{"bearer": []}], name
+            assert "401" in responses, name
+        else:
+            assert operation["security"] == [], name
+        if spec.scope:
+            assert "403" in responses, name
+        if "{id}" in spec.path:
+            assert "404" in responses, name
+        if spec.request is not None:
+            assert {"413", "415", "422"} <= responses, name
+        if any(p.name == "limit" for p in spec.params):
+            assert "422" in responses, name
+    for path in OPERATIONAL:
+        assert document["paths"][path]["get"]["security"] == [], path
+
+
+SHADOW_PATHS = [
+    "/v0/accounts",
+    "/v2/accounts",
+    "/api/v1/accounts",
+    "/v1",
+    "/v1/",
+    "/v1/admin",
+    "/v1/debug",
+    "/v1/internal",
+    "/v1/users",
+    "/v1/users/me",
+    "/v1/tenants",
+    "/v1/signing-keys",
+    "/v1/sessions",
+    "/v1/invitations",
+    "/v1/audit-events/verify",
+    "/admin",
+    "/debug",
+    "/internal/metrics",
+    "/swagger.json",
+    "/openapi.yaml",
+    "/redoc",
+    "/.env",
+    "/.git/config",
+    "/server-status",
+    "/tally.db",
+]
+
+
+@pytest.mark.parametrize("path", SHADOW_PATHS)
+def test_there_is_no_shadow_api(tenant: Tenant, path: str) -> None:
+    for method in ("GET", "POST"):
+        r = tenant.owner.request(method, path, json={})
+        assert_problem(r, 404, "not_found")

@@ -1,0 +1,272 @@
+"""The audit log (docs/security.md): OWASP API Top 10 asks that misuse be seen; this
+is where Tally sees it.
+
+What this module proves:
+
+- every mutating request, allowed or refused (201, 204, 401 on a known email,
+  403, 404, 422), appears in ``GET /v1/audit-events`` with its actor, action
+  (the operation id), object, status, error code, request id and client
+  address, and is sealed onto the hash chain within seconds; reads are not
+  logged;
+- ``tally audit verify`` passes on an untouched log and exits 1 naming the
+  damage when a row is edited, a row is deleted, the newest rows are cut off, or
+  a row is slipped in past the head. The tampering is done in the database
+  directly, as a DBA or an attacker with the database would. (The CLI runs as a
+  subprocess where its output is the point; elsewhere ``tally.audit.verify``
+  runs in-process, which is what the CLI calls, to keep the suite fast.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from tally import audit
+from tally.config import Settings
+from tally.storage import make_store
+from tests.conftest import create_tenant
+from tests.security.conftest import (
+    OTHER_PASSWORD,
+    Db,
+    assert_problem,
+    make_key,
+    new_database,
+    serve,
+    signup,
+)
+
+COLUMNS = ("id", *audit.FIELDS, "chain_seq", "chain_hash")
+
+
+def events_until(owner: Any, request_ids: set[str], sealed: bool) -> dict[str, dict[str, Any]]:
+    """The tenant's audit events by request id, once all of ``request_ids`` are
+    there (and sealed, if asked): rows of refusals are written within the
+    appender's flush, and sealed within the sealer's interval."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = owner.get("/v1/audit-events", params={"limit": "1000"})
+        assert r.status_code == 200, r.text
+        by_request = {e["request_id"]: e for e in r.json()["data"]}
+        found = request_ids <= by_request.keys()
+        if found and (not sealed or all(by_request[i]["chain_seq"] for i in request_ids)):
+            return by_request
+        assert time.monotonic() < deadline, (request_ids - by_request.keys(), by_request)
+        time.sleep(0.1)
+
+
+def test_mutating_requests_allowed_and_refused_are_in_the_audit_log(client: TestClient) -> None:
+    owner = signup(client, "audited")
+    reader = make_key(owner, "reader", ["accounts:read"])
+    prefix = f"audit-{secrets.token_hex(4)}"
+
+    def rid(name: str) -> dict[str, str]:
+        return {"Request-Id": f"{prefix}-{name}"}
+
+    expected: dict[str, tuple[str, int, str | None, str, str, str | None]] = {}
+    # name: (action, status, code, actor type, actor id, object id)
+    r = owner.post("/v1/accounts", {"id": "audited", "currency": "USD"}, headers=rid("created"))
+    assert r.status_code == 201
+    expected["created"] = ("createAccount", 201, None, "user", owner.user_id, "audited")
+    r = reader.post("/v1/accounts", {"currency": "USD"}, headers=rid("forbidden"))
+    assert_problem(r, 403, "forbidden")
+    expected["forbidden"] = ("createAccount", 403, "forbidden", "api_key", reader.key_id, None)
+    r = owner.post("/v1/accounts", {"currency": 7}, headers=rid("invalid"))
+    assert_problem(r, 422, "validation_error")
+    expected["invalid"] = ("createAccount", 422, "validation_error", "user", owner.user_id, None)
+    r = owner.patch("/v1/accounts/nowhere", {"status": "closed"}, headers=rid("missing"))
+    assert_problem(r, 404, "not_found")
+    expected["missing"] = ("updateAccount", 404, "not_found", "user", owner.user_id, None)
+    key = make_key(owner, "short-lived", ["events:read"])
+    r = owner.delete(f"/v1/api-keys/{key.key_id}", headers=rid("revoked"))
+    assert r.status_code == 204
+    expected["revoked"] = ("revokeApiKey", 204, None, "user", owner.user_id, key.key_id)
+    r = client.post(
+        "/v1/auth/login",
+        json={"email": owner.email, "password": OTHER_PASSWORD},
+        headers=rid("bad-login"),
+    )
+    assert_problem(r, 401, "unauthenticated")
+    expected["bad-login"] = ("login", 401, "unauthenticated", "anonymous", None, owner.user_id)
+    assert owner.get("/v1/accounts/audited", headers=rid("read")).status_code == 200
+
+    ids = {f"{prefix}-{name}" for name in expected}
+    events = events_until(owner, ids, sealed=True)
+    for name, (action, status, code, actor_type, actor_id, object_id) in expected.items():
+        event = events[f"{prefix}-{name}"]
+        assert event["action"] == action, event
+        assert event["status"] == status, event
+        assert event["code"] == code, event
+        assert event["actor"] == {"type": actor_type, "id": actor_id}, event
+        if object_id is not None:
+            assert event["object_id"] == object_id, event
+        assert event["client_address"] == "testclient", event
+        assert len(event["chain_hash"]) == 64, event
+    assert f"{prefix}-read" not in events  # reads are not audited
+    seqs = [e["chain_seq"] for e in events.values() if e["chain_seq"] is not None]
+    assert len(seqs) == len(set(seqs))
+
+
+# -- the chain, its verifier and its head ------------------------------------------------------
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TALLY_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "tally.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def verify_directly(url: str) -> audit.Verdict:
+    async def work() -> audit.Verdict:
+        store = make_store(Settings(database_url=url))
+        await store.open()
+        try:
+            return await audit.verify(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(work())
+
+
+def seal_all(url: str) -> None:
+    async def work() -> None:
+        store = make_store(Settings(database_url=url))
+        await store.open()
+        try:
+            while await audit.seal(store, 1000):
+                pass
+        finally:
+            await store.close()
+
+    asyncio.run(work())
+
+
+@pytest.fixture(scope="module")
+def audited(database_url: str) -> Iterator[str]:
+    """A database of its own, with a sealed audit log of a dozen rows (changes and
+    refusals): the tests below damage it and put it back."""
+    with new_database(database_url) as url:
+        _, key = create_tenant(url, "audited")
+        with serve(url, audit_seal_interval_seconds=0.1) as c:
+            headers = {"Authorization": f"Bearer {key}"}
+            for i in range(4):
+                r = c.post("/v1/accounts", json={"id": f"a{i}", "currency": "USD"}, headers=headers)
+                assert r.status_code == 201, r.text
+            reader = c.post(
+                "/v1/api-keys", json={"name": "r", "scopes": ["accounts:read"]}, headers=headers
+            ).json()["secret"]
+            for _ in range(3):
+                r = c.post(
+                    "/v1/accounts",
+                    json={"currency": "USD"},
+                    headers={"Authorization": f"Bearer {reader}"},
+                )
+                assert r.status_code == 403
+            for _ in range(3):
+                r = c.post("/v1/accounts", json={"currency": 1}, headers=headers)
+                assert r.status_code == 422
+        seal_all(url)
+        verdict = verify_directly(url)
+        assert verdict.ok and verdict.unsealed == 0 and verdict.sealed >= 10, verdict
+        yield url
+
+
+def row(db: Db, seq: int) -> tuple[Any, ...]:
+    (found,) = db.fetch(f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE chain_seq = $1", seq)
+    return found
+
+
+def put_back(db: Db, rows: list[tuple[Any, ...]]) -> None:
+    placeholders = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
+    for values in rows:
+        db.execute(
+            f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({placeholders})", *values
+        )
+
+
+def test_verify_passes_on_an_untouched_log(audited: str) -> None:
+    result = cli(audited, "audit", "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "TAMPERED" not in result.stdout
+    assert result.stderr.strip().endswith("ok"), result.stderr
+
+
+def test_verify_detects_an_edited_row(audited: str) -> None:
+    db = Db(audited)
+    original = row(db, 5)
+    status_at = COLUMNS.index("status_code")
+    # A refusal made to look like a success (or the other way round).
+    forged_status = 201 if original[status_at] != 201 else 403
+    db.execute("UPDATE audit_events SET status_code = $1 WHERE chain_seq = 5", forged_status)
+    try:
+        result = cli(audited, "audit", "verify")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "TAMPERED: row 5" in result.stdout and "edited" in result.stdout, result.stdout
+        assert "FAILED" in result.stderr
+    finally:
+        db.execute(
+            "UPDATE audit_events SET status_code = $1 WHERE chain_seq = 5", original[status_at]
+        )
+    assert verify_directly(audited).ok
+
+
+def test_verify_detects_a_deleted_row(audited: str) -> None:
+    db = Db(audited)
+    deleted = row(db, 3)
+    db.execute("DELETE FROM audit_events WHERE chain_seq = 3")
+    try:
+        verdict = verify_directly(audited)
+        assert not verdict.ok
+        assert any("3..3" in p and "missing" in p for p in verdict.problems), verdict.problems
+    finally:
+        put_back(db, [deleted])
+    assert verify_directly(audited).ok
+
+
+def test_verify_detects_a_cut_off_tail(audited: str) -> None:
+    db = Db(audited)
+    (head,) = db.fetch("SELECT head_seq FROM audit_chain WHERE id = 1")
+    tail = [row(db, seq) for seq in (head[0] - 1, head[0])]
+    db.execute("DELETE FROM audit_events WHERE chain_seq >= $1", head[0] - 1)
+    try:
+        verdict = verify_directly(audited)
+        assert not verdict.ok
+        expected = f"rows {head[0] - 1}..{head[0]} at the end are missing"
+        assert expected in verdict.problems, verdict.problems
+    finally:
+        put_back(db, tail)
+    assert verify_directly(audited).ok
+
+
+def test_verify_detects_a_row_slipped_in_past_the_head(audited: str) -> None:
+    db = Db(audited)
+    (head,) = db.fetch("SELECT head_seq, head_hash FROM audit_chain WHERE id = 1")
+    last = list(row(db, head[0]))
+    forged = list(last)
+    forged[COLUMNS.index("id")] = last[0] + 1000
+    forged[COLUMNS.index("chain_seq")] = head[0] + 1
+    forged[COLUMNS.index("chain_hash")] = audit.chain_hash(
+        head[1], head[0] + 1, forged[1 : 1 + len(audit.FIELDS)]
+    )
+    put_back(db, [tuple(forged)])
+    try:
+        verdict = verify_directly(audited)
+        assert not verdict.ok
+        assert any("past the head" in p for p in verdict.problems), verdict.problems
+    finally:
+        db.execute("DELETE FROM audit_events WHERE chain_seq = $1", head[0] + 1)
+    assert verify_directly(audited).ok
