@@ -19,8 +19,9 @@ What this module proves:
   invited user who has not chosen a password, and an address that is not one;
 - passwords follow the policy everywhere they are set, are stored as Argon2id
   hashes, and refresh tokens, invitation tokens and API key secrets are stored
-  only as hashes; an invitation is single-use and expires; a credential is read
-  only from the Authorization header.
+  only as hashes; an invitation is single-use, expires, and dies with a member
+  disabled before accepting it; a credential is read only from the
+  Authorization header.
 """
 
 from __future__ import annotations
@@ -552,6 +553,18 @@ def test_an_invitation_is_single_use(tenant: Tenant, client: TestClient) -> None
     )
     assert_problem(again, 404, "not_found")
     assert works(login(client, email, PASSWORD))
+
+
+def test_the_invitation_of_a_disabled_member_cannot_be_accepted(
+    tenant: Tenant, client: TestClient
+) -> None:
+    user_id, email, token = invite(tenant.owner, "admin")
+    assert tenant.owner.delete(f"/v1/members/{user_id}").status_code == 204
+    r = client.post("/v1/auth/accept-invitation", json={"token": token, "password": PASSWORD})
+    assert_problem(r, 404, "not_found")
+    assert_unauthenticated(
+        client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    )
 
 
 def test_an_invitation_expires(database_url: str) -> None:

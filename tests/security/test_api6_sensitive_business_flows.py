@@ -14,7 +14,8 @@ proves that:
   and cheaply (a refused attempt runs no Argon2);
 - sign-up, which answers 409 to an email that is registered, is held to the same
   per-address budget as login, or it would be the faster way to learn which
-  emails have accounts;
+  emails have accounts; and so is inviting a member, which answers the same 409
+  to an email registered in any tenant, to anyone who signs up to be an admin;
 - checking the current password to change it is held to the same per-email
   budget as login, or a stolen access token would be a way to guess it.
 """
@@ -36,6 +37,7 @@ from tests.security.conftest import (
     OTHER_PASSWORD,
     PASSWORD,
     Person,
+    Tenant,
     assert_problem,
     serve,
     signup,
@@ -169,3 +171,23 @@ def test_checking_the_current_password_is_held_to_the_login_budget_per_email(
         ]
         assert [r.status_code for r in answers[:3]] == [422, 422, 422], answers[0].text
         assert_problem(answers[3], 429, "rate_limited")
+
+
+def test_invitations_do_not_tell_which_emails_have_accounts_faster_than_login(
+    database_url: str, person: Person, tenant: Tenant
+) -> None:
+    """Emails are unique across tenants, so an invitation of an email registered in
+    another tenant is refused with 409: whoever signs up (and so is an admin of a
+    tenant of their own) can ask about any email. Either the answer must not tell,
+    or asking must run dry as fast as login attempts do."""
+    limits = {**LOGIN_EMAIL_LIMIT, "login_limit_per_address_burst": 3}
+    with serve(database_url, **limits) as c:
+        headers = {**person.headers, FROM_ADDRESS: address()}
+        statuses = [
+            c.post(
+                "/v1/members", json={"email": p.email, "role": "viewer"}, headers=headers
+            ).status_code
+            for p in tenant.people.values()
+        ]
+    assert len(statuses) == 4
+    assert 409 not in statuses or statuses[3] == 429, statuses

@@ -10,7 +10,9 @@ What this module proves:
   route and none on the four open ones, and the 401, 403, 404, 413, 415, 422 and
   429 answers a route can give;
 - there is no shadow API: other versions, prefixes, debug, admin or internal
-  paths, and files a careless deployment serves, all answer 404.
+  paths, and files a careless deployment serves, all answer 404; so does every
+  documented path with a trailing slash, rather than a redirect the document
+  does not describe (and which would be built from the client's Host header).
 """
 
 from __future__ import annotations
@@ -147,4 +149,17 @@ SHADOW_PATHS = [
 def test_there_is_no_shadow_api(tenant: Tenant, path: str) -> None:
     for method in ("GET", "POST"):
         r = tenant.owner.request(method, path, json={})
+        assert_problem(r, 404, "not_found")
+
+
+def test_a_documented_path_with_a_trailing_slash_is_not_found_not_redirected(
+    tenant: Tenant, document: dict[str, Any]
+) -> None:
+    for path in sorted(document["paths"]):
+        r = tenant.owner.get(
+            path.replace("{id}", "src") + "/",
+            headers={"Host": "attacker.example"},
+            follow_redirects=False,
+        )
+        assert "location" not in r.headers, (path, r.status_code, r.headers.get("location"))
         assert_problem(r, 404, "not_found")
