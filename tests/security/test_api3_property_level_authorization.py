@@ -248,10 +248,15 @@ def test_nobody_grants_more_than_they_hold(tenant: Tenant) -> None:
     assert_problem(r, 403, "forbidden")
     member_id, _, _ = invite(tenant.owner, "viewer")
     assert_problem(admin.patch(f"/v1/members/{member_id}", {"role": "owner"}), 403, "forbidden")
-    # An admin-scoped key made with only some scopes cannot mint itself a wider key.
-    narrow_admin = make_key(tenant.owner, "narrow-admin", ["admin", "accounts:read"])
-    r = narrow_admin.post("/v1/api-keys", {"name": "wider", "scopes": ["transfers:write"]})
+    # A key without `admin` cannot make keys at all, so it cannot widen itself.
+    narrow = make_key(tenant.owner, "narrow", ["accounts:read", "accounts:write"])
+    r = narrow.post("/v1/api-keys", {"name": "wider", "scopes": ["transfers:write"]})
     assert_problem(r, 403, "forbidden")
+    # `admin` opens every route, so an admin key holds every scope and may grant any:
+    # the key it makes can do no more than the admin key itself already could.
+    admin_key = make_key(tenant.owner, "admin-only", ["admin"])
+    r = admin_key.post("/v1/api-keys", {"name": "child", "scopes": ["transfers:write"]})
+    assert r.status_code == 201, r.text
 
 
 # -- what responses show ----------------------------------------------------------------------

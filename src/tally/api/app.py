@@ -115,14 +115,41 @@ class ApiRouter:
         return None
 
 
-class ApiMiddleware:
-    """Every response gets a ``Request-Id`` (the client's, if it sent a sane one)
-    and the headers every API response should carry; ``/v1`` requests go straight
-    to their endpoint (see ApiRouter)."""
+class _Dispatch:
+    """``/v1`` requests straight to their endpoint (see ApiRouter); the rest to
+    Starlette."""
 
     def __init__(self, app: ASGIApp, router: ApiRouter) -> None:
         self.app = app
         self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        matched = self.router.match(scope["method"], scope["path"])
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        handler, scope["path_params"] = matched
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class ApiMiddleware:
+    """Every response gets a ``Request-Id`` (the client's, if it sent a sane one)
+    and the headers every API response should carry, CORS preflights included:
+    CORS (when configured) runs inside this, around the dispatch."""
+
+    def __init__(self, app: ASGIApp, router: ApiRouter, cors_origins: list[str]) -> None:
+        self.app = app
+        self.inner: ASGIApp = _Dispatch(app, router)
+        if cors_origins:  # off by default: only the origins an operator names
+            self.inner = CORSMiddleware(
+                self.inner,
+                allow_origins=cors_origins,
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_headers=_CORS_HEADERS,
+                expose_headers=_CORS_EXPOSED,
+                max_age=600,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,13 +177,7 @@ class ApiMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        matched = self.router.match(scope["method"], scope["path"])
-        if matched is None:
-            await self.app(scope, receive, send_with_headers)
-            return
-        handler, scope["path_params"] = matched
-        response = await handler(Request(scope, receive))
-        await response(scope, receive, send_with_headers)
+        await self.inner(scope, receive, send_with_headers)
 
 
 GC_GENERATION0_THRESHOLD = 20_000
@@ -326,6 +347,9 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: unexpected},
         middleware=[],
     )
+    # Starlette would answer /v1/accounts/ with a 307 to a URL built from the
+    # client's Host header (an open redirect, found by the security tests).
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.store = store
     app.state.writer = writer
@@ -351,16 +375,9 @@ def create_app(
     app.state.limits = Limits(limiter, settings)
     app.state.audit_appender = appender
     app.state.clock = clock
-    app.add_middleware(ApiMiddleware, router=ApiRouter(endpoints))
-    if settings.cors_origins:  # off by default: only the origins an operator names
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=_CORS_HEADERS,
-            expose_headers=_CORS_EXPOSED,
-            max_age=600,
-        )
+    app.add_middleware(
+        ApiMiddleware, router=ApiRouter(endpoints), cors_origins=settings.cors_origins
+    )
     return app
 
 

@@ -107,10 +107,17 @@ async def me(call: Call) -> Response:
 
 async def change_password(call: Call) -> Response:
     body = await call.body(PasswordChange)
+    # Checking the current password is a login attempt: a stolen access token must
+    # not guess it any faster than the login form would.
+    email = await call.identity.email_of(call.principal)
+    limits = call.request.app.state.limits
+    headers = await limits.for_login(email, client_address(call.request))
     await call.identity.change_password(
         call.principal, body.current_password, body.new_password, _audit(call)
     )
-    return _no_content()
+    response = _no_content()
+    response.headers.update(headers)
+    return response
 
 
 # -- members ------------------------------------------------------------------------
@@ -128,6 +135,10 @@ async def list_members(call: Call) -> Response:
 
 async def invite_member(call: Call) -> Response:
     body = await call.body(MemberInvite)
+    # An invitation of a taken email answers 409: that tells whether the address
+    # has an account, so it spends the login buckets, no faster an oracle than login.
+    limits = call.request.app.state.limits
+    await limits.for_login(body.email, client_address(call.request))
     invited = await call.identity.invite(call.principal, body.email, body.role, _audit(call))
     out = MemberInvitedOut(
         member_out(invited.user), invited.token, format_time(invited.expires_at_us)

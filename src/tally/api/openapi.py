@@ -168,7 +168,8 @@ def build_openapi() -> dict[str, Any]:
             "title": "Tally",
             "version": __version__,
             "description": "A double-entry ledger service. Money is an integer in minor "
-            "units; every `/v1` route needs `Authorization: Bearer <api key>`.",
+            "units. Every `/v1` route but sign-up, login, refresh and accepting an "
+            "invitation needs `Authorization: Bearer <API key or access token>`.",
         },
         "servers": [{"url": "/"}],
         "paths": paths,

@@ -76,7 +76,9 @@ def decode(body: bytes, schema: type[S], *, prefix: str = "") -> S:
     except msgspec.ValidationError as exc:
         # msgspec reports a schema error as soon as it meets one, possibly before a
         # syntax error later in the body; "not JSON" must win (400, not 422).
-        with _not_json_is_malformed():
+        with _not_json_is_malformed(), contextlib.suppress(msgspec.ValidationError):
+            # Untyped, msgspec still refuses numbers it cannot hold (thousands of
+            # digits, 1e400): that is the schema error already in hand, not a 500.
             msgspec.json.decode(body)
         raise ValidationFailed([field_error(str(exc), prefix)]) from None
 

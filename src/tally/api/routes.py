@@ -40,6 +40,7 @@ from tally.errors import (
     NotFound,
     PreconditionFailed,
     TallyError,
+    Unauthenticated,
     ValidationFailed,
 )
 from tally.idempotency import Claim, StoredResponse, fingerprint, parse_key
@@ -756,6 +757,21 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client is not None else None
 
 
+async def _authenticate(request: Request) -> Principal:
+    """The caller, or Unauthenticated; a flood of bad credentials from one address
+    runs into that address's bucket (429), so guessing keys or tokens, and the
+    audit rows of the failures, are bounded like any other traffic."""
+    state = request.app.state
+    try:
+        principal: Principal = await state.authenticator.authenticate(
+            request.headers.get("authorization")
+        )
+    except Unauthenticated:
+        await state.limits.for_address(client_address(request))
+        raise
+    return principal
+
+
 def endpoint(spec: RouteSpec, settings: Any) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette endpoint of a route: authenticate, limit, authorize, run, render
     errors, audit, measure."""
@@ -771,9 +787,7 @@ def endpoint(spec: RouteSpec, settings: Any) -> Callable[[Request], Awaitable[Re
         try:
             principal = None
             if spec.auth:
-                principal = await state.authenticator.authenticate(
-                    request.headers.get("authorization")
-                )
+                principal = await _authenticate(request)
                 if ctx is not None:
                     ctx.tenant_id = principal.tenant_id
                     ctx.actor_type, ctx.actor_id = principal.actor_type, principal.actor_id
@@ -811,7 +825,9 @@ def endpoint(spec: RouteSpec, settings: Any) -> Callable[[Request], Awaitable[Re
             code = "internal_error"
             response = problem_response(TallyError("An unexpected error occurred."), request)
         for name, value in limit_headers.items():
-            response.headers[name] = value
+            # A handler's own limit (login's) speaks for the request, not ours.
+            if name not in response.headers:
+                response.headers[name] = value
         if ctx is not None and not ctx.recorded:
             # It changed nothing (refused, or replayed): the appender records it.
             if "idempotent-replayed" in response.headers:

@@ -35,7 +35,7 @@ from tally.storage.base import Tx, UniqueViolation
 
 EMAIL_CHARS_MAX = 254
 NAME_CHARS_MAX = 200
-_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+_EMAIL = re.compile(r"[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]+")
 _LOGIN_FAILED = "The email or password is not right."
 
 
@@ -196,6 +196,12 @@ class Identity:
             )
             await audit.record(tx, ctx, 204, None, now_us)
 
+    async def email_of(self, principal: Principal) -> str:
+        user = await db.user_in_tenant(self.store, principal.tenant_id, _user_of(principal))
+        if user is None:
+            raise Forbidden("This route is for a logged-in user, not an API key.")
+        return user.email
+
     async def change_password(
         self, principal: Principal, current: str, new: str, ctx: AuditContext
     ) -> None:
@@ -312,7 +318,8 @@ class Identity:
             raise ValidationFailed(
                 [FieldError("scopes", "invalid", f"Scopes are some of {', '.join(ALL_SCOPES)}.")]
             )
-        beyond = sorted(set(scopes) - principal.scopes)
+        # admin opens every route, so it may grant every scope; otherwise only one's own.
+        beyond = [] if ADMIN in principal.scopes else sorted(set(scopes) - principal.scopes)
         if beyond:  # nobody makes a key that can do more than they can
             raise Forbidden(f"You cannot grant scopes you do not have: {', '.join(beyond)}.")
         key, now_us = new_api_key(), self._clock()
@@ -350,6 +357,12 @@ class Identity:
             await audit.record(tx, ctx, 204, None, now_us)
 
 
+def _user_of(principal: Principal) -> str:
+    if principal.actor_type != "user":
+        raise Forbidden("This route is for a logged-in user, not an API key.")
+    return principal.actor_id
+
+
 def _session_of(principal: Principal) -> str:
     if principal.session_id is None:
         raise Forbidden("This route is for a logged-in user, not an API key.")
@@ -357,7 +370,7 @@ def _session_of(principal: Principal) -> str:
 
 
 def _check_name(name: str, field: str) -> None:
-    if not name.strip() or len(name) > NAME_CHARS_MAX:
+    if not name.strip() or len(name) > NAME_CHARS_MAX or "\x00" in name:
         raise ValidationFailed(
             [FieldError(field, "invalid", f"Use 1 to {NAME_CHARS_MAX} characters.")]
         )
