@@ -13,6 +13,7 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from tally import audit
 from tally.audit import AuditContext
@@ -270,9 +271,7 @@ class Identity:
         users = await db.users_page(
             self.store, principal.tenant_id, decode_id_cursor(cursor), limit + 1
         )
-        if len(users) > limit:
-            return users[:limit], encode_id_cursor(users[limit - 1].id)
-        return users, None
+        return _id_page(users, limit)
 
     async def change_role(
         self, principal: Principal, user_id: str, role: str, ctx: AuditContext
@@ -344,9 +343,7 @@ class Identity:
         keys = await db.api_keys_page(
             self.store, principal.tenant_id, decode_id_cursor(cursor), limit + 1
         )
-        if len(keys) > limit:
-            return keys[:limit], encode_id_cursor(keys[limit - 1].id)
-        return keys, None
+        return _id_page(keys, limit)
 
     async def revoke_api_key(self, principal: Principal, key_id: str, ctx: AuditContext) -> None:
         ctx.object_id = key_id
@@ -355,6 +352,21 @@ class Identity:
             if not await db.revoke_api_key(tx, principal.tenant_id, key_id, now_us):
                 raise NotFound(f"No API key with id {key_id!r}.")
             await audit.record(tx, ctx, 204, None, now_us)
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=_HasId)
+
+
+def _id_page(rows: list[R], limit: int) -> tuple[list[R], str | None]:
+    """Pages are fetched with one extra row: its presence says there is more."""
+    if len(rows) > limit:
+        return rows[:limit], encode_id_cursor(rows[limit - 1].id)
+    return rows, None
 
 
 def _user_of(principal: Principal) -> str:
