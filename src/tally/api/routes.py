@@ -173,8 +173,9 @@ def _expected_version(request: Request) -> int | None:
     digits = tag[1:-1]
     quoted = len(tag) >= 3 and tag.startswith('"') and tag.endswith('"')
     # A version is a BIGINT: more than 19 digits names none (and int() of thousands
-    # of digits is refused).
-    if not quoted or not digits.isdigit() or len(digits) > 19:
+    # of digits is refused). ASCII digits only: str.isdigit() also takes the
+    # superscripts a latin-1 header can carry, which int() refuses.
+    if not quoted or not digits.isascii() or not digits.isdigit() or len(digits) > 19:
         raise PreconditionFailed("If-Match names no version of this account.")
     return int(digits)
 
