@@ -310,16 +310,14 @@ def _snapshot(account: Account, record: BalanceRecord) -> BalanceSnapshotOut:
 async def account_balances(call: Call) -> Response:
     account_id = call.path_id()
     at = query_time(call.request, "at")
+    # Checked even when ``at`` makes them moot: a malformed parameter is a 422, never
+    # silently ignored.
+    limit, cursor = call.limit(), query_text(call.request, "cursor", 128)
     account = await call.ledger.get_account(call.tenant_id, account_id)
     if at is not None:
         record = await call.ledger.balance_at(call.tenant_id, account, at)
         return json(_snapshot(account, record))
-    page = await call.ledger.balance_history(
-        call.tenant_id,
-        account,
-        limit=call.limit(),
-        cursor=query_text(call.request, "cursor", 128),
-    )
+    page = await call.ledger.balance_history(call.tenant_id, account, limit=limit, cursor=cursor)
     return _list(page, lambda rec: _snapshot(account, rec), BalanceList)
 
 
