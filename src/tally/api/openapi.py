@@ -139,6 +139,21 @@ def build_openapi() -> dict[str, Any]:
             {"$ref": _REF.format(name="BatchAction")},
         ]
     }
+    # Two ledger rules need nothing but the request itself, so JSON Schema can state
+    # them and the document does: no account with both limit flags
+    # (flags_are_mutually_exclusive), and a timeout only on a pending transfer
+    # (timeout_requires_pending).
+    components["AccountFlags"]["not"] = {
+        "required": ["debits_must_not_exceed_credits", "credits_must_not_exceed_debits"],
+        "properties": {
+            "debits_must_not_exceed_credits": {"const": True},
+            "credits_must_not_exceed_debits": {"const": True},
+        },
+    }
+    components["TransferCreate"]["anyOf"] = [
+        {"required": ["pending"], "properties": {"pending": {"const": True}}},
+        {"properties": {"timeout_seconds": {"type": "null"}}},
+    ]
     paths: dict[str, dict[str, Any]] = {}
     for spec in ROUTES:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)

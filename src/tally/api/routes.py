@@ -506,8 +506,19 @@ _LIMIT = Param(
     {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     "Page size.",
 )
+
+
+def _query_text(chars_max: int) -> dict[str, Any]:
+    """What ``parsing.query_text`` accepts: 1 to ``chars_max`` characters, no NUL."""
+    return {"type": "string", "minLength": 1, "maxLength": chars_max, "pattern": _NO_NUL}
+
+
+_NO_NUL = "^[^\u0000]*$"
 _CURSOR = Param(
-    "cursor", "query", {"type": "string", "maxLength": 128}, "The next_cursor of the previous page."
+    "cursor",
+    "query",
+    _query_text(128),
+    "Opaque: the next_cursor of the previous page. Any other value is a 422 naming cursor.",
 )
 _TIME = {"type": "string", "format": "date-time"}
 _WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 503)
@@ -539,12 +550,22 @@ ROUTES: tuple[RouteSpec, ...] = (
         (
             _LIMIT,
             _CURSOR,
-            Param("currency", "query", {"type": "string", "maxLength": 16}),
+            Param("currency", "query", _query_text(16)),
             Param("status", "query", {"type": "string", "enum": ["open", "closed"]}),
             Param(
                 "metadata",
                 "query",
-                {"type": "object", "additionalProperties": {"type": "string"}},
+                # What parsing.metadata_filters accepts.
+                {
+                    "type": "object",
+                    "maxProperties": 10,
+                    "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": _NO_NUL},
+                    "additionalProperties": {
+                        "type": "string",
+                        "maxLength": 512,
+                        "pattern": _NO_NUL,
+                    },
+                },
                 "Filter metadata[key]=value (deepObject), at most 10.",
             ),
         ),
@@ -576,7 +597,11 @@ ROUTES: tuple[RouteSpec, ...] = (
         (
             _ID,
             Param(
-                "If-Match", "header", {"type": "string"}, "The ETag of the account as last read."
+                "If-Match",
+                "header",
+                # What _expected_version reads as a version; anything else is a 412.
+                {"type": "string", "pattern": '^(\\*|(W/)?"[0-9]{1,19}")$'},
+                "The ETag of the account as last read, or *.",
             ),
         ),
         tag="Accounts",
@@ -642,7 +667,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         (
             _LIMIT,
             _CURSOR,
-            Param("account_id", "query", {"type": "string", "maxLength": 64}),
+            Param("account_id", "query", _query_text(64)),
             Param(
                 "status",
                 "query",
