@@ -73,11 +73,11 @@ SOAK = os.environ.get("TALLY_SOAK") == "1"
 SEED = int(os.environ.get("TALLY_E2E_SEED", str(random.randrange(2**32))))
 
 # How long each phase puts load on the server, and how many faults it injects.
-NO_FAULT_SECONDS = 600.0 if SOAK else 10.0
-SIGKILL_SECONDS = 900.0 if SOAK else 20.0
-SIGKILLS = (150, 180) if SOAK else (4, 5)
-PG_CRASH_SECONDS = 900.0 if SOAK else 20.0
-PG_CRASHES = (100, 120) if SOAK else (3, 4)
+NO_FAULT_SECONDS = 300.0 if SOAK else 10.0
+SIGKILL_SECONDS = 600.0 if SOAK else 20.0
+SIGKILLS = (60, 75) if SOAK else (4, 5)
+PG_CRASH_SECONDS = 600.0 if SOAK else 20.0
+PG_CRASHES = (50, 60) if SOAK else (3, 4)
 # A stopped PostgreSQL stays down this long before it is started again.
 PG_DOWN_SECONDS = (0.2, 3.0)
 # Of the faults in phase (b), this share kills one worker instead of the group.
