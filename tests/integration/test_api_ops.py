@@ -166,9 +166,16 @@ def test_the_documented_if_match_matches_the_etags_the_server_issues(
         assert re.fullmatch(pattern, bad) is None, bad
 
 
-def test_the_document_refuses_both_limit_flags_and_a_timeout_without_pending(
-    openapi: dict[str, Any],
-) -> None:
+def test_the_documented_bound_of_after_is_the_servers(api: Api, openapi: dict[str, Any]) -> None:
+    after_max = parameter(openapi, "/v1/events", "get", "after")["maximum"]
+    assert api.get("/v1/events", params={"after": after_max}).status_code == 200
+    problem = assert_problem(
+        api.get("/v1/events", params={"after": after_max + 1}), 422, "validation_error"
+    )
+    assert [e["field"] for e in problem["errors"]] == ["after"]
+
+
+def test_the_document_states_the_rules_a_schema_can(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
     both = schemas["AccountFlags"]["not"]
     assert (
@@ -179,6 +186,9 @@ def test_the_document_refuses_both_limit_flags_and_a_timeout_without_pending(
     pending, no_timeout = schemas["TransferCreate"]["anyOf"]
     assert pending["properties"]["pending"] == {"const": True}
     assert no_timeout["properties"]["timeout_seconds"] == {"type": "null"}
+    post, no_amount = schemas["BatchAction"]["anyOf"]
+    assert post["properties"]["action"] == {"const": "post"}
+    assert no_amount["properties"]["amount"] == {"type": "null"}
 
 
 # -- headers on every response --------------------------------------------------------------

@@ -139,10 +139,10 @@ def build_openapi() -> dict[str, Any]:
             {"$ref": _REF.format(name="BatchAction")},
         ]
     }
-    # Two ledger rules need nothing but the request itself, so JSON Schema can state
-    # them and the document does: no account with both limit flags
-    # (flags_are_mutually_exclusive), and a timeout only on a pending transfer
-    # (timeout_requires_pending).
+    # Some rules need nothing but the request itself, so JSON Schema can state them
+    # and the document does: no account with both limit flags
+    # (flags_are_mutually_exclusive), a timeout only on a pending transfer
+    # (timeout_requires_pending), and no amount on a batch's void.
     components["AccountFlags"]["not"] = {
         "required": ["debits_must_not_exceed_credits", "credits_must_not_exceed_debits"],
         "properties": {
@@ -153,6 +153,10 @@ def build_openapi() -> dict[str, Any]:
     components["TransferCreate"]["anyOf"] = [
         {"required": ["pending"], "properties": {"pending": {"const": True}}},
         {"properties": {"timeout_seconds": {"type": "null"}}},
+    ]
+    components["BatchAction"]["anyOf"] = [
+        {"properties": {"action": {"const": "post"}}},
+        {"properties": {"amount": {"type": "null"}}},
     ]
     paths: dict[str, dict[str, Any]] = {}
     for spec in ROUTES:

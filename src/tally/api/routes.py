@@ -472,12 +472,14 @@ async def list_transfers(call: Call) -> Response:
 
 # -- events -----------------------------------------------------------------------------
 
+AFTER_MAX = 2**62  # beyond any sequence a tenant reaches; the document publishes it
+
 
 async def list_events(call: Call) -> Response:
     r = call.request
     page = await call.ledger.list_events(
         call.tenant_id,
-        after=query_int(r, "after", 0, 0, 2**62),
+        after=query_int(r, "after", 0, 0, AFTER_MAX),
         limit=call.limit(),
         cursor=query_text(r, "cursor", 128),
     )
@@ -732,7 +734,7 @@ ROUTES: tuple[RouteSpec, ...] = (
             Param(
                 "after",
                 "query",
-                {"type": "integer", "minimum": 0, "default": 0},
+                {"type": "integer", "minimum": 0, "maximum": AFTER_MAX, "default": 0},
                 "Return events with a sequence greater than this.",
             ),
             _LIMIT,
