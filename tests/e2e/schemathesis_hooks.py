@@ -19,7 +19,10 @@ only when the answer's code says it was one of these reasons:
 - a ``cursor`` that this server did not issue (422 ``validation_error`` naming
   only ``cursor``): cursors are opaque, so the document describes them as strings;
 - 412 ``precondition_failed`` for an ``If-Match`` that is well formed but not the
-  account's current version: only the server knows the version (RFC 9110 §13.1.1);
+  account's current version: only the server knows the version (RFC 9110 §13.1.1).
+  Also a 412 replayed (``Idempotent-Replayed: true``) for a request whose key
+  and body an earlier one used with a stale ``If-Match``: the fingerprint is
+  method, path and body (api.md §3), so the stored refusal is the answer;
 - a whole number written as a float (``"amount": 4241.0``), refused as
   ``invalid_type`` "got `float`": api.md §2 says amounts are JSON integers, never
   floats, and Tally reads the number as written. JSON Schema 2020-12 counts 4241.0
@@ -97,7 +100,7 @@ def _is_whole_float(body: Any, error: dict[str, Any]) -> bool:
     return isinstance(value, float) and value.is_integer()
 
 
-def _why_refused(case: Any, status: int, problem: dict[str, Any]) -> str | None:
+def _why_refused(case: Any, status: int, problem: dict[str, Any], replayed: bool) -> str | None:
     """The reason a schema-valid request may be refused this way, or None."""
     code = problem.get("code")
     operation_id = case.operation.definition.raw.get("operationId", "")
@@ -107,6 +110,8 @@ def _why_refused(case: Any, status: int, problem: dict[str, Any]) -> str | None:
         if_match = _header(case, "If-Match")
         if if_match is not None and if_match.strip() != "*":
             return "If-Match names a version the account does not have now"
+        if replayed:
+            return "the stored 412 of an earlier request with this key and body"
     errors = problem.get("errors") or []
     if status == 422 and code == "validation_error" and errors:
         named = {(e.get("field"), e.get("code")) for e in errors}
@@ -140,7 +145,8 @@ def positive_data_refused_only_for_state(ctx: Any, response: Any, case: Any) -> 
         problem = None
     if not isinstance(problem, dict):
         raise AssertionError(f"Schema-valid request refused with {status} and no problem body")
-    if _why_refused(case, status, problem) is None:
+    replayed = response.headers.get("idempotent-replayed") in ("true", ["true"])
+    if _why_refused(case, status, problem, replayed) is None:
         raise AssertionError(
             f"Schema-valid request refused: {status} {problem.get('code')}: {problem.get('detail')}"
         )
