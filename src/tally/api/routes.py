@@ -192,6 +192,11 @@ def _stored_json(
 
 def _refused(outcome: Outcome, request_id: str | None) -> StoredResponse:
     assert outcome.code is not None
+    if outcome.code is Code.VALIDATION_ERROR:
+        # The core checks a limit that depends on stored data (metadata keys after a
+        # merge); api.md §2 says a validation_error names its fields in ``errors``.
+        errors = [FieldError(f, "invalid_length", outcome.detail) for f in outcome.fields]
+        return problem(ValidationFailed(errors, outcome.detail), request_id)
     return problem(LedgerRefused(outcome.code, outcome.detail, outcome.fields), request_id)
 
 
