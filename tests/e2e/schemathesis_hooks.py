@@ -16,6 +16,9 @@ only when the answer's code says it was one of these reasons:
 - ``idempotency_key_reused``: the key was used before for another request.
   schemathesis draws keys from a small space and reuses them across bodies;
   whether a key is fresh is state, not shape;
+- PATCH metadata that, merged with the keys the account already has, would pass
+  50 keys (422 ``validation_error`` on ``metadata``, ``invalid_length``): the
+  document bounds the patch, only the server knows the account;
 - a ``cursor`` that this server did not issue (422 ``validation_error`` naming
   only ``cursor``): cursors are opaque, so the document describes them as strings;
 - 412 ``precondition_failed`` for an ``If-Match`` that is well formed but not the
@@ -117,6 +120,8 @@ def _why_refused(case: Any, status: int, problem: dict[str, Any], replayed: bool
         named = {(e.get("field"), e.get("code")) for e in errors}
         if named == {("cursor", "invalid")} and (case.query or {}).get("cursor"):
             return "the cursor is not one this server issued"
+        if named == {("metadata", "invalid_length")} and operation_id == "updateAccount":
+            return "merged with the account's metadata, the patch would pass 50 keys"
         if all(_is_whole_float(case.body, e) for e in errors):
             return "a whole number written as a float"
     if status == 422 and code in LEDGER_REFUSALS.get(operation_id, set()):
