@@ -44,7 +44,10 @@ LEVEL, RISK = "5", "3"
 SQLMAP_TIMEOUT_SECONDS = 1_800
 READY_TIMEOUT_SECONDS = 30.0
 DBMS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
-FOUND = re.compile(r"is vulnerable|appears to be .* injectable|identified the following injection")
+# sqlmap's verdict that a parameter is injectable. Not "appears to be ... injectable":
+# that is a candidate, which sqlmap then checks for a false positive (a PATCH whose
+# value the response echoes back is one).
+FOUND = re.compile(r"is vulnerable\.|identified the following injection point")
 
 
 @dataclass(frozen=True)
