@@ -33,8 +33,8 @@ lint: $(INSTALLED)
 pytest: $(INSTALLED)
 	$(BIN)/pytest
 
-## soak: the long versions of the reliability tests (TALLY_SOAK=1; about an hour):
-## the bank test's phases run for minutes each, schemathesis with 1000 examples.
+## soak: the long versions of the reliability tests (TALLY_SOAK=1; about 50 minutes):
+## the bank test's phases run for minutes each, schemathesis with 500 examples.
 ## docs/reliability.md. SOAK_ARGS narrows it, e.g. SOAK_ARGS=tests/e2e/test_bank.py
 soak: $(INSTALLED)
 	TALLY_SOAK=1 $(BIN)/pytest -s $(SOAK_ARGS)

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 SOAK = os.environ.get("TALLY_SOAK") == "1"
 SEED = int(os.environ.get("TALLY_E2E_SEED", str(random.randrange(2**32))))
-MAX_EXAMPLES = 1_000 if SOAK else 25
+MAX_EXAMPLES = 500 if SOAK else 25
 RUN_TIMEOUT_SECONDS = 5_400 if SOAK else 300
 REQUEST_TIMEOUT_SECONDS = 10
 ST = Path(sys.executable).parent / "st"
