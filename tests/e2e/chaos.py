@@ -251,7 +251,6 @@ class PrivatePostgres:
         self.log_path = self.root / "postgres.log"
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/tally"
-        self.restarts = 0
         if os.geteuid() == 0:
             user = pwd.getpwnam(PG_OS_USER)
             os.chown(self.root, user.pw_uid, user.pw_gid)
@@ -315,7 +314,6 @@ class PrivatePostgres:
 
     def restart_immediately(self) -> None:
         self._pg_ctl("-m", "immediate", "-l", str(self.log_path), "restart")
-        self.restarts += 1
 
     def destroy(self) -> None:
         """Stop it if it runs (bounded) and remove every file of it."""
