@@ -72,6 +72,9 @@ LEDGER_REFUSALS: dict[str, set[str]] = {
 # Codes a batch item may carry inside an atomic batch's 422 ``batch_failed``.
 BATCH_ITEM_REFUSALS = {
     *PENDING_RULES,
+    # Refuses the request on POST /v1/transfers (and the document says so there);
+    # in a batch it is one item's ledger outcome, so batch items may carry it.
+    "timeout_requires_pending",
     "linked_event_failed",
     "pending_transfer_not_found",
     "pending_transfer_not_pending",
