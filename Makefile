@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test pytest lint security-scan install clean bench bench-smoke
+.PHONY: run test pytest lint security-scan install clean bench bench-smoke soak sqlmap
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,22 @@ security-scan: $(INSTALLED)
 
 pytest: $(INSTALLED)
 	$(BIN)/pytest
+
+## soak: the long versions of the reliability tests (TALLY_SOAK=1; about 50 minutes):
+## the bank test's phases run for minutes each, schemathesis with 500 examples.
+## docs/reliability.md. SOAK_ARGS narrows it, e.g. SOAK_ARGS=tests/e2e/test_bank.py
+soak: $(INSTALLED)
+	TALLY_SOAK=1 $(BIN)/pytest -s $(SOAK_ARGS)
+
+SECURITY_INSTALLED := $(VENV)/.installed-security
+
+$(SECURITY_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,security]'
+	touch $(SECURITY_INSTALLED)
+
+## sqlmap: sqlmap on a local tally, SQLite and PostgreSQL (about 15 minutes; not in CI)
+sqlmap: $(SECURITY_INSTALLED)
+	$(BIN)/python scripts/sqlmap.py $(SQLMAP_ARGS)
 
 BENCH_INSTALLED := $(VENV)/.installed-bench
 

@@ -36,8 +36,15 @@ Id = Annotated[
         description="1-64 characters: letters, digits and . _ : - (not first).",
     ),
 ]
+# JSON Schema counts 4241.0 as an integer; Tally does not (api.md §2: never floats).
 Amount = Annotated[
-    int, Meta(ge=1, le=AMOUNT_MAX, description="Minor units (cents): an integer, never a float.")
+    int,
+    Meta(
+        ge=1,
+        le=AMOUNT_MAX,
+        description="Minor units (cents): a JSON integer, never a float; written without "
+        "a fraction or exponent (4241, not 4241.0).",
+    ),
 ]
 Currency = Annotated[
     str,
@@ -56,7 +63,14 @@ Metadata = Annotated[
     dict[MetadataKey, MetadataValue],
     Meta(max_length=METADATA_KEYS_MAX, description="At most 50 string keys to string values."),
 ]
-TimeoutSeconds = Annotated[int, Meta(ge=1, le=TIMEOUT_SECONDS_MAX)]
+TimeoutSeconds = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=TIMEOUT_SECONDS_MAX,
+        description="Seconds; pending transfers only. A JSON integer (60, not 60.0).",
+    ),
+]
 Timestamp = Annotated[
     str,
     Meta(

@@ -25,13 +25,10 @@ answer replays it byte for byte.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
 import secrets
-import signal
-import subprocess
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -41,15 +38,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import (
-    TALLY,
-    Server,
-    cli_create_tenant,
-    free_port,
-    stop_server,
-    tally_env,
-    walk,
-)
+from tests.e2e.chaos import ChaosServer
+from tests.e2e.conftest import cli_create_tenant, walk
 
 pytestmark = pytest.mark.slow
 
@@ -68,10 +58,6 @@ KILLS_MIN, KILLS_MAX = 3, 4
 UP_SECONDS_MIN = 1.0
 # After the last restart the load goes on at least this long, to see it recover.
 SETTLE_SECONDS = 2.0
-READY_TIMEOUT_SECONDS = 30.0
-READY_POLL_SECONDS = 0.05
-KILL_WAIT_SECONDS = 5.0
-START_ATTEMPTS = 3
 
 # Client retries: full jitter over an exponential backoff, capped; a logical
 # request that has no final answer after REQUEST_BUDGET_SECONDS is a finding.
@@ -89,115 +75,6 @@ TOTALS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted"
 REPLAYED = "idempotent-replayed"
 # Business refusals that are a final answer in this scenario.
 FINAL_REFUSALS = {(422, "exceeds_credits")}
-
-
-# -- the server, killed and restarted on one port -------------------------------------
-
-
-def _group_states(pgid: int) -> dict[int, str]:
-    """Each process of the group and its state letter (Z: a zombie, holding nothing)."""
-    states = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            if int(fields[2]) == pgid:
-                states[int(entry.name)] = fields[0]
-    return states
-
-
-class ChaosServer:
-    """``tally serve`` in its own session on a fixed port, SIGKILLed and restarted."""
-
-    def __init__(self, database_url: str, log_path: Path) -> None:
-        self.database_url = database_url
-        self.log_path = log_path
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.restart_seconds: list[float] = []
-
-    @property
-    def current(self) -> subprocess.Popen[bytes]:
-        return self.processes[-1]
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_bytes().decode("utf-8", "replace")
-        except OSError as exc:
-            return f"<no log: {exc}>"
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        args = [str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        args += ["--workers", str(SERVER_WORKERS)]
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== tally serve started at {time.time():.3f} ===\n".encode())
-            log.flush()
-            process = subprocess.Popen(
-                args,
-                env=tally_env(self.database_url),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.processes.append(process)
-        return process
-
-    def _ready(self, process: subprocess.Popen[bytes]) -> bool:
-        """Wait for /readyz; False if the process exited first (e.g. port still taken)."""
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    return False
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/readyz").status_code == 200:
-                        return True
-                time.sleep(READY_POLL_SECONDS)
-        raise AssertionError(
-            f"tally serve not ready after {READY_TIMEOUT_SECONDS} s:\n{self.log_text()[-8000:]}"
-        )
-
-    def start(self) -> None:
-        started = time.monotonic()
-        for _ in range(START_ATTEMPTS):
-            process = self._spawn()
-            if self._ready(process):
-                self.restart_seconds.append(time.monotonic() - started)
-                return
-            time.sleep(0.5)
-        raise AssertionError(
-            f"tally serve exited {START_ATTEMPTS} times before it was ready:\n"
-            f"{self.log_text()[-8000:]}"
-        )
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (master and workers), and wait until none of it
-        runs any more, so nothing is left holding the port or a transaction."""
-        process = self.current
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=KILL_WAIT_SECONDS)
-        deadline = time.monotonic() + KILL_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            if all(state == "Z" for state in _group_states(process.pid).values()):
-                return
-            time.sleep(0.05)
-        raise AssertionError(
-            f"the process group {process.pid} survived SIGKILL: {_group_states(process.pid)}"
-        )
-
-    def stop(self) -> None:
-        """The current server: SIGTERM, then SIGKILL (conftest's way); the killed
-        ones: SIGKILL again, in case anything of theirs is left."""
-        for process in self.processes[:-1]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-        if self.processes:
-            stop_server(Server(self.base_url, self.current, self.log_path))
 
 
 # -- the load ---------------------------------------------------------------------------
@@ -556,7 +433,7 @@ def test_every_key_has_exactly_one_effect_across_sigkills(
     postgres_url: str, tmp_path: Path
 ) -> None:
     _, api_key = cli_create_tenant(postgres_url, "idempotency-crash")
-    server = ChaosServer(postgres_url, tmp_path / "tally-serve.log")
+    server = ChaosServer(postgres_url, tmp_path / "tally-serve.log", workers=SERVER_WORKERS)
     passed = False
     try:
         server.start()

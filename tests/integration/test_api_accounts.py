@@ -105,6 +105,9 @@ def test_patch_refuses_metadata_past_fifty_keys_after_merge(api: Api) -> None:
     r = api.patch("/v1/accounts/a5", {"metadata": {"one-more": "v"}})
     assert r.status_code == 422
     assert r.json()["code"] == "validation_error"
+    # api.md §2: a validation_error names its fields in errors, whoever decided it.
+    [error] = r.json()["errors"]
+    assert (error["field"], error["code"]) == ("metadata", "invalid_length")
     assert len(api.balance("a5")["metadata"]) == 50
 
 

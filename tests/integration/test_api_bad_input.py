@@ -22,8 +22,11 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
+from tally.api.routes import _expected_version
+from tally.errors import PreconditionFailed
 from tests.conftest import create_tenant
 from tests.integration.conftest import Api
 
@@ -747,6 +750,16 @@ def test_refuses_an_if_match_that_names_no_version(books: Api, etag: str) -> Non
         json={"metadata": {"a": "b"}},
         headers={"If-Match": etag},
     )
+
+
+@pytest.mark.parametrize("etag", [b'"\xb2"', b'W/"1\xb9"', b'"\xb3\xb3"'])
+def test_refuses_an_if_match_whose_digits_are_not_ascii(etag: bytes) -> None:
+    # Latin-1 superscripts are digits to str.isdigit() but not to int(): this was a
+    # 500. HTTP delivers the header's bytes as they came; TestClient would re-encode
+    # them as UTF-8, so the request is built by hand.
+    request = Request({"type": "http", "method": "PATCH", "headers": [(b"if-match", etag)]})
+    with pytest.raises(PreconditionFailed):
+        _expected_version(request)
 
 
 # -- anything at all ---------------------------------------------------------------------------

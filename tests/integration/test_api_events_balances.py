@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.integration.conftest import Api
 
 
@@ -82,6 +84,17 @@ def test_balance_at_an_instant_returns_the_totals_then(api: Api) -> None:
     assert before["credits_posted"] == 0 and before["version"] == 0
     now = api.get("/v1/accounts/w/balances", params={"at": "2999-01-01T00:00:00Z"}).json()
     assert now["credits_posted"] == 17
+
+
+@pytest.mark.parametrize(("name", "value"), [("limit", "null"), ("cursor", "x" * 129)])
+def test_balance_at_an_instant_still_refuses_a_malformed_limit_or_cursor(
+    api: Api, name: str, value: str
+) -> None:
+    # Found by schemathesis: with ?at= these were ignored, so nonsense got a 200.
+    api.account("w")
+    r = api.get("/v1/accounts/w/balances", params={"at": "2000-01-01T00:00:00Z", name: value})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [name]
 
 
 def test_the_openapi_document_says_balances_is_a_list_or_one_balance(api: Api) -> None:

@@ -123,6 +123,75 @@ def test_every_documented_operation_is_served(client: TestClient, openapi: dict[
     assert documented - served_operations(client) == set()
 
 
+# The document states every rule a JSON Schema can state, so that a client (or
+# schemathesis) that keeps to it is not refused for its request's shape.
+
+
+def parameter(openapi: dict[str, Any], path: str, method: str, name: str) -> dict[str, Any]:
+    params = openapi["paths"][path][method]["parameters"]
+    found: dict[str, Any] = next(p["schema"] for p in params if p["name"] == name)
+    return found
+
+
+QUERY_TEXT = [
+    ("/v1/accounts", "cursor"),
+    ("/v1/accounts", "currency"),
+    ("/v1/transfers", "cursor"),
+    ("/v1/transfers", "account_id"),
+    ("/v1/events", "cursor"),
+]
+
+
+@pytest.mark.parametrize(("path", "name"), QUERY_TEXT)
+def test_the_document_bounds_query_text_as_the_server_does(
+    api: Api, openapi: dict[str, Any], path: str, name: str
+) -> None:
+    schema = parameter(openapi, path, "get", name)
+    assert schema["minLength"] == 1
+    assert re.fullmatch(schema["pattern"], "a\x00b") is None
+    for value in ("", "x" * (schema["maxLength"] + 1), "a\x00b"):
+        problem = assert_problem(api.get(path, params={name: value}), 422, "validation_error")
+        assert [e["field"] for e in problem["errors"]] == [name]
+
+
+def test_the_documented_if_match_matches_the_etags_the_server_issues(
+    api: Api, openapi: dict[str, Any]
+) -> None:
+    pattern = parameter(openapi, "/v1/accounts/{id}", "patch", "If-Match")["pattern"]
+    api.account("a")
+    etag = api.get("/v1/accounts/a").headers["etag"]
+    for good in (etag, f"W/{etag}", "*"):
+        assert re.fullmatch(pattern, good), good
+    for bad in ("", "garbage", '"abc"', '"-1"', '"' + "9" * 20 + '"', '"\xb2"'):
+        assert re.fullmatch(pattern, bad) is None, bad
+
+
+def test_the_documented_bound_of_after_is_the_servers(api: Api, openapi: dict[str, Any]) -> None:
+    after_max = parameter(openapi, "/v1/events", "get", "after")["maximum"]
+    assert api.get("/v1/events", params={"after": after_max}).status_code == 200
+    problem = assert_problem(
+        api.get("/v1/events", params={"after": after_max + 1}), 422, "validation_error"
+    )
+    assert [e["field"] for e in problem["errors"]] == ["after"]
+
+
+def test_the_document_states_the_rules_a_schema_can(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    both = schemas["AccountFlags"]["not"]
+    assert (
+        sorted(both["required"])
+        == sorted(both["properties"])
+        == sorted(["debits_must_not_exceed_credits", "credits_must_not_exceed_debits"])
+    )
+    create = openapi["paths"]["/v1/transfers"]["post"]["requestBody"]
+    pending, no_timeout = create["content"]["application/json"]["schema"]["anyOf"]
+    assert pending["properties"]["pending"] == {"const": True}
+    assert no_timeout["properties"]["timeout_seconds"] == {"type": "null"}
+    post, no_amount = schemas["BatchAction"]["anyOf"]
+    assert post["properties"]["action"] == {"const": "post"}
+    assert no_amount["properties"]["amount"] == {"type": "null"}
+
+
 # -- headers on every response --------------------------------------------------------------
 
 # Requests that reach each kind of response: success, the app's own routes, and every

@@ -145,9 +145,35 @@ def build_openapi() -> dict[str, Any]:
             {"$ref": _REF.format(name="BatchAction")},
         ]
     }
+    # Some rules need nothing but the request itself, so JSON Schema can state them
+    # and the document does: no account with both limit flags
+    # (flags_are_mutually_exclusive), no amount on a batch's void, and (below, on
+    # POST /v1/transfers only) a timeout only on a pending transfer.
+    components["AccountFlags"]["not"] = {
+        "required": ["debits_must_not_exceed_credits", "credits_must_not_exceed_debits"],
+        "properties": {
+            "debits_must_not_exceed_credits": {"const": True},
+            "credits_must_not_exceed_debits": {"const": True},
+        },
+    }
+    components["BatchAction"]["anyOf"] = [
+        {"properties": {"action": {"const": "post"}}},
+        {"properties": {"amount": {"type": "null"}}},
+    ]
     paths: dict[str, dict[str, Any]] = {}
     for spec in ROUTES:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
+    # timeout_requires_pending refuses the request on POST /v1/transfers, but in a
+    # batch it is one item's ledger outcome (api.md §4), so it is not a constraint
+    # of TransferCreate, which is also the batch item's shape.
+    body = paths["/v1/transfers"]["post"]["requestBody"]["content"]["application/json"]
+    body["schema"] = {
+        "allOf": [body["schema"]],
+        "anyOf": [
+            {"required": ["pending"], "properties": {"pending": {"const": True}}},
+            {"properties": {"timeout_seconds": {"type": "null"}}},
+        ],
+    }
     for path, operation_id, summary, media_type in _OPERATIONS:
         ok: dict[str, Any] = {"description": "OK", "content": {media_type: {}}}
         responses: dict[str, Any] = {"200": ok}

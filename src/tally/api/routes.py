@@ -190,8 +190,9 @@ def _expected_version(request: Request) -> int | None:
     digits = tag[1:-1]
     quoted = len(tag) >= 3 and tag.startswith('"') and tag.endswith('"')
     # A version is a BIGINT: more than 19 digits names none (and int() of thousands
-    # of digits is refused).
-    if not quoted or not digits.isdigit() or len(digits) > 19:
+    # of digits is refused). ASCII digits only: str.isdigit() also takes the
+    # superscripts a latin-1 header can carry, which int() refuses.
+    if not quoted or not digits.isascii() or not digits.isdigit() or len(digits) > 19:
         raise PreconditionFailed("If-Match names no version of this account.")
     return int(digits)
 
@@ -208,6 +209,11 @@ def _stored_json(
 
 def _refused(outcome: Outcome, request_id: str | None) -> StoredResponse:
     assert outcome.code is not None
+    if outcome.code is Code.VALIDATION_ERROR:
+        # The core checks a limit that depends on stored data (metadata keys after a
+        # merge); api.md §2 says a validation_error names its fields in ``errors``.
+        errors = [FieldError(f, "invalid_length", outcome.detail) for f in outcome.fields]
+        return problem(ValidationFailed(errors, outcome.detail), request_id)
     return problem(LedgerRefused(outcome.code, outcome.detail, outcome.fields), request_id)
 
 
@@ -332,16 +338,14 @@ def _snapshot(account: Account, record: BalanceRecord) -> BalanceSnapshotOut:
 async def account_balances(call: Call) -> Response:
     account_id = call.path_id()
     at = query_time(call.request, "at")
+    # Checked even when ``at`` makes them moot: a malformed parameter is a 422, never
+    # silently ignored.
+    limit, cursor = call.limit(), query_text(call.request, "cursor", 128)
     account = await call.ledger.get_account(call.tenant_id, account_id)
     if at is not None:
         record = await call.ledger.balance_at(call.tenant_id, account, at)
         return json(_snapshot(account, record))
-    page = await call.ledger.balance_history(
-        call.tenant_id,
-        account,
-        limit=call.limit(),
-        cursor=query_text(call.request, "cursor", 128),
-    )
+    page = await call.ledger.balance_history(call.tenant_id, account, limit=limit, cursor=cursor)
     return _list(page, lambda rec: _snapshot(account, rec), BalanceList)
 
 
@@ -507,12 +511,14 @@ async def list_transfers(call: Call) -> Response:
 
 # -- events -----------------------------------------------------------------------------
 
+AFTER_MAX = 2**62  # beyond any sequence a tenant reaches; the document publishes it
+
 
 async def list_events(call: Call) -> Response:
     r = call.request
     page = await call.ledger.list_events(
         call.tenant_id,
-        after=query_int(r, "after", 0, 0, 2**62),
+        after=query_int(r, "after", 0, 0, AFTER_MAX),
         limit=call.limit(),
         cursor=query_text(r, "cursor", 128),
     )
@@ -541,8 +547,19 @@ _LIMIT = Param(
     {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     "Page size.",
 )
+
+
+def _query_text(chars_max: int) -> dict[str, Any]:
+    """What ``parsing.query_text`` accepts: 1 to ``chars_max`` characters, no NUL."""
+    return {"type": "string", "minLength": 1, "maxLength": chars_max, "pattern": _NO_NUL}
+
+
+_NO_NUL = "^[^\u0000]*$"
 _CURSOR = Param(
-    "cursor", "query", {"type": "string", "maxLength": 128}, "The next_cursor of the previous page."
+    "cursor",
+    "query",
+    _query_text(128),
+    "Opaque: the next_cursor of the previous page. Any other value is a 422 naming cursor.",
 )
 _TIME = {"type": "string", "format": "date-time"}
 _WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 503)
@@ -574,12 +591,22 @@ ROUTES: tuple[RouteSpec, ...] = (
         (
             _LIMIT,
             _CURSOR,
-            Param("currency", "query", {"type": "string", "maxLength": 16}),
+            Param("currency", "query", _query_text(16)),
             Param("status", "query", {"type": "string", "enum": ["open", "closed"]}),
             Param(
                 "metadata",
                 "query",
-                {"type": "object", "additionalProperties": {"type": "string"}},
+                # What parsing.metadata_filters accepts.
+                {
+                    "type": "object",
+                    "maxProperties": 10,
+                    "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": _NO_NUL},
+                    "additionalProperties": {
+                        "type": "string",
+                        "maxLength": 512,
+                        "pattern": _NO_NUL,
+                    },
+                },
                 "Filter metadata[key]=value (deepObject), at most 10.",
             ),
         ),
@@ -611,7 +638,11 @@ ROUTES: tuple[RouteSpec, ...] = (
         (
             _ID,
             Param(
-                "If-Match", "header", {"type": "string"}, "The ETag of the account as last read."
+                "If-Match",
+                "header",
+                # What _expected_version reads as a version; anything else is a 412.
+                {"type": "string", "pattern": '^(\\*|(W/)?"[0-9]{1,19}")$'},
+                "The ETag of the account as last read, or *.",
             ),
         ),
         tag="Accounts",
@@ -677,7 +708,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         (
             _LIMIT,
             _CURSOR,
-            Param("account_id", "query", {"type": "string", "maxLength": 64}),
+            Param("account_id", "query", _query_text(64)),
             Param(
                 "status",
                 "query",
@@ -742,7 +773,7 @@ ROUTES: tuple[RouteSpec, ...] = (
             Param(
                 "after",
                 "query",
-                {"type": "integer", "minimum": 0, "default": 0},
+                {"type": "integer", "minimum": 0, "maximum": AFTER_MAX, "default": 0},
                 "Return events with a sequence greater than this.",
             ),
             _LIMIT,

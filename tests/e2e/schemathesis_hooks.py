@@ -1,0 +1,161 @@
+"""schemathesis hooks for tests/e2e/test_schemathesis.py (loaded via SCHEMATHESIS_HOOKS).
+
+One check replaces schemathesis's ``positive_data_acceptance`` (ST202): a request
+the OpenAPI document calls valid must not be refused, except for a reason that
+no JSON Schema can state, each one named below with its operation, status and
+problem ``code``. The built-in check can only be loosened by status, and allowing
+422 for a whole operation would also let through the bug this check exists for:
+a ``validation_error`` on a body the document accepts. This one allows a refusal
+only when the answer's code says it was one of these reasons:
+
+- a ledger rule that depends on data the request does not carry: the accounts
+  it names exist, are open, share a currency, hold the money; a pending transfer
+  is still pending and holds enough (``exceeds_credits``, ``currency_mismatch``,
+  ``pending_transfer_*``, ...). Also ``accounts_must_be_different``: JSON Schema
+  cannot compare two fields of one object;
+- ``idempotency_key_reused``: the key was used before for another request.
+  schemathesis draws keys from a small space and reuses them across bodies;
+  whether a key is fresh is state, not shape;
+- PATCH metadata that, merged with the keys the account already has, would pass
+  50 keys (422 ``validation_error`` on ``metadata``, ``invalid_length``): the
+  document bounds the patch, only the server knows the account;
+- a ``cursor`` that this server did not issue (422 ``validation_error`` naming
+  only ``cursor``): cursors are opaque, so the document describes them as strings;
+- 412 ``precondition_failed`` for an ``If-Match`` that is well formed but not the
+  account's current version: only the server knows the version (RFC 9110 §13.1.1).
+  Also a 412 replayed (``Idempotent-Replayed: true``) for a request whose key
+  and body an earlier one used with a stale ``If-Match``: the fingerprint is
+  method, path and body (api.md §3), so the stored refusal is the answer;
+- a whole number written as a float (``"amount": 4241.0``), refused as
+  ``invalid_type`` "got `float`": api.md §2 says amounts are JSON integers, never
+  floats, and Tally reads the number as written. JSON Schema 2020-12 counts 4241.0
+  as an ``integer``, so no schema can say this; the descriptions in the document do.
+
+Everything else that the built-in check flags is still flagged: any other 4xx
+(400, 405, 413, 415, 422 ``validation_error``, ...) to schema-valid input fails.
+docs/reliability.md records the reasoning.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import schemathesis
+from schemathesis.specs.openapi.checks import is_unexpected_http_status_case
+
+# As the built-in check: these answers are allowed for valid data anyway (no such
+# object, no such permission, busy, down; a 5xx is not_a_server_error's business).
+ANSWERS_VALID_DATA_MAY_GET = {401, 403, 404, 409, 429}
+
+TRANSFER_RULES = {
+    "accounts_must_be_different",
+    "debit_account_not_found",
+    "credit_account_not_found",
+    "accounts_must_have_the_same_currency",
+    "currency_mismatch",
+    "debit_account_closed",
+    "credit_account_closed",
+    "exceeds_credits",
+    "exceeds_debits",
+    "overflows_debits",
+    "overflows_credits",
+}
+PENDING_RULES = {*TRANSFER_RULES, "exceeds_pending_transfer_amount"}
+# operationId -> 422 codes that follow from data, not from the request's shape.
+LEDGER_REFUSALS: dict[str, set[str]] = {
+    "createTransfer": TRANSFER_RULES,
+    "createTransferBatch": {"batch_failed"},
+    "postTransfer": PENDING_RULES,
+    "voidTransfer": PENDING_RULES,
+}
+# Codes a batch item may carry inside an atomic batch's 422 ``batch_failed``.
+BATCH_ITEM_REFUSALS = {
+    *PENDING_RULES,
+    # Refuses the request on POST /v1/transfers (and the document says so there);
+    # in a batch it is one item's ledger outcome, so batch items may carry it.
+    "timeout_requires_pending",
+    "linked_event_failed",
+    "pending_transfer_not_found",
+    "pending_transfer_not_pending",
+    "pending_transfer_already_posted",
+    "pending_transfer_already_voided",
+    "pending_transfer_expired",
+}
+
+
+def _header(case: Any, name: str) -> str | None:
+    for key, value in (case.headers or {}).items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+def _is_whole_float(body: Any, error: dict[str, Any]) -> bool:
+    """Whether the error is "got `float`" for a body field that holds a whole float."""
+    if error.get("code") != "invalid_type" or "got `float`" not in str(error.get("message")):
+        return False
+    value = body
+    for part in re.findall(r"[^.\[\]]+", str(error.get("field"))):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False
+    return isinstance(value, float) and value.is_integer()
+
+
+def _why_refused(case: Any, status: int, problem: dict[str, Any], replayed: bool) -> str | None:
+    """The reason a schema-valid request may be refused this way, or None."""
+    code = problem.get("code")
+    operation_id = case.operation.definition.raw.get("operationId", "")
+    if status == 422 and code == "idempotency_key_reused" and _header(case, "Idempotency-Key"):
+        return "the Idempotency-Key was used before for another request"
+    if status == 412 and code == "precondition_failed" and operation_id == "updateAccount":
+        if_match = _header(case, "If-Match")
+        if if_match is not None and if_match.strip() != "*":
+            return "If-Match names a version the account does not have now"
+        if replayed:
+            return "the stored 412 of an earlier request with this key and body"
+    errors = problem.get("errors") or []
+    if status == 422 and code == "validation_error" and errors:
+        named = {(e.get("field"), e.get("code")) for e in errors}
+        if named == {("cursor", "invalid")} and (case.query or {}).get("cursor"):
+            return "the cursor is not one this server issued"
+        if named == {("metadata", "invalid_length")} and operation_id == "updateAccount":
+            return "merged with the account's metadata, the patch would pass 50 keys"
+        if all(_is_whole_float(case.body, e) for e in errors):
+            return "a whole number written as a float"
+    if status == 422 and code in LEDGER_REFUSALS.get(operation_id, set()):
+        if code != "batch_failed":
+            return f"a ledger rule: {code}"
+        items = {r["error"]["code"] for r in problem.get("results") or [] if r.get("error")}
+        if items and items <= BATCH_ITEM_REFUSALS:
+            return f"a ledger rule in an atomic batch: {sorted(items)}"
+    return None
+
+
+@schemathesis.check
+def positive_data_refused_only_for_state(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Schema-valid input is accepted, or refused only for a reason no schema can state."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    if is_unexpected_http_status_case(case):
+        return None
+    status = response.status_code
+    if status < 400 or status >= 500 or status in ANSWERS_VALID_DATA_MAY_GET:
+        return None
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        raise AssertionError(f"Schema-valid request refused with {status} and no problem body")
+    replayed = response.headers.get("idempotent-replayed") in ("true", ["true"])
+    if _why_refused(case, status, problem, replayed) is None:
+        raise AssertionError(
+            f"Schema-valid request refused: {status} {problem.get('code')}: {problem.get('detail')}"
+        )
+    return None
