@@ -26,6 +26,10 @@ only when the answer's code says it was one of these reasons:
   Also a 412 replayed (``Idempotent-Replayed: true``) for a request whose key
   and body an earlier one used with a stale ``If-Match``: the fingerprint is
   method, path and body (api.md §3), so the stored refusal is the answer;
+- a password the policy refuses (422 ``validation_error`` on ``password`` or
+  ``new_password`` with ``too_common``, ``too_short`` or ``too_long``): the
+  document states 12 to 128 characters, but not the 30,000 common passwords, and
+  the length counts after Unicode NFC normalisation, which can shorten a string;
 - a whole number written as a float (``"amount": 4241.0``), refused as
   ``invalid_type`` "got `float`": api.md §2 says amounts are JSON integers, never
   floats, and Tally reads the number as written. JSON Schema 2020-12 counts 4241.0
@@ -48,6 +52,7 @@ from schemathesis.specs.openapi.checks import is_unexpected_http_status_case
 # object, no such permission, busy, down; a 5xx is not_a_server_error's business).
 ANSWERS_VALID_DATA_MAY_GET = {401, 403, 404, 409, 429}
 
+PASSWORD_RULES = {"too_common", "too_short", "too_long"}
 TRANSFER_RULES = {
     "accounts_must_be_different",
     "debit_account_not_found",
@@ -123,6 +128,9 @@ def _why_refused(case: Any, status: int, problem: dict[str, Any], replayed: bool
         named = {(e.get("field"), e.get("code")) for e in errors}
         if named == {("cursor", "invalid")} and (case.query or {}).get("cursor"):
             return "the cursor is not one this server issued"
+        password_fields = {"password", "new_password"}
+        if named and all(f in password_fields and c in PASSWORD_RULES for f, c in named):
+            return "the password policy: a common password, or its length after NFC"
         if named == {("metadata", "invalid_length")} and operation_id == "updateAccount":
             return "merged with the account's metadata, the patch would pass 50 keys"
         if all(_is_whole_float(case.body, e) for e in errors):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from tally import audit
+from tally.api.parsing import query_text
 from tally.api.routes import Call, Param, RouteSpec, client_address, json
 from tally.errors import Forbidden
 from tally.identity.roles import ADMIN
@@ -41,6 +42,8 @@ from tally.identity.schemas import (
 from tally.identity.service import TokenPair
 from tally.schemas import format_time
 from tally.service import decode_cursor, encode_cursor
+
+CURSOR_CHARS_MAX = 256
 
 
 def _tokens(pair: TokenPair) -> Response:
@@ -124,8 +127,7 @@ async def change_password(call: Call) -> Response:
 
 
 def _cursor(call: Call) -> str | None:
-    value = call.request.query_params.get("cursor")
-    return None if value is None else value[:256]
+    return query_text(call.request, "cursor", CURSOR_CHARS_MAX)
 
 
 async def list_members(call: Call) -> Response:
@@ -217,7 +219,12 @@ async def list_audit_events(call: Call) -> Response:
 
 _MEMBER_ID = Param("id", "path", {"type": "string", "maxLength": 64}, required=True)
 _LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
-_CURSOR = Param("cursor", "query", {"type": "string", "maxLength": 256})
+_CURSOR = Param(
+    "cursor",
+    "query",
+    {"type": "string", "minLength": 1, "maxLength": CURSOR_CHARS_MAX, "pattern": "^[^\u0000]*$"},
+    "Opaque: the next_cursor of the previous page. Any other value is a 422 naming cursor.",
+)
 _OPEN_WRITE = (400, 413, 415, 422, 503)
 _WRITE = (400, 401, 403, 413, 415, 422, 503)
 _READ = (401, 403, 422, 503)

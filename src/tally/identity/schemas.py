@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from tally.identity.passwords import PASSWORD_CHARS_MAX
+from tally.identity.passwords import PASSWORD_CHARS_MAX, PASSWORD_CHARS_MIN
 from tally.identity.roles import ALL_SCOPES
+from tally.identity.service import EMAIL_PATTERN
 from tally.identity.store import KeyRecord, UserRecord
 from tally.schemas import Timestamp, _In, format_time
 
@@ -22,10 +23,23 @@ from tally.schemas import Timestamp, _In, format_time
 # security tests), and no email, name or token has one.
 _NO_NUL = "^[^\u0000]*$"
 Email = Annotated[
-    str, Meta(min_length=3, max_length=254, pattern=_NO_NUL, examples=["ada@example.com"])
+    str,
+    Meta(min_length=5, max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"]),
 ]
-# The policy (12 characters, not a common password) is checked by the service, so
-# that its answer names the rule; the schema bounds only what is parsed at all.
+# Login takes any text as the email: a malformed one gets the very answer, after
+# the very work, of an unknown one (docs/security.md).
+LoginEmail = Annotated[str, Meta(min_length=1, max_length=1024)]
+# A password being set: the policy's length (it also refuses common passwords,
+# which no schema can state). One being checked: any text up to a bound.
+# The bounds are published, not enforced by the decoder, so that the policy's own
+# answer (too_short, too_long, too_common) is the one a client gets.
+NewPassword = Annotated[
+    str,
+    Meta(
+        description="12-128 characters, not a common password.",
+        extra_json_schema={"minLength": PASSWORD_CHARS_MIN, "maxLength": PASSWORD_CHARS_MAX},
+    ),
+]
 Password = Annotated[str, Meta(min_length=1, max_length=PASSWORD_CHARS_MAX * 4)]
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
 Token = Annotated[str, Meta(min_length=1, max_length=4096, pattern=_NO_NUL)]
@@ -35,7 +49,7 @@ Scope = Literal[ALL_SCOPES]  # type: ignore[valid-type]
 
 class SignupCreate(_In):
     email: Email
-    password: Password
+    password: NewPassword
     tenant_name: Name
 
 
@@ -45,7 +59,7 @@ class SignupOut(Struct):
 
 
 class LoginCreate(_In):
-    email: Email
+    email: LoginEmail
     password: Password
 
 
@@ -62,12 +76,12 @@ class RefreshCreate(_In):
 
 class InvitationAccept(_In):
     token: Token
-    password: Password
+    password: NewPassword
 
 
 class PasswordChange(_In):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 class MeOut(Struct):

@@ -36,7 +36,14 @@ from tally.storage.base import Tx, UniqueViolation
 
 EMAIL_CHARS_MAX = 254
 NAME_CHARS_MAX = 200
-_EMAIL = re.compile(r"[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]+")
+# What is accepted as an address, published in the schema too: no space or control
+# character, one @, a dot in the domain. The class is spelled out rather than \s,
+# whose meaning differs between Python's regular expressions and JSON Schema's
+# (ECMA-262), and the end is (?![\s\S]) because Python's $ also matches before a
+# final newline (see ids.ID_PATTERN).
+_NOT_IN_EMAIL = "[^@\\u0000-\\u0020\\u007f]"
+EMAIL_PATTERN = f"^{_NOT_IN_EMAIL}{{1,64}}@{_NOT_IN_EMAIL}+\\.{_NOT_IN_EMAIL}+(?![\\s\\S])"
+_EMAIL = re.compile(EMAIL_PATTERN)
 _LOGIN_FAILED = "The email or password is not right."
 
 
@@ -61,8 +68,8 @@ class Invited:
 
 
 def normalize_email(email: str, field: str = "email") -> str:
-    email = email.strip().lower()
-    if len(email) > EMAIL_CHARS_MAX or not _EMAIL.fullmatch(email):
+    email = email.lower()
+    if len(email) > EMAIL_CHARS_MAX or not _EMAIL.match(email):
         raise ValidationFailed([FieldError(field, "invalid", "Not an email address.")])
     return email
 
