@@ -28,7 +28,7 @@ SKIP = {"tally", "pip", "setuptools", "wheel"}
 def _project(name: str) -> dict[str, object] | None:
     try:
         url = PYPI.format(name=name)  # a constant https address, never user input
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as r:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as r:
             data: dict[str, object] = json.load(r)
             return data
     except (OSError, ValueError):
