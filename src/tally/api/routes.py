@@ -174,7 +174,8 @@ def _expected_version(request: Request) -> int | None:
     quoted = len(tag) >= 3 and tag.startswith('"') and tag.endswith('"')
     # A version is a BIGINT: more than 19 digits names none (and int() of thousands
     # of digits is refused).
-    if not quoted or not digits.isdigit() or len(digits) > 19:
+    # isascii: str.isdigit() is true of "²" (a Latin-1 header byte), which int() refuses.
+    if not quoted or not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
         raise PreconditionFailed("If-Match names no version of this account.")
     return int(digits)
 
