@@ -28,7 +28,7 @@ from tally.api.problems import problem_response
 from tally.api.routes import ROUTES, endpoint
 from tally.auth import Authenticator
 from tally.config import Settings, get_settings
-from tally.errors import MethodNotAllowed, NotFound, TallyError
+from tally.errors import MalformedRequest, MethodNotAllowed, NotFound, TallyError
 from tally.expiry import run_expiry
 from tally.ids import new_id
 from tally.retention import run_retention
@@ -116,6 +116,13 @@ class ApiMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        if not _utf8(scope.get("query_string", b"")):
+            # Starlette decodes it as UTF-8 wherever it builds request.url (404s, 405s,
+            # slash redirects) and raises otherwise. uvicorn refuses such a request
+            # itself; the app does not count on every server doing so.
+            bad = MalformedRequest("The query string is not valid UTF-8.")
+            await problem_response(bad, Request(scope))(scope, receive, send_with_headers)
+            return
         matched = self.router.match(scope["method"], scope["path"])
         if matched is None:
             await self.app(scope, receive, send_with_headers)
@@ -123,6 +130,16 @@ class ApiMiddleware:
         handler, scope["path_params"] = matched
         response = await handler(Request(scope, receive))
         await response(scope, receive, send_with_headers)
+
+
+def _utf8(data: bytes) -> bool:
+    if data.isascii():  # nearly always: a percent-encoded query string
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 GC_GENERATION0_THRESHOLD = 20_000
