@@ -581,6 +581,27 @@ def test_rejects_post_id_reused_for_another_pending_transfer(held: Book) -> None
     assert held.transfers["hold-2"].status is TransferStatus.PENDING
 
 
+def test_a_post_id_reused_for_another_hold_names_the_amount_whatever_the_book_holds(
+    held: Book,
+) -> None:
+    # A storage adapter loads the transfers a command names (its id and pending_id),
+    # not the hold the existing record resolved; the answer must not depend on that.
+    move(held, "hold-2", "a", "b", 100, pending=True)
+    post(held, "capture", "hold", amount=40)
+    loaded = make_book(
+        now_us=NOW_US + 1,
+        last_sequence=held.last_sequence,
+        accounts=held.accounts.values(),
+        transfers=[held.transfers["capture"], held.transfers["hold-2"]],
+    )
+
+    for book in (at(held, NOW_US + 1), loaded):
+        outcome = book.apply(PostPending("capture", "hold-2"))
+
+        assert_fails(outcome, Code.EXISTS_WITH_DIFFERENT_FIELDS)
+        assert outcome.fields == ("pending_id", "amount")
+
+
 def test_rejects_void_reusing_the_id_of_a_post(held: Book) -> None:
     post(held, "capture", "hold")
 

@@ -30,7 +30,7 @@ from tally.api.routes import endpoint
 from tally.audit import Appender, run_sealer
 from tally.auth import Authenticator
 from tally.config import Settings, get_settings
-from tally.errors import MethodNotAllowed, NotFound, TallyError
+from tally.errors import MalformedRequest, MethodNotAllowed, NotFound, TallyError
 from tally.expiry import run_expiry
 from tally.identity.passwords import PasswordHasher
 from tally.identity.service import Identity
@@ -177,7 +177,24 @@ class ApiMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        if not _utf8(scope.get("query_string", b"")):
+            # Starlette decodes it as UTF-8 wherever it builds request.url (404s, 405s)
+            # and raises otherwise. uvicorn refuses such a request itself; the app
+            # does not count on every server doing so.
+            bad = MalformedRequest("The query string is not valid UTF-8.")
+            await problem_response(bad, Request(scope))(scope, receive, send_with_headers)
+            return
         await self.inner(scope, receive, send_with_headers)
+
+
+def _utf8(data: bytes) -> bool:
+    if data.isascii():  # nearly always: a percent-encoded query string
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 GC_GENERATION0_THRESHOLD = 20_000

@@ -40,7 +40,8 @@ async def read_body(request: Request, body_bytes_max: int, *, empty_ok: bool = F
     """The raw body, refusing it before reading past ``body_bytes_max``."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        # isascii: str.isdigit() is true of "²", which int() refuses.
+        if not (declared.isascii() and declared.isdigit()):
             raise MalformedRequest("Content-Length is not a number.")
         # Compare lengths first: int() of thousands of digits is refused (and slow).
         if len(declared) > len(str(body_bytes_max)) or int(declared) > body_bytes_max:

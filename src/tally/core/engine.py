@@ -519,7 +519,9 @@ def _resolution_differences(
     asked_status = TransferStatus.POSTED if isinstance(c, PostPending) else TransferStatus.VOIDED
     if existing.pending_id is None:
         return ("pending_id",)
-    pending = transfers.get(existing.pending_id)
+    # The full amount the request asks for is that of the hold it names, which every
+    # storage adapter loads; the hold the existing record resolved may not be loaded.
+    pending = transfers.get(c.pending_id)
     if isinstance(c, PostPending):
         full = pending.amount if pending is not None else existing.amount
         asked_amount = c.amount if c.amount is not None else full

@@ -1,0 +1,52 @@
+"""Databases of their own for the model-based tests.
+
+The model test runs the app on a clock that stands still until the test moves
+it, and drives expiry rounds itself. An expiry round covers every tenant of its
+database, so sharing the run's database would let this test expire other tests'
+holds (its clock is not theirs), and let their servers expire this test's holds.
+Each backend therefore gets a fresh database here, made and migrated the way
+``tests/conftest.py`` makes the run's, and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tally.config import Settings
+from tally.storage.migrate import migrate
+from tests.conftest import POSTGRES_ADMIN_URL, REQUIRE_POSTGRES
+
+
+def _fresh_postgres_database() -> Iterator[str]:
+    name = f"tally_model_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{name}"
+    try:
+        migrate(Settings(database_url=url))
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database no other test uses, once per backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'model.db'}"
+        migrate(Settings(database_url=url))
+        yield url
+        return
+    yield from _fresh_postgres_database()
