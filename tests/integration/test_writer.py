@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
@@ -116,3 +117,39 @@ def test_an_unreachable_database_is_a_503_with_retry_after_never_a_500() -> None
         assert r.status_code == 503
         assert r.json()["code"] == "unavailable"
         assert int(r.headers["retry-after"]) >= 1
+
+
+def test_a_commit_whose_answer_is_lost_is_a_503_that_does_not_claim_nothing_changed(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the bank test (PostgreSQL crashed with pg_ctl -m immediate): a 503
+    # said "nothing was changed" for writes whose COMMIT had reached the WAL.
+    # Here the commit happens and then its answer is lost, as in such a crash.
+    tenant_id, _ = create_tenant(postgres_url)
+    commit = asyncpg.transaction.Transaction._Transaction__commit  # type: ignore[attr-defined]
+
+    async def commit_then_lose_the_answer(self: asyncpg.transaction.Transaction) -> None:
+        await commit(self)
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("the connection was closed")
+
+    async def scenario() -> tuple[Unavailable, object]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(
+                    asyncpg.transaction.Transaction,
+                    "_Transaction__commit",
+                    commit_then_lose_the_answer,
+                )
+                with pytest.raises(Unavailable) as lost:
+                    await store.execute([Job(tenant_id, [CreateAccount("lost", "USD")])], 0)
+            return lost.value, await store.get_account(tenant_id, "lost")
+        finally:
+            await store.close()
+
+    error, account = run(scenario())  # type: ignore[misc]
+    assert account is not None  # it did commit
+    assert error.status == 503 and "Retry-After" in error.headers
+    assert "nothing was changed" not in error.detail
+    assert "Idempotency-Key" in error.detail

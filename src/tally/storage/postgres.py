@@ -118,6 +118,27 @@ _PG_TYPES = {
 }
 
 
+# Found by the bank test: a PostgreSQL crashed while COMMIT was in flight can
+# have written the commit (it replays it on restart) without the answer reaching
+# us. Such a write is whole or absent, but which one only a retry can tell.
+COMMIT_LOST_DETAIL = (
+    "The database connection was lost while committing: the write was applied whole "
+    "or not at all, and which is unknown. Retry with the same Idempotency-Key or id, "
+    "which returns the stored result if it was applied."
+)
+
+
+NOTHING_CHANGED_DETAIL = "The database is unavailable; nothing was changed."
+
+
+class _CommitLost(Exception):
+    """The connection failed after COMMIT was sent: the outcome is unknown."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 def _arrays(names: Sequence[str], first: int) -> str:
     """``$first::type[], …``: one array parameter per column, for ``unnest``."""
     return ", ".join(f"${first + i}::{_PG_TYPES.get(n, 'bigint')}[]" for i, n in enumerate(names))
@@ -310,11 +331,15 @@ class PostgresStore(Store):
             raise Unavailable("The database is not connected.")
         return self._pool
 
-    def _unavailable(self, exc: BaseException) -> Unavailable:
+    def _unavailable(self, exc: BaseException, *, during_commit: bool = False) -> Unavailable:
         log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        detail = (
+            COMMIT_LOST_DETAIL
+            if during_commit
+            else "The database is unavailable; nothing was changed."
+        )
         return Unavailable(
-            "The database is unavailable; nothing was changed.",
-            retry_after_seconds=self._settings.db_unavailable_retry_after_seconds,
+            detail, retry_after_seconds=self._settings.db_unavailable_retry_after_seconds
         )
 
     async def ping(self) -> None:
@@ -369,6 +394,9 @@ class PostgresStore(Store):
                     if isinstance(exc, StaleRead):
                         raise self._unavailable(exc) from exc
                     raise
+            except _CommitLost as lost:
+                self._drop_writer_connection()
+                raise self._unavailable(lost.cause, during_commit=True) from lost.cause
             except _UNAVAILABLE as exc:
                 self._drop_writer_connection()
                 raise self._unavailable(exc) from exc
@@ -376,12 +404,19 @@ class PostgresStore(Store):
 
     async def _execute_once(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
         conn = await self._writer_connection()
-        async with conn.transaction():
-            plan = plan_keys(jobs, await self._stored_keys(conn, claim_keys(jobs), now_us))
-            run = [jobs[i] for i in plan.run]
-            decision = await self._decide(conn, run, now_us) if run else None
-            done = finish(jobs, plan, decision.outcomes if decision else [], now_us)
-            await self._write(conn, decision, done, now_us)
+        committing = False
+        try:
+            async with conn.transaction():
+                plan = plan_keys(jobs, await self._stored_keys(conn, claim_keys(jobs), now_us))
+                run = [jobs[i] for i in plan.run]
+                decision = await self._decide(conn, run, now_us) if run else None
+                done = finish(jobs, plan, decision.outcomes if decision else [], now_us)
+                await self._write(conn, decision, done, now_us)
+                committing = True  # leaving the block sends COMMIT
+        except _UNAVAILABLE as exc:
+            if committing:
+                raise _CommitLost(exc) from exc
+            raise
         return done.results
 
     async def _decide(self, conn: asyncpg.Connection, jobs: Sequence[Job], now_us: int) -> Decision:
