@@ -935,7 +935,7 @@ def resolution_command(
 
 
 MODEL_SETTINGS = settings(
-    max_examples=scaled(25, 1_000),
+    max_examples=scaled(25, 500),
     stateful_step_count=scaled(30, 100),
     deadline=None,
     database=None,
