@@ -35,9 +35,9 @@ c. the same server on a private PostgreSQL cluster that the test crashes with
 
 Afterwards, on the server as it then is: every acknowledged operation is present
 with the fields asked for, every refused one absent, every unacknowledged one
-present at most once (a batch: both legs or none) and absent if the client gave
-up after a 503 that said nothing was changed, no transfer that no operation
-asked for; each account's totals equal a replay of its transfers; debits equal
+present at most once (a batch: both legs or none) and absent if every answer
+it got was a 503 saying nothing was changed, no transfer that no operation asked
+for; each account's totals equal a replay of its transfers; debits equal
 credits; the total is unchanged and no limited account is below zero. No answer
 was a 5xx other than 503, every 503 carried ``Retry-After``, and no request went
 unanswered past the client's timeout (a connection refused while a server is down
@@ -140,8 +140,10 @@ class Operation:
     answered_ids: list[str] = field(default_factory=list)
     gave_up: bool = False
     last_503: bool = False
-    # The last 503 said the connection broke during COMMIT: applied or not, unknown.
-    last_503_commit_lost: bool = False
+    # Some attempt may have committed: cut off after it was sent, timed out, or a
+    # 503 saying the connection broke during COMMIT. A later 503 saying "nothing
+    # was changed" speaks for its own attempt only.
+    in_doubt: bool = False
 
 
 @dataclass
@@ -226,7 +228,7 @@ def _settle_answer(op: Operation, response: httpx.Response) -> bool:
     code = _problem_code(response)
     op.attempts.append(f"{status} {code or ''}".strip())
     op.last_503 = status == 503
-    op.last_503_commit_lost = op.last_503 and COMMIT_LOST in response.text
+    op.in_doubt = op.in_doubt or (op.last_503 and COMMIT_LOST in response.text)
     if status >= 500 or status == 429 or (status == 409 and code == "idempotency_key_in_use"):
         return False
     if status in (200, 201):
@@ -262,6 +264,7 @@ async def _perform(
         except httpx.TransportError as exc:
             op.attempts.append(type(exc).__name__)
             maybe_sent = tally.failed(f"POST {op.path} ({op.op_id})", exc)
+            op.in_doubt = op.in_doubt or maybe_sent
         else:
             tally.attempt(f"POST {op.path} ({op.op_id})", response)
             if _settle_answer(op, response):
@@ -436,8 +439,11 @@ def _leg_problems(op: Operation, found: list[dict[str, Any] | None]) -> list[str
         return problems
     if op.outcome == "refused" and present:
         return [f"{op.op_id}: refused ({op.attempts[-1]}), but present: {present}"]
-    if op.gave_up and op.last_503 and not op.last_503_commit_lost and present:
-        return [f"{op.op_id}: a 503 said nothing was changed, but present: {present}"]
+    if op.gave_up and op.last_503 and not op.in_doubt and present:
+        return [
+            f"{op.op_id}: every 503 said nothing was changed, but present: {present}; "
+            f"attempts {op.attempts}"
+        ]
     if op.outcome == "unacknowledged" and 0 < len(present) < len(op.legs):
         return [f"{op.op_id}: half of an atomic batch is present: {present}"]
     if op.outcome in ("unexpected", "pending"):
@@ -512,19 +518,20 @@ def report(phase: str, result: Result, *, extra: str = "") -> str:
     unacknowledged = [op for op in tally.operations if op.outcome == "unacknowledged"]
     present = {(t.get("metadata") or {}).get("op") for t in result.transfers}
     committed = sum(1 for op in unacknowledged if op.op_id in present)
-    after_503 = [op for op in unacknowledged if op.last_503 and not op.last_503_commit_lost]
+    after_503 = [op for op in unacknowledged if op.last_503 and not op.in_doubt]
     after_503_committed = sum(1 for op in after_503 if op.op_id in present)
-    after_lost = [op for op in unacknowledged if op.last_503_commit_lost]
-    after_lost_committed = sum(1 for op in after_lost if op.op_id in present)
+    in_doubt = [op for op in unacknowledged if op.in_doubt]
+    in_doubt_committed = sum(1 for op in in_doubt if op.op_id in present)
     text = (
         f"bank {phase}: seed {SEED}; {WRITERS} writers and {READERS} readers for "
         f"{result.seconds:.1f} s{extra}\n"
         f"  operations {len(tally.operations)} ({dict(kinds)}), attempts {attempts}; "
         f"outcomes {dict(outcomes)}\n"
         f"  unacknowledged {len(unacknowledged)}: present once {committed}, absent "
-        f"{len(unacknowledged) - committed}; given up after a 503 'nothing was changed': "
-        f"{len(after_503)} (present {after_503_committed}), after a 503 'lost while "
-        f"committing': {len(after_lost)} (present {after_lost_committed})\n"
+        f"{len(unacknowledged) - committed}; given up after 503s that all said 'nothing was "
+        f"changed': {len(after_503)} (present {after_503_committed}); with an attempt in "
+        f"doubt (cut off, or a 503 'lost while committing'): {len(in_doubt)} (present "
+        f"{in_doubt_committed})\n"
         f"  balance reads {tally.reads}, all totalling {TOTAL}; transfers listed "
         f"{len(result.transfers)}\n"
         f"  answers {dict(sorted(tally.statuses.items()))}; no answer "
