@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections import Counter, defaultdict
@@ -50,7 +51,9 @@ WORKERS = 2
 HTTP_TIMEOUT_SECONDS = 30.0
 KEEPALIVE_SECONDS = 1.0
 TEST_BUDGET_SECONDS = float(scaled(120, 1_800))
-SEED = random.randrange(2**32)
+# Printed with every result; TALLY_E2E_SEED replays a run's choices (as in
+# test_concurrency_postgres.py), though not the interleaving the server chose.
+SEED = int(os.environ.get("TALLY_E2E_SEED", str(random.randrange(2**32))))
 TOTALS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
 DNEC = {"debits_must_not_exceed_credits": True}
 CNED = {"credits_must_not_exceed_debits": True}
