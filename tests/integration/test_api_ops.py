@@ -154,6 +154,17 @@ def test_the_document_bounds_query_text_as_the_server_does(
         assert [e["field"] for e in problem["errors"]] == [name]
 
 
+@pytest.mark.parametrize("name", ["\x1d\x1d", " ", "\u3000\t", "key one"])
+def test_the_documented_name_pattern_is_the_servers_rule(
+    api: Api, openapi: dict[str, Any], name: str
+) -> None:
+    # schemathesis sent "\x1d\x1d": white space to Python's strip(), so refused,
+    # while the document allowed any text without NUL.
+    pattern = openapi["components"]["schemas"]["ApiKeyCreate"]["properties"]["name"]["pattern"]
+    r = api.post("/v1/api-keys", {"name": name, "scopes": ["accounts:read"]})
+    assert (r.status_code == 201) == (re.search(pattern, name) is not None), r.text
+
+
 def test_the_documented_if_match_matches_the_etags_the_server_issues(
     api: Api, openapi: dict[str, Any]
 ) -> None:

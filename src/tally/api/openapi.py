@@ -15,6 +15,7 @@ from tally import __version__
 from tally.api.identity_routes import IDENTITY_ROUTES
 from tally.api.routes import ROUTES as LEDGER_ROUTES
 from tally.api.routes import RouteSpec
+from tally.identity.schemas import NOT_BLANK_PATTERN
 from tally.schemas import BatchAction, Problem, TransferCreate
 
 ROUTES = (*LEDGER_ROUTES, *IDENTITY_ROUTES)
@@ -156,6 +157,8 @@ def build_openapi() -> dict[str, Any]:
             "credits_must_not_exceed_debits": {"const": True},
         },
     }
+    for name, field in (("SignupCreate", "tenant_name"), ("ApiKeyCreate", "name")):
+        components[name]["properties"][field]["pattern"] = NOT_BLANK_PATTERN
     components["BatchAction"]["anyOf"] = [
         {"properties": {"action": {"const": "post"}}},
         {"properties": {"amount": {"type": "null"}}},

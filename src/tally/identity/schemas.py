@@ -42,6 +42,15 @@ NewPassword = Annotated[
 ]
 Password = Annotated[str, Meta(min_length=1, max_length=PASSWORD_CHARS_MAX * 4)]
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
+# What the service takes as a name (_check_name): at least one character that is
+# neither NUL nor white space as Python's str.isspace() has it. \s in ECMA-262
+# differs (U+001C-U+001F), so the characters are spelled out. Published for Name
+# fields by the OpenAPI document; the decoder keeps _NO_NUL, so that the
+# service's own answer is the one a blank name gets.
+NOT_BLANK_PATTERN = (
+    "^[^\u0000]*[^\u0000\t-\r\u001c- \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029"
+    "\u202f\u205f\u3000][^\u0000]*$"
+)
 Token = Annotated[str, Meta(min_length=1, max_length=4096, pattern=_NO_NUL)]
 Role = Literal["owner", "admin", "operator", "viewer"]
 Scope = Literal[ALL_SCOPES]  # type: ignore[valid-type]
