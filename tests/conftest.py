@@ -22,6 +22,15 @@ import pytest
 from tally.config import Settings
 from tally.storage.migrate import migrate
 
+# In-process apps run their background loops on a FakeClock that tests move days
+# ahead, while other tests' servers write to the same database on the wall
+# clock. The idempotency purge deletes every key expired by *its* clock, in every
+# tenant: one such purge emptied the crash test's keys (CI: retries after a final
+# answer executed again). In production a database has one clock; here the
+# in-process apps never purge on their own (tests call the purge directly), and
+# servers started by the e2e tests strip TALLY_* from their environment.
+os.environ["TALLY_IDEMPOTENCY_PURGE_INTERVAL_SECONDS"] = str(10**9)
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "TALLY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -34,9 +43,15 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def shared_postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test run."""
     yield from fresh_postgres_database()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(shared_postgres_url: str) -> str:
+    """The run's database (tests/e2e overrides it with one of their own)."""
+    return shared_postgres_url
 
 
 def fresh_postgres_database() -> Iterator[str]:
@@ -70,7 +85,9 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """Run the test once on each backend."""
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    # Not "postgres_url": tests/e2e overrides that name, and this session-wide value
+    # must not depend on which directory's test happened to ask for it first.
+    fixture = "sqlite_url" if request.param == "sqlite" else "shared_postgres_url"
     return str(request.getfixturevalue(fixture))
 
 
