@@ -36,6 +36,11 @@ def _with_database(url: str, name: str) -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test run."""
+    yield from fresh_postgres_database()
+
+
+def fresh_postgres_database() -> Iterator[str]:
+    """Create and migrate a database, yield its URL, drop it afterwards."""
     name = f"tally_test_{secrets.token_hex(4)}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)

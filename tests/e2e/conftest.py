@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import httpx
 import pytest
 
+from tests.conftest import fresh_postgres_database
+
 TALLY = Path(sys.executable).parent / "tally"
 
 READY_TIMEOUT_SECONDS = 30.0
@@ -40,6 +42,19 @@ LOG_TAIL_BYTES = 8_000
 PAGE_LIMIT = 1000  # the contract's largest page
 PAGES_MAX = 1_000  # a bound on every walk: a million items
 LOAD_RATE_PER_SECOND = 1_000_000
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The end-to-end servers' own database, apart from the rest of the run's.
+
+    They run on the wall clock. In-process apps elsewhere in the run move a
+    FakeClock days ahead, and their idempotency purge, which deletes the keys
+    expired by *its* clock, emptied this database's keys under the crash test
+    (found in CI: retries after a final answer executed again). One clock per
+    database, as in production.
+    """
+    yield from fresh_postgres_database()
 
 
 def tally_env(database_url: str, **settings: str) -> dict[str, str]:

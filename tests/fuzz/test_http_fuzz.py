@@ -77,6 +77,7 @@ KNOWN_CODES = {
     "timeout_requires_pending": 422,
     "flags_are_mutually_exclusive": 422,
     "batch_failed": 422,
+    "rate_limited": 429,
 }
 BODY_BYTES_MAX = 4096
 PAGES_MAX = 100

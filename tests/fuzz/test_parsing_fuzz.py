@@ -92,7 +92,7 @@ SCHEMAS: tuple[type[Any], ...] = (
 )
 
 FUZZ = settings(
-    max_examples=scaled(400, 20_000),
+    max_examples=scaled(300, 10_000),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
