@@ -39,8 +39,9 @@ security-scan: $(INSTALLED)
 pytest: $(INSTALLED)
 	$(BIN)/pytest
 
-## soak: the long versions of the reliability tests (TALLY_SOAK=1; about 70 minutes):
-## the bank test's phases run for minutes each, schemathesis with 500 examples.
+## soak: the long versions of the reliability tests (TALLY_SOAK=1): the bank test's
+## phases for minutes each and schemathesis with 500 examples (about 70 minutes),
+## the model test and the fuzz tests at their soak sizes (about an hour more).
 ## docs/reliability.md. SOAK_ARGS narrows it, e.g. SOAK_ARGS=tests/e2e/test_bank.py
 soak: $(INSTALLED)
 	TALLY_SOAK=1 $(BIN)/pytest -s $(SOAK_ARGS)
