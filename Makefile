@@ -39,8 +39,9 @@ security-scan: $(INSTALLED)
 pytest: $(INSTALLED)
 	$(BIN)/pytest
 
-## soak: the long versions of the reliability tests (TALLY_SOAK=1; about 50 minutes):
-## the bank test's phases run for minutes each, schemathesis with 500 examples.
+## soak: the long versions of the reliability tests (TALLY_SOAK=1): the bank test's
+## phases for minutes each and schemathesis with 500 examples (about 70 minutes),
+## the model test and the fuzz tests at their soak sizes (about an hour more).
 ## docs/reliability.md. SOAK_ARGS narrows it, e.g. SOAK_ARGS=tests/e2e/test_bank.py
 soak: $(INSTALLED)
 	TALLY_SOAK=1 $(BIN)/pytest -s $(SOAK_ARGS)
@@ -51,7 +52,7 @@ $(SECURITY_INSTALLED): $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,security]'
 	touch $(SECURITY_INSTALLED)
 
-## sqlmap: sqlmap on a local tally, SQLite and PostgreSQL (about 15 minutes; not in CI)
+## sqlmap: sqlmap on a local tally, SQLite and PostgreSQL (about 25 minutes; not in CI)
 sqlmap: $(SECURITY_INSTALLED)
 	$(BIN)/python scripts/sqlmap.py $(SQLMAP_ARGS)
 
