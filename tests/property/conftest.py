@@ -10,35 +10,14 @@ Each backend therefore gets a fresh database here, made and migrated the way
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tally.config import Settings
 from tally.storage.migrate import migrate
-from tests.conftest import POSTGRES_ADMIN_URL, REQUIRE_POSTGRES
-
-
-def _fresh_postgres_database() -> Iterator[str]:
-    name = f"tally_model_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL is required but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{name}"
-    try:
-        migrate(Settings(database_url=url))
-        yield url
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.conftest import fresh_postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -49,4 +28,4 @@ def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
         migrate(Settings(database_url=url))
         yield url
         return
-    yield from _fresh_postgres_database()
+    yield from fresh_postgres_database()
