@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test pytest lint security-scan install clean bench bench-smoke soak sqlmap
+.PHONY: run test check pytest lint security-scan install clean bench bench-smoke soak sqlmap
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,16 +19,22 @@ install: $(INSTALLED)
 ## run: migrate the database (SQLite by default), print an API key, serve on :8000
 run: $(INSTALLED)
 	$(BIN)/tally migrate
-	$(BIN)/python -m tally.devkey
+	$(BIN)/python -m tally.cli.devkey
 	$(BIN)/tally serve --no-migrate
 
 ## test: lint, type-check, scan, then every test (PostgreSQL tests need a reachable server)
 test: lint security-scan pytest
 
+## check: the inner loop (under 2 minutes): lint, types, layers, then the unit,
+## architecture, service and in-process API tests on SQLite alone
+check: lint
+	TALLY_TEST_BACKENDS=sqlite $(BIN)/pytest -q tests/unit tests/architecture tests/integration tests/api
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## security-scan: bandit (no high-severity finding) and the dependencies' known vulnerabilities
 security-scan: $(INSTALLED)

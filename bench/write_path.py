@@ -1,6 +1,6 @@
 """Where one write transaction spends its time, statement by statement.
 
-Drives ``PostgresStore.execute`` directly (no HTTP) with batches of N new
+Drives the ledger's write transaction on ``PostgresStore`` directly (no HTTP) with batches of N new
 transfers on a throwaway database, and reports the median time of each SQL
 statement the transaction sends, of the core's decision, and of the whole
 transaction. This is the breakdown docs/performance.md quotes:
@@ -29,10 +29,11 @@ import psycopg
 
 from tally.config import Settings
 from tally.core import CreateAccount, CreateTransfer, NormalBalance
-from tally.ids import new_id
-from tally.storage import Job
+from tally.ledger import transaction
+from tally.ledger.transaction import Job, execute
 from tally.storage import postgres as pg
-from tally.storage.migrate import migrate
+from tally.storage.schema import migrate
+from tally.support.ids import new_id
 
 ACCOUNTS = 1000
 REPETITIONS = 20
@@ -56,7 +57,7 @@ def _instrument() -> None:
     connection = asyncpg.connection.Connection
     connection.fetch = _timed("sql", connection.fetch)  # type: ignore[method-assign]
     connection.execute = _timed("sql", connection.execute)  # type: ignore[method-assign]
-    decide = pg.decide
+    decide = transaction.decide
 
     def timed_decide(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -65,7 +66,11 @@ def _instrument() -> None:
         finally:
             timings["python: the core decides"].append(time.perf_counter() - started)
 
-    pg.decide = timed_decide  # type: ignore[assignment]
+    transaction.decide = timed_decide  # type: ignore[assignment]
+
+
+async def _execute(store: pg.PostgresStore, jobs: list[Job]) -> None:
+    await execute(store, jobs, time.time_ns() // 1000, retry_after_seconds=1)
 
 
 async def _set_up(store: pg.PostgresStore) -> str:
@@ -78,7 +83,7 @@ async def _set_up(store: pg.PostgresStore) -> str:
         CreateAccount(f"a{i}", "USD", debits_must_not_exceed_credits=True) for i in range(ACCOUNTS)
     ]
     funding = [CreateTransfer(new_id("trf"), "bank", f"a{i}", 10**12) for i in range(ACCOUNTS)]
-    await store.execute([Job(tenant, accounts), Job(tenant, funding)], time.time_ns() // 1000)
+    await _execute(store, [Job(tenant, accounts), Job(tenant, funding)])
     return tenant
 
 
@@ -96,7 +101,7 @@ async def _measure(url: str, sizes: list[int]) -> None:
                 b = (a + rng.randrange(1, ACCOUNTS)) % ACCOUNTS
                 commands.append(CreateTransfer(new_id("trf"), f"a{a}", f"a{b}", 1))
             started = time.perf_counter()
-            await store.execute([Job(tenant, commands)], time.time_ns() // 1000)
+            await _execute(store, [Job(tenant, commands)])
             timings["whole transaction"].append(time.perf_counter() - started)
         print(f"\nbatch of {size} transfer(s), median of {REPETITIONS}:")
         for label, values in timings.items():

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tally.config import Settings
-from tally.storage.migrate import migrate
+from tally.storage.schema import migrate
 
 # In-process apps run their background loops on a FakeClock that tests move days
 # ahead, while other tests' servers write to the same database on the wall
@@ -82,7 +82,12 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+# `make check` (the inner loop) runs on SQLite alone: TALLY_TEST_BACKENDS=sqlite.
+BACKENDS = [b for b in os.environ.get("TALLY_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+assert set(BACKENDS) <= {"sqlite", "postgresql"}, BACKENDS
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest) -> str:
     """Run the test once on each backend."""
     # Not "postgres_url": tests/e2e overrides that name, and this session-wide value
@@ -93,9 +98,9 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 def create_tenant(database_url: str, name: str = "test") -> tuple[str, str]:
     """A new tenant and its API key, made the way `tally tenants create` makes them."""
-    from tally.cli import _create_tenant
+    from tally.cli.admin import new_tenant
 
-    return asyncio.run(_create_tenant(Settings(database_url=database_url), name))
+    return asyncio.run(new_tenant(Settings(database_url=database_url), name))
 
 
 class FakeClock:

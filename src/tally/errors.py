@@ -1,16 +1,18 @@
 """The one exception tree of Tally.
 
 Every error a caller can cause carries the stable ``code`` of the API contract
-(api.md §5). Library errors are translated where they enter (storage adapters,
-request parsing); exactly one place, ``tally.api.problems``, renders these as
-HTTP problem details.
+(api.md §5) and a ``detail`` for people. What a code means to a protocol (an
+HTTP status and title today; a gRPC status or a GraphQL ``extensions.code``
+later) is decided by each entry point, in one table each (``tally.api.problems``
+for HTTP). Library errors are translated where they enter (storage adapters,
+request parsing), so nothing else ever reaches a client.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tally.core.codes import TITLES, Code, http_status
+from tally.core.codes import Code
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,43 +23,53 @@ class FieldError:
 
 
 class TallyError(Exception):
-    """Base of every error a client can be shown."""
+    """Base of every error a client can be shown.
 
-    status: int = 500
+    ``retry_after_seconds`` says when a retry may succeed (HTTP's Retry-After);
+    ``metadata`` carries what a protocol sends beside the error, such as the
+    rate limit a caller stands at (HTTP headers, gRPC trailing metadata).
+    """
+
     code: str = "internal_error"
-    title: str = "Internal error"
 
-    def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
-        self.headers = headers or {}
-        self.extra: dict[str, object] = {}
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        retry_after_seconds: int | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+        self.retry_after_seconds = retry_after_seconds
+        self.metadata = metadata or {}
+        self.fields: tuple[str, ...] = ()
 
 
 class MalformedRequest(TallyError):
-    status, code, title = 400, "malformed_request", "Malformed request"
+    code = "malformed_request"
 
 
 class IdempotencyKeyInvalid(TallyError):
-    status, code, title = 400, "idempotency_key_invalid", "Idempotency key invalid"
+    code = "idempotency_key_invalid"
 
 
 class IdempotencyKeyRequired(TallyError):
-    status, code, title = 400, "idempotency_key_required", "Idempotency key required"
+    code = "idempotency_key_required"
 
 
 class IdempotencyKeyInUse(TallyError):
-    status, code, title = 409, "idempotency_key_in_use", "Idempotency key in use"
+    code = "idempotency_key_in_use"
 
     def __init__(self, retry_after_seconds: int) -> None:
         super().__init__(
             "A request with this Idempotency-Key is still being executed; retry shortly.",
-            headers={"Retry-After": str(retry_after_seconds)},
+            retry_after_seconds=retry_after_seconds,
         )
 
 
 class IdempotencyKeyReused(TallyError):
-    status, code, title = 422, "idempotency_key_reused", "Idempotency key reused"
+    code = "idempotency_key_reused"
 
     def __init__(self) -> None:
         super().__init__(
@@ -67,59 +79,52 @@ class IdempotencyKeyReused(TallyError):
 
 
 class Unauthenticated(TallyError):
-    status, code, title = 401, "unauthenticated", "Unauthenticated"
-
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="tally"'})
+    code = "unauthenticated"
 
 
 class Forbidden(TallyError):
-    status, code, title = 403, "forbidden", "Forbidden"
+    code = "forbidden"
 
 
 class NotFound(TallyError):
-    status, code, title = 404, "not_found", "Not found"
+    code = "not_found"
 
 
 class Conflict(TallyError):
     """The object exists already (an email taken, a member invited twice)."""
 
-    status, code, title = 409, "conflict", "Conflict"
+    code = "conflict"
 
 
 class RateLimited(TallyError):
-    status, code, title = 429, "rate_limited", "Too many requests"
-
-    def __init__(self, detail: str, *, retry_after_seconds: int, headers: dict[str, str]) -> None:
-        super().__init__(detail, headers={**headers, "Retry-After": str(retry_after_seconds)})
+    code = "rate_limited"
 
 
 class ClientClosedRequest(TallyError):
     """The client went away before sending its whole request. Nothing was done; the
-    answer reaches nobody. 499 is nginx's status for it, kept so that logs, metrics
-    and the audit log tell it apart from a refusal."""
+    answer reaches nobody."""
 
-    status, code, title = 499, "client_closed_request", "Client closed request"
+    code = "client_closed_request"
 
 
 class MethodNotAllowed(TallyError):
-    status, code, title = 405, "method_not_allowed", "Method not allowed"
+    code = "method_not_allowed"
 
 
 class PreconditionFailed(TallyError):
-    status, code, title = 412, "precondition_failed", "Precondition failed"
+    code = "precondition_failed"
 
 
 class PayloadTooLarge(TallyError):
-    status, code, title = 413, "payload_too_large", "Payload too large"
+    code = "payload_too_large"
 
 
 class UnsupportedMediaType(TallyError):
-    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+    code = "unsupported_media_type"
 
 
 class ValidationFailed(TallyError):
-    status, code, title = 422, "validation_error", "Validation error"
+    code = "validation_error"
 
     def __init__(self, errors: list[FieldError], detail: str = "") -> None:
         super().__init__(detail or "; ".join(f"{e.field}: {e.message}" for e in errors))
@@ -127,12 +132,13 @@ class ValidationFailed(TallyError):
 
 
 class Unavailable(TallyError):
-    """Nothing was committed; the client may retry after ``retry_after_seconds``."""
+    """The database or a queue cannot take the request now; retry after
+    ``retry_after_seconds``. The detail says whether anything was changed."""
 
-    status, code, title = 503, "unavailable", "Service unavailable"
+    code = "unavailable"
 
     def __init__(self, detail: str = "", *, retry_after_seconds: int = 1) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+        super().__init__(detail, retry_after_seconds=retry_after_seconds)
 
 
 class LedgerRefused(TallyError):
@@ -140,9 +146,16 @@ class LedgerRefused(TallyError):
 
     def __init__(self, code: Code, detail: str, fields: tuple[str, ...] = ()) -> None:
         super().__init__(detail)
-        self.ledger_code = code
-        self.status = http_status(code)
         self.code = code.value
-        self.title = TITLES[code]
-        if fields:
-            self.extra["fields"] = list(fields)
+        self.fields = fields
+
+
+# Every code this tree can carry, for the entry points' tables to cover (a test
+# holds each table to it).
+CODES: frozenset[str] = frozenset(
+    {
+        TallyError.code,
+        *(cls.code for cls in TallyError.__subclasses__() if cls is not LedgerRefused),
+        *(code.value for code in Code),
+    }
+)

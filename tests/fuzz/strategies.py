@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tally.schemas import (
+from tally.api.schemas.ledger import (
     AccountCreate,
     AccountUpdate,
     BatchAction,

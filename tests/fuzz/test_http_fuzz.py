@@ -28,8 +28,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from tally.api import create_app
-from tally.config import Settings
-from tally.schemas import (
+from tally.api.schemas.ledger import (
     AccountCreate,
     AccountUpdate,
     BatchCreate,
@@ -37,6 +36,7 @@ from tally.schemas import (
     PendingVoid,
     TransferCreate,
 )
+from tally.config import Settings
 from tests.conftest import create_tenant
 from tests.fuzz.strategies import VALID_BODIES, hostile_text, json_values, shaped
 from tests.soak import scaled

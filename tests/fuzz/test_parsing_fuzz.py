@@ -30,6 +30,8 @@ from starlette.requests import Request
 
 from tally.api.parsing import (
     decode,
+    expected_version,
+    idempotency_key,
     metadata_filters,
     query_choice,
     query_int,
@@ -37,7 +39,17 @@ from tally.api.parsing import (
     query_time,
     read_body,
 )
-from tally.api.routes import _batch_item, _expected_version
+from tally.api.problems import status_of
+from tally.api.routes.transfers import batch_command
+from tally.api.schemas.ledger import (
+    AccountCreate,
+    AccountUpdate,
+    BatchCreate,
+    PendingPost,
+    PendingVoid,
+    TransferCreate,
+)
+from tally.core import CreateTransfer, PostPending, VoidPending
 from tally.errors import (
     IdempotencyKeyInvalid,
     MalformedRequest,
@@ -47,18 +59,9 @@ from tally.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from tally.idempotency import fingerprint, parse_key
-from tally.ids import is_valid_id
-from tally.schemas import (
-    AccountCreate,
-    AccountUpdate,
-    BatchAction,
-    BatchCreate,
-    PendingPost,
-    PendingVoid,
-    TransferCreate,
-)
-from tally.service import decode_cursor, encode_cursor
+from tally.ledger.idempotency import fingerprint
+from tally.support.cursors import decode_cursor, encode_cursor
+from tally.support.ids import is_valid_id
 from tests.fuzz.strategies import (
     AMOUNT_MAX,
     VALID_BODIES,
@@ -177,14 +180,15 @@ def assert_transfer(t: TransferCreate) -> None:
     assert_metadata(t.metadata)
 
 
-def assert_batch_item(item: TransferCreate | BatchAction) -> None:
-    if isinstance(item, TransferCreate):
+def assert_batch_item(item: CreateTransfer | PostPending | VoidPending) -> None:
+    """A batch item becomes the core's command; every limit still holds on it."""
+    assert_id(item.id)
+    if isinstance(item, CreateTransfer):
         assert_transfer(item)
         return
     assert_id(item.pending_id)
-    assert item.action in ("post", "void")
-    assert_optional_id(item.id)
-    assert item.amount is None or (item.action == "post" and 1 <= item.amount <= AMOUNT_MAX)
+    if isinstance(item, PostPending):
+        assert item.amount is None or 1 <= item.amount <= AMOUNT_MAX
     assert_metadata(item.metadata)
 
 
@@ -212,7 +216,7 @@ def assert_accepted(value: Any) -> None:
         assert isinstance(value, BatchCreate)
         assert 1 <= len(value.transfers) <= 1000 and type(value.atomic) is bool
         for index, raw in enumerate(value.transfers):
-            item = attempt(lambda raw=raw, index=index: _batch_item(raw, index))
+            item = attempt(lambda raw=raw, index=index: batch_command(raw, index))
             if isinstance(item, TallyError):
                 assert_field_errors(item, prefix=f"transfers[{index}].")
             else:
@@ -221,7 +225,7 @@ def assert_accepted(value: Any) -> None:
 
 def assert_field_errors(refused: TallyError, prefix: str = "") -> None:
     assert isinstance(refused, ValidationFailed), refused
-    assert refused.code == "validation_error" and refused.status == 422
+    assert refused.code == "validation_error" and status_of(refused) == 422
     assert refused.errors
     for e in refused.errors:
         assert e.code in FIELD_ERROR_CODES, e
@@ -240,7 +244,7 @@ def test_any_body_decodes_to_a_valid_request_or_to_a_400_or_422(schema: type[Any
     def check(body: bytes) -> None:
         value = attempt(lambda: decode(body, schema))
         if isinstance(value, MalformedRequest):
-            assert (value.status, value.code) == (400, "malformed_request")
+            assert (status_of(value), value.code) == (400, "malformed_request")
             return
         if isinstance(value, TallyError):
             assert_field_errors(value)
@@ -318,7 +322,7 @@ def test_reading_a_body_returns_it_or_refuses_it_with_400_413_or_415(
     body = attempt(lambda: asyncio.run(read()))
     if isinstance(body, TallyError):
         assert type(body) in (MalformedRequest, PayloadTooLarge, UnsupportedMediaType), body
-        assert (body.status, body.code) in {
+        assert (status_of(body), body.code) in {
             (400, "malformed_request"),
             (413, "payload_too_large"),
             (415, "unsupported_media_type"),
@@ -352,9 +356,9 @@ header_values = st.one_of(
 @example(value='W/"\u0661"')
 def test_if_match_names_a_version_or_is_a_412(value: str) -> None:
     scope = {"type": "http", "headers": [(b"if-match", value.encode("latin-1", "replace"))]}
-    version = attempt(lambda: _expected_version(Request(scope)))
+    version = attempt(lambda: expected_version(Request(scope)))
     if isinstance(version, TallyError):
-        assert type(version) is PreconditionFailed and version.status == 412, version
+        assert type(version) is PreconditionFailed and status_of(version) == 412, version
         return
     assert version is None or 0 <= version < 10**19
 
@@ -362,9 +366,9 @@ def test_if_match_names_a_version_or_is_a_412(value: str) -> None:
 @FUZZ
 @given(values=st.lists(header_values, max_size=3))
 def test_an_idempotency_key_is_printable_ascii_or_a_400(values: list[str]) -> None:
-    key = attempt(lambda: parse_key(values))
+    key = attempt(lambda: idempotency_key(values))
     if isinstance(key, TallyError):
-        assert type(key) is IdempotencyKeyInvalid and key.status == 400, key
+        assert type(key) is IdempotencyKeyInvalid and status_of(key) == 400, key
         return
     if key is None:
         assert values == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tally.config import Settings
-from tally.storage.migrate import migrate
+from tally.storage.schema import migrate
 from tests.conftest import fresh_postgres_database
 
 

@@ -54,7 +54,6 @@ from hypothesis.stateful import (
 from starlette.testclient import TestClient
 
 from tally.api import create_app
-from tally.auth import ALL_SCOPES, new_api_key
 from tally.config import Settings
 from tally.core import (
     AMOUNT_MAX,
@@ -75,8 +74,8 @@ from tally.core import (
     UpdateAccount,
     VoidPending,
 )
-from tally.expiry import expire_due
-from tally.ids import new_id
+from tally.identity.tenants import create_tenant
+from tally.ledger.expiry import expire_due
 from tests.conftest import FakeClock
 from tests.soak import scaled
 
@@ -184,22 +183,13 @@ class Harness:
     def new_tenant(self) -> str:
         """A fresh tenant and its API key, made the way ``tally tenants create`` does,
         through the app's own store (one example, one tenant)."""
-        store = self.client.app.state.store
-        key = new_api_key()
-        self._call(
-            store.create_tenant,
-            new_id("ten"),
-            "model",
-            key.key_id,
-            key.secret_sha256,
-            " ".join(ALL_SCOPES),
-            self.clock(),
-        )
-        return key.token
+        store = self.client.app.state.services.store
+        _, api_key = self._call(create_tenant, store, "model", self.clock())
+        return api_key
 
     def expiry_round(self) -> None:
-        state = self.client.app.state
-        self._call(expire_due, state.store, state.writer, self.clock(), EXPIRY_BATCH_MAX)
+        services = self.client.app.state.services
+        self._call(expire_due, services.store, services.writer, self.clock(), EXPIRY_BATCH_MAX)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self.client.request(method, path, **kwargs)

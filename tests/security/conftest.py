@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tally.api import create_app
 from tally.config import Settings
 from tally.identity.roles import ALL_SCOPES, READ_SCOPES, ROLE_SCOPES, ROLES
-from tally.storage.migrate import migrate
+from tally.storage.schema import migrate
 from tests.conftest import POSTGRES_ADMIN_URL, FakeClock
 
 PROBLEM = "application/problem+json"

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
-from tally.api.routes import RouteSpec
 from tests.security.conftest import Tenant, assert_problem, join, make_key
 
 ID_ROUTES = [s for s in ROUTES if "{id}" in s.path]

@@ -33,8 +33,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
-from tally.api.routes import RouteSpec
 from tally.config import Settings
 from tests.conftest import create_tenant
 from tests.security.conftest import FROM_ADDRESS, PASSWORD, Caller, Tenant, assert_problem, serve

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
-from tally.api.routes import RouteSpec
 from tally.identity.roles import ADMIN
 from tests.security.conftest import Caller, Tenant, assert_problem, invite, make_key, unique_email
 

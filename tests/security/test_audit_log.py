@@ -12,7 +12,7 @@ What this module proves:
   damage when a row is edited, a row is deleted, the newest rows are cut off, or
   a row is slipped in past the head. The tampering is done in the database
   directly, as a DBA or an attacker with the database would. (The CLI runs as a
-  subprocess where its output is the point; elsewhere ``tally.audit.verify``
+  subprocess where its output is the point; elsewhere ``tally.audit.chain.verify``
   runs in-process, which is what the CLI calls, to keep the suite fast.)
 """
 
@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tally import audit
+from tally.audit import chain as audit
+from tally.audit.context import FIELDS
 from tally.config import Settings
 from tally.storage import make_store
 from tests.conftest import create_tenant
@@ -44,7 +45,7 @@ from tests.security.conftest import (
     signup,
 )
 
-COLUMNS = ("id", *audit.FIELDS, "chain_seq", "chain_hash")
+COLUMNS = ("id", *FIELDS, "chain_seq", "chain_hash")
 
 
 def events_until(owner: Any, request_ids: set[str], sealed: bool) -> dict[str, dict[str, Any]]:
@@ -260,7 +261,7 @@ def test_verify_detects_a_row_slipped_in_past_the_head(audited: str) -> None:
     forged[COLUMNS.index("id")] = last[0] + 1000
     forged[COLUMNS.index("chain_seq")] = head[0] + 1
     forged[COLUMNS.index("chain_hash")] = audit.chain_hash(
-        head[1], head[0] + 1, forged[1 : 1 + len(audit.FIELDS)]
+        head[1], head[0] + 1, forged[1 : 1 + len(FIELDS)]
     )
     put_back(db, [tuple(forged)])
     try:

@@ -12,13 +12,12 @@ from typing import Any
 import msgspec
 
 from tally import __version__
-from tally.api.identity_routes import IDENTITY_ROUTES
-from tally.api.routes import ROUTES as LEDGER_ROUTES
-from tally.api.routes import RouteSpec
-from tally.identity.schemas import NOT_BLANK_PATTERN
-from tally.schemas import BatchAction, Problem, TransferCreate
+from tally.api.endpoint import RouteSpec
+from tally.api.routes import ROUTES
+from tally.api.schemas.identity import NOT_BLANK_PATTERN
+from tally.api.schemas.ledger import BatchAction, TransferCreate
+from tally.api.schemas.problem import Problem
 
-ROUTES = (*LEDGER_ROUTES, *IDENTITY_ROUTES)
 _REF = "#/components/schemas/{name}"
 
 _ERROR_TEXT = {
@@ -76,7 +75,7 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
         elif status == 200 and 201 in spec.success:
             description = "An object with this id and identical fields exists: it is returned."
         response: dict[str, Any] = {"description": description}
-        if spec.idempotency_key and spec.method in ("POST", "PATCH"):
+        if spec.keyed:
             response["headers"] = _REPLAYED
         if isinstance(schema, tuple):
             one_of = {"oneOf": [{"$ref": _REF.format(name=t.__name__)} for t in schema]}
@@ -85,7 +84,7 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
             ref = {"$ref": _REF.format(name=schema.__name__)}
             response["content"] = {"application/json": {"schema": ref}}
         responses[str(status)] = response
-    writes = spec.idempotency_key and spec.method in ("POST", "PATCH")
+    writes = spec.keyed
     # Every /v1 route is rate limited; every keyed write can meet a key in use (409).
     for status in sorted({*spec.errors, 429} | ({409} if writes else set())):
         responses[str(status)] = {"description": _ERROR_TEXT[status], "content": _PROBLEM}
@@ -127,6 +126,25 @@ _OPERATIONS = (
 
 
 def build_openapi() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tally",
+            "version": __version__,
+            "description": "A double-entry ledger service. Money is an integer in minor "
+            "units. Every `/v1` route but sign-up, login, refresh and accepting an "
+            "invitation needs `Authorization: Bearer <API key or access token>`.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": {**_api_paths(), **_operation_paths()},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
     structs = {s.request for s in ROUTES if s.request is not None}
     for spec in ROUTES:
         for schema in spec.success.values():
@@ -148,8 +166,8 @@ def build_openapi() -> dict[str, Any]:
     }
     # Some rules need nothing but the request itself, so JSON Schema can state them
     # and the document does: no account with both limit flags
-    # (flags_are_mutually_exclusive), no amount on a batch's void, and (below, on
-    # POST /v1/transfers only) a timeout only on a pending transfer.
+    # (flags_are_mutually_exclusive), no amount on a batch's void, and (in
+    # _api_paths, on POST /v1/transfers only) a timeout only on a pending transfer.
     components["AccountFlags"]["not"] = {
         "required": ["debits_must_not_exceed_credits", "credits_must_not_exceed_debits"],
         "properties": {
@@ -163,6 +181,10 @@ def build_openapi() -> dict[str, Any]:
         {"properties": {"action": {"const": "post"}}},
         {"properties": {"amount": {"type": "null"}}},
     ]
+    return components
+
+
+def _api_paths() -> dict[str, dict[str, Any]]:
     paths: dict[str, dict[str, Any]] = {}
     for spec in ROUTES:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
@@ -177,6 +199,11 @@ def build_openapi() -> dict[str, Any]:
             {"properties": {"timeout_seconds": {"type": "null"}}},
         ],
     }
+    return paths
+
+
+def _operation_paths() -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
     for path, operation_id, summary, media_type in _OPERATIONS:
         ok: dict[str, Any] = {"description": "OK", "content": {media_type: {}}}
         responses: dict[str, Any] = {"200": ok}
@@ -191,19 +218,4 @@ def build_openapi() -> dict[str, Any]:
                 "responses": responses,
             }
         }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Tally",
-            "version": __version__,
-            "description": "A double-entry ledger service. Money is an integer in minor "
-            "units. Every `/v1` route but sign-up, login, refresh and accepting an "
-            "invitation needs `Authorization: Bearer <API key or access token>`.",
-        },
-        "servers": [{"url": "/"}],
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
+    return paths

@@ -3,7 +3,8 @@
 Bodies are bounded before they are read, must be JSON, and are decoded straight
 into the request Struct (unknown fields, floats for integers, numbers past
 2^63-1, over-long strings: all refused with a 422 naming the field). Query
-parameters are parsed here too, so routes see only clean values.
+parameters and the headers routes read (Idempotency-Key, If-Match) are parsed
+here too, so routes see only clean values.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from starlette.requests import ClientDisconnect, Request
 from tally.errors import (
     ClientClosedRequest,
     FieldError,
+    IdempotencyKeyInvalid,
     MalformedRequest,
     PayloadTooLarge,
+    PreconditionFailed,
     UnsupportedMediaType,
     ValidationFailed,
 )
-from tally.schemas import parse_time
+from tally.support.clock import parse_time
 
 S = TypeVar("S")
 
@@ -197,3 +200,45 @@ def metadata_filters(request: Request) -> dict[str, str]:
             [FieldError("metadata", "invalid", "At most 10 metadata filters at once.")]
         )
     return filters
+
+
+# -- headers ----------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY_CHARS_MAX = 255
+
+
+def idempotency_key(values: list[str]) -> str | None:
+    """The key from the request's Idempotency-Key header values, if any.
+
+    A repeated header, an empty one, one over 255 characters or with anything
+    but printable ASCII is a 400: a client that sends it has a bug, and guessing
+    which key it meant could double-charge.
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise IdempotencyKeyInvalid("Send one Idempotency-Key header, not several.")
+    key = values[0]
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_CHARS_MAX:
+        raise IdempotencyKeyInvalid(
+            f"An Idempotency-Key is 1-{IDEMPOTENCY_KEY_CHARS_MAX} characters."
+        )
+    if not all(" " <= ch <= "~" for ch in key):
+        raise IdempotencyKeyInvalid("An Idempotency-Key is printable ASCII only.")
+    return key
+
+
+def expected_version(request: Request) -> int | None:
+    """The version named by If-Match; None when there is no precondition."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip().removeprefix("W/")
+    digits = tag[1:-1]
+    quoted = len(tag) >= 3 and tag.startswith('"') and tag.endswith('"')
+    # A version is a BIGINT: more than 19 digits names none (and int() of thousands
+    # of digits is refused). ASCII digits only: str.isdigit() also takes the
+    # superscripts a latin-1 header can carry, which int() refuses.
+    if not quoted or not digits.isascii() or not digits.isdigit() or len(digits) > 19:
+        raise PreconditionFailed("If-Match names no version of this account.")
+    return int(digits)

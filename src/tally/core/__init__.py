@@ -4,7 +4,7 @@ Everything a ledger rule needs is here; storage, HTTP and the CLI are adapters
 around it (see docs/architecture.md).
 """
 
-from tally.core.codes import Code, http_status
+from tally.core.codes import Code
 from tally.core.commands import (
     Command,
     CreateAccount,
@@ -51,5 +51,4 @@ __all__ = [
     "UpdateAccount",
     "VoidPending",
     "derive_balance",
-    "http_status",
 ]

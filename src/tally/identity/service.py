@@ -8,16 +8,11 @@ email is unknown, the password wrong, or the user invited or disabled.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
 from tally import audit
 from tally.audit import AuditContext
-from tally.auth import Principal, new_api_key
 from tally.errors import (
     Conflict,
     FieldError,
@@ -26,13 +21,17 @@ from tally.errors import (
     Unauthenticated,
     ValidationFailed,
 )
-from tally.identity import store as db
+from tally.identity import repository as db
+from tally.identity.api_keys import new_api_key
 from tally.identity.passwords import PasswordHasher, check_policy
+from tally.identity.principals import Principal
 from tally.identity.roles import ADMIN, ALL_SCOPES, ROLE_SCOPES, may_grant
 from tally.identity.tokens import AccessClaims, Keyring, new_refresh_token, sha256_hex
-from tally.ids import new_id
 from tally.storage import Store
-from tally.storage.base import Tx, UniqueViolation
+from tally.storage.store import Tx, UniqueViolation
+from tally.support.clock import Clock
+from tally.support.cursors import Page, decode_id_cursor, page_of
+from tally.support.ids import new_id
 
 EMAIL_CHARS_MAX = 254
 NAME_CHARS_MAX = 200
@@ -55,7 +54,7 @@ class TokenPair:
 
 
 @dataclass(frozen=True, slots=True)
-class NewKey:
+class CreatedApiKey:
     record: db.KeyRecord
     token: str  # shown once
 
@@ -74,24 +73,6 @@ def normalize_email(email: str, field: str = "email") -> str:
     return email
 
 
-def encode_id_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_id_cursor(cursor: str | None) -> str:
-    if cursor is None:
-        return ""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        text = ""
-    if not text.startswith("id:"):
-        raise ValidationFailed(
-            [FieldError("cursor", "invalid", "Not a cursor this server issued.")]
-        )
-    return text[3:]
-
-
 class Identity:
     def __init__(
         self,
@@ -99,7 +80,7 @@ class Identity:
         passwords: PasswordHasher,
         keyring: Keyring,
         *,
-        clock: Callable[[], int],
+        clock: Clock,
         session_ttl_seconds: int,
         invitation_ttl_seconds: int,
     ) -> None:
@@ -274,11 +255,10 @@ class Identity:
 
     async def members(
         self, principal: Principal, limit: int, cursor: str | None
-    ) -> tuple[list[db.UserRecord], str | None]:
-        users = await db.users_page(
-            self.store, principal.tenant_id, decode_id_cursor(cursor), limit + 1
-        )
-        return _id_page(users, limit)
+    ) -> Page[db.UserRecord]:
+        after = decode_id_cursor(cursor) if cursor else ""
+        users = await db.users_page(self.store, principal.tenant_id, after, limit + 1)
+        return page_of(users, limit, lambda u: u.id)
 
     async def change_role(
         self, principal: Principal, user_id: str, role: str, ctx: AuditContext
@@ -286,11 +266,7 @@ class Identity:
         ctx.object_id = user_id
         now_us = self._clock()
         async with self.store.transaction() as tx:
-            await db.lock_tenant(tx, principal.tenant_id)
-            user = await db.user_in_tenant(tx, principal.tenant_id, user_id)
-            if user is None:
-                raise NotFound(f"No member with id {user_id!r}.")
-            _check_grant(principal, user.role)
+            user = await _member_to_change(tx, principal, user_id)
             _check_grant(principal, role)
             await db.set_user(tx, user.id, now_us, role=role)
             await _keep_an_owner(tx, principal.tenant_id)
@@ -303,11 +279,7 @@ class Identity:
         ctx.object_id = user_id
         now_us = self._clock()
         async with self.store.transaction() as tx:
-            await db.lock_tenant(tx, principal.tenant_id)
-            user = await db.user_in_tenant(tx, principal.tenant_id, user_id)
-            if user is None:
-                raise NotFound(f"No member with id {user_id!r}.")
-            _check_grant(principal, user.role)
+            user = await _member_to_change(tx, principal, user_id)
             await db.set_user(tx, user.id, now_us, status="disabled")
             await db.revoke_sessions(tx, user.id, now_us, "disabled")
             await _keep_an_owner(tx, principal.tenant_id)
@@ -317,7 +289,7 @@ class Identity:
 
     async def create_api_key(
         self, principal: Principal, name: str, scopes: list[str], ctx: AuditContext
-    ) -> NewKey:
+    ) -> CreatedApiKey:
         _check_name(name, "name")
         unknown = [s for s in scopes if s not in ALL_SCOPES]
         if unknown or not scopes:
@@ -342,15 +314,14 @@ class Identity:
         async with self.store.transaction() as tx:
             await db.insert_api_key(tx, record, key.secret_sha256)
             await audit.record(tx, ctx, 201, None, now_us)
-        return NewKey(record, key.token)
+        return CreatedApiKey(record, key.token)
 
     async def api_keys(
         self, principal: Principal, limit: int, cursor: str | None
-    ) -> tuple[list[db.KeyRecord], str | None]:
-        keys = await db.api_keys_page(
-            self.store, principal.tenant_id, decode_id_cursor(cursor), limit + 1
-        )
-        return _id_page(keys, limit)
+    ) -> Page[db.KeyRecord]:
+        after = decode_id_cursor(cursor) if cursor else ""
+        keys = await db.api_keys_page(self.store, principal.tenant_id, after, limit + 1)
+        return page_of(keys, limit, lambda k: k.id)
 
     async def revoke_api_key(self, principal: Principal, key_id: str, ctx: AuditContext) -> None:
         ctx.object_id = key_id
@@ -359,21 +330,6 @@ class Identity:
             if not await db.revoke_api_key(tx, principal.tenant_id, key_id, now_us):
                 raise NotFound(f"No API key with id {key_id!r}.")
             await audit.record(tx, ctx, 204, None, now_us)
-
-
-class _HasId(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-R = TypeVar("R", bound=_HasId)
-
-
-def _id_page(rows: list[R], limit: int) -> tuple[list[R], str | None]:
-    """Pages are fetched with one extra row: its presence says there is more."""
-    if len(rows) > limit:
-        return rows[:limit], encode_id_cursor(rows[limit - 1].id)
-    return rows, None
 
 
 def _user_of(principal: Principal) -> str:
@@ -400,9 +356,20 @@ def _check_grant(principal: Principal, role: str) -> None:
         raise Forbidden(f"You cannot grant or change the {role} role.")
 
 
+async def _member_to_change(tx: Tx, principal: Principal, user_id: str) -> db.UserRecord:
+    """The member, locked against other changes to the tenant's members, whose
+    current role the caller may manage."""
+    await db.lock_tenant(tx, principal.tenant_id)
+    user = await db.user_in_tenant(tx, principal.tenant_id, user_id)
+    if user is None:
+        raise NotFound(f"No member with id {user_id!r}.")
+    _check_grant(principal, user.role)
+    return user
+
+
 async def _keep_an_owner(tx: Tx, tenant_id: str) -> None:
     if await db.active_owners(tx, tenant_id) == 0:
         raise Conflict("A tenant keeps at least one active owner.")
 
 
-__all__ = ["ROLE_SCOPES", "Identity", "Invited", "NewKey", "TokenPair"]
+__all__ = ["ROLE_SCOPES", "CreatedApiKey", "Identity", "Invited", "TokenPair"]

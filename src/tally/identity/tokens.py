@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tally.errors import Unauthenticated
-from tally.ids import new_id
 from tally.storage import Store
+from tally.support.ids import new_id
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,14 @@
-"""Storage adapters: SQLite (embedded default) and PostgreSQL (production)."""
+"""Storage: SQLite (the embedded default) and PostgreSQL (production).
+
+``Store`` is what the services talk to; ``unit_of_work`` is the protocol of a
+ledger write transaction and its retry policy; ``records`` and ``rows`` map
+between the databases and the core's values; ``schema`` migrates. The adapters
+(``sqlite``, ``postgres``) hold only SQL.
+"""
 
 from tally.config import Settings
-from tally.storage.base import Store, TransferFilter
-from tally.storage.batch import Job
+from tally.storage.records import TransferFilter
+from tally.storage.store import Store
 
 
 def make_store(settings: Settings) -> Store:
@@ -15,4 +21,4 @@ def make_store(settings: Settings) -> Store:
     return PostgresStore(settings)
 
 
-__all__ = ["Job", "Store", "TransferFilter", "make_store"]
+__all__ = ["Store", "TransferFilter", "make_store"]

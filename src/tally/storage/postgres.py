@@ -6,10 +6,11 @@ write transaction locks the accounts it touches with ``SELECT … FOR UPDATE`` i
 other but never in a cycle. Writes are set-based (``unnest`` of arrays): one
 statement per table per batch, whatever the batch size.
 
-Every session has a statement timeout and a lock timeout; errors that mean "try
+Every session has a statement timeout and a lock timeout. Errors that mean "try
 again" (a lost race on a new id, a deadlock that should not happen but would be
-survivable) retry the transaction a bounded number of times; errors that mean the
-database is away become ``Unavailable`` (503), with nothing half-done.
+survivable) become ``TransactionConflict``, which storage.unit_of_work retries;
+errors that mean the database is away become ``Unavailable`` (503), with nothing
+half-done.
 """
 
 from __future__ import annotations
@@ -23,25 +24,8 @@ from typing import Any
 import asyncpg
 
 from tally.config import Settings
-from tally.core import Changes
 from tally.errors import Unavailable
-from tally.idempotency import StoredKey
-from tally.storage.base import Store, Tx, UniqueViolation
-from tally.storage.batch import (
-    Decision,
-    Finished,
-    Job,
-    JobResult,
-    StaleRead,
-    account_keys,
-    claim_keys,
-    decide,
-    finish,
-    pending_keys,
-    plan_keys,
-    tenant_ids,
-    transfer_keys,
-)
+from tally.storage.records import StoredKey
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
     AUDIT_COLUMNS,
@@ -59,10 +43,23 @@ from tally.storage.rows import (
     transfer_from_row,
     transfer_row,
 )
+from tally.storage.store import Store, Tx, UniqueViolation
+from tally.storage.unit_of_work import (
+    FindKeys,
+    Key,
+    LockAccounts,
+    ReadCounters,
+    ReadTransfers,
+    Step,
+    Steps,
+    T,
+    TenantWrite,
+    TransactionConflict,
+    by_tenant,
+    drive_async,
+)
 
 log = logging.getLogger(__name__)
-
-ATTEMPTS_MAX = 4
 
 # Worth another attempt: the transaction lost a race and rolled back whole.
 _RETRYABLE = (
@@ -118,6 +115,7 @@ _PG_TYPES = {
 }
 
 
+NOTHING_CHANGED_DETAIL = "The database is unavailable; nothing was changed."
 # Found by the bank test: a PostgreSQL crashed while COMMIT was in flight can
 # have written the commit (it replays it on restart) without the answer reaching
 # us. Such a write is whole or absent, but which one only a retry can tell.
@@ -126,17 +124,6 @@ COMMIT_LOST_DETAIL = (
     "or not at all, and which is unknown. Retry with the same Idempotency-Key or id, "
     "which returns the stored result if it was applied."
 )
-
-
-NOTHING_CHANGED_DETAIL = "The database is unavailable; nothing was changed."
-
-
-class _CommitLost(Exception):
-    """The connection failed after COMMIT was sent: the outcome is unknown."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 def _arrays(names: Sequence[str], first: int) -> str:
@@ -222,7 +209,6 @@ _SELECT_KEYS = (
     " i.body FROM unnest($1::text[], $2::text[]) AS k(tenant_id, key), LATERAL (SELECT *"
     " FROM idempotency_keys WHERE tenant_id = k.tenant_id AND key = k.key) AS i"
 )
-# A key past its retention is new again: its old row makes way for the new one.
 _DELETE_KEYS = (
     "DELETE FROM idempotency_keys AS i USING unnest($1::text[], $2::text[]) AS k(tenant_id, key)"
     " WHERE i.tenant_id = k.tenant_id AND i.key = k.key"
@@ -249,14 +235,6 @@ _LOCK_ACCOUNTS = (
     " LATERAL (SELECT * FROM accounts WHERE tenant_id = $1 AND id = k.id FOR UPDATE) AS a"
     " ORDER BY k.n"
 )
-
-
-def _by_tenant(keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """Keys (sorted by tenant, then id) grouped per tenant, in that order."""
-    grouped: dict[str, list[str]] = {}
-    for tenant_id, object_id in keys:
-        grouped.setdefault(tenant_id, []).append(object_id)
-    return list(grouped.items())
 
 
 def _transpose(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -333,11 +311,7 @@ class PostgresStore(Store):
 
     def _unavailable(self, exc: BaseException, *, during_commit: bool = False) -> Unavailable:
         log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-        detail = (
-            COMMIT_LOST_DETAIL
-            if during_commit
-            else "The database is unavailable; nothing was changed."
-        )
+        detail = COMMIT_LOST_DETAIL if during_commit else NOTHING_CHANGED_DETAIL
         return Unavailable(
             detail, retry_after_seconds=self._settings.db_unavailable_retry_after_seconds
         )
@@ -369,88 +343,82 @@ class PostgresStore(Store):
 
     # -- writes -------------------------------------------------------------------------
 
-    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
-        try:
-            return await self._execute_retrying(jobs, now_us)
-        except _RETRYABLE as exc:
-            if len(jobs) == 1:
-                raise self._unavailable(exc) from exc
-        # Still failing together: isolate each request so one cannot sink the others.
-        return [await self._execute_alone(job, now_us) for job in jobs]
-
-    async def _execute_alone(self, job: Job, now_us: int) -> JobResult:
-        try:
-            return (await self._execute_retrying([job], now_us))[0]
-        except _RETRYABLE as exc:
-            raise self._unavailable(exc) from exc
-
-    async def _execute_retrying(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
-        for attempt in range(1, ATTEMPTS_MAX + 1):
-            try:
-                return await self._execute_once(jobs, now_us)
-            except (*_RETRYABLE, StaleRead) as exc:
-                log.info("write batch retry %d: %s", attempt, type(exc).__name__)
-                if attempt == ATTEMPTS_MAX:
-                    if isinstance(exc, StaleRead):
-                        raise self._unavailable(exc) from exc
-                    raise
-            except _CommitLost as lost:
-                self._drop_writer_connection()
-                raise self._unavailable(lost.cause, during_commit=True) from lost.cause
-            except _UNAVAILABLE as exc:
-                self._drop_writer_connection()
-                raise self._unavailable(exc) from exc
-        raise AssertionError("unreachable")
-
-    async def _execute_once(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
-        conn = await self._writer_connection()
+    async def transact(self, steps: Steps[T]) -> T:
         committing = False
         try:
+            conn = await self._writer_connection()
             async with conn.transaction():
-                plan = plan_keys(jobs, await self._stored_keys(conn, claim_keys(jobs), now_us))
-                run = [jobs[i] for i in plan.run]
-                decision = await self._decide(conn, run, now_us) if run else None
-                done = finish(jobs, plan, decision.outcomes if decision else [], now_us)
-                await self._write(conn, decision, done, now_us)
+                result = await drive_async(steps, lambda step: self._perform(conn, step))
                 committing = True  # leaving the block sends COMMIT
+        except _RETRYABLE as exc:
+            raise TransactionConflict(type(exc).__name__) from exc
         except _UNAVAILABLE as exc:
-            if committing:
-                raise _CommitLost(exc) from exc
-            raise
-        return done.results
+            self._drop_writer_connection()
+            raise self._unavailable(exc, during_commit=committing) from exc
+        return result
 
-    async def _decide(self, conn: asyncpg.Connection, jobs: Sequence[Job], now_us: int) -> Decision:
-        """Lock, then let the core decide: the steps of storage/batch.py."""
-        t_keys = transfer_keys(jobs)
-        # A post, void or expiry names its accounts only through the pending transfer,
-        # so read it first to know what to lock; other commands name their accounts.
-        seen = await self._transfers(conn, pending_keys(jobs)) if pending_keys(jobs) else []
-        a_keys = account_keys(jobs, seen)
-        accounts = []
-        for tenant_id, ids in _by_tenant(a_keys):
-            rows = await conn.fetch(_LOCK_ACCOUNTS, tenant_id, ids)
-            accounts += [(tenant_id, account_from_row(r)) for r in rows]
-        return decide(
-            jobs,
-            accounts=accounts,
-            transfers=await self._transfers(conn, t_keys),  # under the locks: current
-            # The core numbers from 0; the write statement adds the tenant's counter,
-            # under the tenant's lock (see _write_sql).
-            last_sequence=dict.fromkeys(tenant_ids(jobs), 0),
-            locked=set(a_keys),
-            now_us=now_us,
-        )
+    async def _perform(self, conn: asyncpg.Connection, step: Step) -> Any:
+        if isinstance(step, ReadTransfers):
+            return await self._per_tenant(conn, _SELECT_TRANSFERS, step.keys, transfer_from_row)
+        if isinstance(step, LockAccounts):
+            return await self._per_tenant(conn, _LOCK_ACCOUNTS, step.keys, account_from_row)
+        if isinstance(step, ReadCounters):
+            # The write statement adds the tenant's counter, under the tenant's
+            # lock (see _write_sql): the rows are numbered from 0 until then.
+            return dict.fromkeys(step.tenant_ids, 0)
+        if isinstance(step, FindKeys):
+            return await self._stored_keys(conn, step.keys, step.now_us)
+        for tenant in step.tenants:
+            await self._write_tenant(conn, tenant, step.now_us)
+        return None
 
+    @staticmethod
+    async def _per_tenant(
+        conn: asyncpg.Connection, sql: str, keys: list[Key], from_row: Callable[[Any], Any]
+    ) -> list[tuple[str, Any]]:
+        """One statement per tenant over its sorted ids (see _LOCK_ACCOUNTS)."""
+        found = []
+        for tenant_id, ids in by_tenant(keys).items():
+            found += [(tenant_id, from_row(r)) for r in await conn.fetch(sql, tenant_id, ids)]
+        return found
+
+    @staticmethod
     async def _stored_keys(
-        self, conn: asyncpg.Connection, keys: list[tuple[str, str]], now_us: int
-    ) -> dict[tuple[str, str], StoredKey]:
+        conn: asyncpg.Connection, keys: list[Key], now_us: int
+    ) -> dict[Key, StoredKey]:
         if not keys:
             return {}
         rows = await conn.fetch(_SELECT_KEYS, [k[0] for k in keys], [k[1] for k in keys])
+        # A key past its retention is new again: its old row makes way for the new one.
         expired = [(r[0], r[1]) for r in rows if r[2] <= now_us]
         if expired:
             await conn.execute(_DELETE_KEYS, [k[0] for k in expired], [k[1] for k in expired])
         return {(r[0], r[1]): stored_key_from_row(r[3:]) for r in rows if r[2] > now_us}
+
+    async def _write_tenant(self, conn: asyncpg.Connection, w: TenantWrite, now_us: int) -> None:
+        retention_us = self._settings.idempotency_retention_seconds * 1_000_000
+        c = w.changes
+        rows: dict[str, list[tuple[Any, ...]]] = {
+            "accounts_created": [account_row(a) for a in c.accounts_created],
+            "accounts_updated": [account_row(a) for a in c.accounts_updated],
+            "transfers_created": [transfer_row(t) for t in c.transfers_created],
+            "transfers_updated": [
+                (t.id, t.status.value, t.resolved_at_us) for t in c.transfers_updated
+            ],
+            "balances": [balance_row(b) for b in c.balance_changes],
+            "events": [event_row(e, d) for e, d in zip(c.events, w.event_data, strict=True)],
+            "keys": [
+                key_row(k.key, k.fingerprint, k.response, now_us, retention_us) for k in w.keys
+            ],
+            "audit": w.audit_rows,
+        }
+        parts = tuple(name for name in _WRITES if rows[name])
+        if not parts:
+            return  # every command of this tenant was refused: nothing to write
+        arrays = [
+            column for name in parts for column in _transpose(rows[name], len(_WRITES[name][0]))
+        ]
+        await conn.execute(_write_sql(parts), w.tenant_id, w.sequences_used, *arrays)
 
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         try:
@@ -458,78 +426,6 @@ class PostgresStore(Store):
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from exc
         return int(status.split()[-1])
-
-    @staticmethod
-    async def _transfers(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> list[Any]:
-        found = []
-        for tenant_id, ids in _by_tenant(keys):
-            rows = await conn.fetch(_SELECT_TRANSFERS, tenant_id, ids)
-            found += [(tenant_id, transfer_from_row(r)) for r in rows]
-        return found
-
-    async def _write(
-        self,
-        conn: asyncpg.Connection,
-        decision: Decision | None,
-        done: Finished,
-        now_us: int,
-    ) -> None:
-        retention_us = self._settings.idempotency_retention_seconds * 1_000_000
-        keys_by_tenant: dict[str, list[tuple[Any, ...]]] = {}
-        for r in done.key_rows:
-            row = key_row(r.key, r.fingerprint, r.response, now_us, retention_us)
-            keys_by_tenant.setdefault(r.tenant_id, []).append(row)
-        audit_by_tenant: dict[str, list[tuple[Any, ...]]] = {}
-        for tenant_id, row in done.audit_rows:
-            audit_by_tenant.setdefault(tenant_id, []).append(row)
-        changes = decision.changes if decision else {}
-        for tenant_id in sorted(changes.keys() | keys_by_tenant.keys() | audit_by_tenant.keys()):
-            c = changes.get(tenant_id, Changes())
-            rows: dict[str, list[tuple[Any, ...]]] = {
-                "accounts_created": [account_row(a) for a in c.accounts_created],
-                "accounts_updated": [account_row(a) for a in c.accounts_updated],
-                "transfers_created": [transfer_row(t) for t in c.transfers_created],
-                "transfers_updated": [
-                    (t.id, t.status.value, t.resolved_at_us) for t in c.transfers_updated
-                ],
-                "balances": [balance_row(b) for b in c.balance_changes],
-                "events": [event_row(e) for e in c.events],
-                "keys": keys_by_tenant.get(tenant_id, []),
-                "audit": audit_by_tenant.get(tenant_id, []),
-            }
-            parts = tuple(name for name in _WRITES if rows[name])
-            arrays = [
-                column for name in parts for column in _transpose(rows[name], len(_WRITES[name][0]))
-            ]
-            if not parts:
-                continue  # every command of this tenant was refused: nothing to write
-            assert decision is not None, "keys are stored only for jobs that ran"
-            sequences_used = decision.last_sequence[tenant_id]  # the core counted from 0
-            await conn.execute(_write_sql(parts), tenant_id, sequences_used, *arrays)
-
-    async def create_tenant(
-        self, tenant_id: str, name: str, key_id: str, secret_sha256: str, scopes: str, now_us: int
-    ) -> None:
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO tenants (id, name, created_at_us) VALUES ($1, $2, $3)",
-                    tenant_id,
-                    name,
-                    now_us,
-                )
-                await conn.execute(
-                    "INSERT INTO api_keys (id, tenant_id, name, secret_sha256, scopes,"
-                    " created_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
-                    key_id,
-                    tenant_id,
-                    "default",
-                    secret_sha256,
-                    scopes,
-                    now_us,
-                )
-        except _UNAVAILABLE as exc:
-            raise self._unavailable(exc) from exc
 
 
 class _PostgresTx:

@@ -20,8 +20,7 @@ from tally.core.model import (
     Transfer,
     TransferStatus,
 )
-from tally.idempotency import StoredKey, StoredResponse
-from tally.schemas import object_json
+from tally.storage.records import StoredKey, StoredResponse
 
 ACCOUNT_COLUMNS = (
     "id",
@@ -193,8 +192,8 @@ def balance_row(change: BalanceChange) -> tuple[Any, ...]:
     )
 
 
-def event_row(e: Event) -> tuple[Any, ...]:
-    return (e.sequence, e.type, e.created_at_us, object_json(e.data).decode())
+def event_row(e: Event, data: str) -> tuple[Any, ...]:
+    return (e.sequence, e.type, e.created_at_us, data)
 
 
 def key_row(

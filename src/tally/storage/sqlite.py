@@ -23,24 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from tally.config import Settings
-from tally.core import Changes, Outcome
 from tally.errors import Unavailable
-from tally.idempotency import StoredKey
-from tally.storage.base import Store, Tx, UniqueViolation
-from tally.storage.batch import (
-    Decision,
-    Job,
-    JobResult,
-    KeyRow,
-    StaleRead,
-    account_keys,
-    claim_keys,
-    decide,
-    finish,
-    plan_keys,
-    tenant_ids,
-    transfer_keys,
-)
+from tally.storage.records import StoredKey
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
     AUDIT_COLUMNS,
@@ -58,11 +42,25 @@ from tally.storage.rows import (
     transfer_from_row,
     transfer_row,
 )
+from tally.storage.store import Store, Tx, UniqueViolation
+from tally.storage.unit_of_work import (
+    FindKeys,
+    Key,
+    LockAccounts,
+    ReadCounters,
+    ReadTransfers,
+    Step,
+    Steps,
+    T,
+    TenantWrite,
+    TransactionConflict,
+    by_tenant,
+    drive,
+)
 
 log = logging.getLogger(__name__)
 
 READER_THREADS = 4
-ATTEMPTS_MAX = 3
 _DOLLAR_PARAM = re.compile(r"\$(\d+)")
 
 
@@ -177,68 +175,65 @@ class SqliteStore(Store):
 
     # -- writes -------------------------------------------------------------------------
 
-    async def execute(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
-        results: list[JobResult] = await self._write_run(lambda: self._execute_sync(jobs, now_us))
-        return results
+    async def transact(self, steps: Steps[T]) -> T:
+        result: T = await self._write_run(lambda: self._transact_sync(steps))
+        return result
 
-    def _execute_sync(self, jobs: Sequence[Job], now_us: int) -> list[JobResult]:
+    def _transact_sync(self, steps: Steps[T]) -> T:
         conn = self._connection()
-        for attempt in range(1, ATTEMPTS_MAX + 1):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                plan = plan_keys(jobs, self._stored_keys(conn, claim_keys(jobs), now_us))
-                run = [jobs[i] for i in plan.run]
-                outcomes: list[list[Outcome]] = []
-                if run:
-                    decision = self._decide(conn, run, now_us)
-                    self._write(conn, decision)
-                    outcomes = decision.outcomes
-                done = finish(jobs, plan, outcomes, now_us)
-                self._write_keys(conn, done.key_rows, now_us)
-                conn.executemany(_INSERT_AUDIT, [(t, *row) for t, row in done.audit_rows])
-                conn.execute("COMMIT")
-                return done.results
-            except (sqlite3.IntegrityError, StaleRead):
-                conn.execute("ROLLBACK")
-                # Only another process writing the same file can cause this.
-                if attempt == ATTEMPTS_MAX:
-                    raise sqlite3.OperationalError("write kept conflicting") from None
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        raise AssertionError("unreachable")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = drive(steps, lambda step: self._perform(conn, step))
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            # Only another process writing the same file can cause this.
+            raise TransactionConflict(str(exc)) from exc
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
-    def _decide(self, conn: sqlite3.Connection, jobs: Sequence[Job], now_us: int) -> Decision:
-        t_keys = transfer_keys(jobs)
-        seen = self._transfers(conn, t_keys)
-        a_keys = account_keys(jobs, seen)
-        accounts: list[tuple[str, Any]] = []
-        for tenant_id, ids in _group(a_keys).items():
+    def _perform(self, conn: sqlite3.Connection, step: Step) -> Any:
+        # BEGIN IMMEDIATE holds SQLite's one write lock, so every read here is
+        # current and no row needs a lock of its own.
+        if isinstance(step, ReadTransfers):
+            return self._select_by_tenant(conn, step.keys, "transfers", transfer_from_row)
+        if isinstance(step, LockAccounts):
+            return self._select_by_tenant(conn, step.keys, "accounts", account_from_row)
+        if isinstance(step, ReadCounters):
+            return dict(
+                conn.execute(
+                    f"SELECT id, event_sequence FROM tenants WHERE id {_IN_JSON}",
+                    (json.dumps(step.tenant_ids),),
+                ).fetchall()
+            )
+        if isinstance(step, FindKeys):
+            return self._stored_keys(conn, step.keys, step.now_us)
+        for tenant in step.tenants:
+            self._write_tenant(conn, tenant, step.now_us)
+        return None
+
+    @staticmethod
+    def _select_by_tenant(
+        conn: sqlite3.Connection, keys: list[Key], table: str, from_row: Any
+    ) -> list[tuple[str, Any]]:
+        names = ACCOUNT_COLUMNS if table == "accounts" else TRANSFER_COLUMNS
+        found: list[tuple[str, Any]] = []
+        for tenant_id, ids in by_tenant(keys).items():
             rows = conn.execute(
-                f"SELECT {columns(ACCOUNT_COLUMNS)} FROM accounts"
-                f" WHERE tenant_id = ? AND id {_IN_JSON}",
+                f"SELECT {columns(names)} FROM {table} WHERE tenant_id = ? AND id {_IN_JSON}",
                 (tenant_id, json.dumps(ids)),
             ).fetchall()
-            accounts.extend((tenant_id, account_from_row(r)) for r in rows)
-        tenants = conn.execute(
-            f"SELECT id, event_sequence FROM tenants WHERE id {_IN_JSON}",
-            (json.dumps(tenant_ids(jobs)),),
-        ).fetchall()
-        return decide(
-            jobs,
-            accounts=accounts,
-            transfers=seen,  # BEGIN IMMEDIATE already excludes other writers
-            last_sequence=dict(tenants),
-            locked=set(a_keys),
-            now_us=now_us,
-        )
+            found.extend((tenant_id, from_row(r)) for r in rows)
+        return found
 
     @staticmethod
     def _stored_keys(
-        conn: sqlite3.Connection, keys: list[tuple[str, str]], now_us: int
-    ) -> dict[tuple[str, str], StoredKey]:
-        stored: dict[tuple[str, str], StoredKey] = {}
-        for tenant_id, names in _group(keys).items():
+        conn: sqlite3.Connection, keys: list[Key], now_us: int
+    ) -> dict[Key, StoredKey]:
+        stored: dict[Key, StoredKey] = {}
+        for tenant_id, names in by_tenant(keys).items():
             rows = conn.execute(
                 "SELECT key, fingerprint, status_code, headers, body FROM idempotency_keys"
                 f" WHERE tenant_id = ? AND expires_at_us > ? AND key {_IN_JSON}",
@@ -247,20 +242,47 @@ class SqliteStore(Store):
             stored.update({(tenant_id, r[0]): stored_key_from_row(r[1:]) for r in rows})
         return stored
 
-    def _write_keys(self, conn: sqlite3.Connection, rows: list[KeyRow], now_us: int) -> None:
-        retention_us = self._settings.idempotency_retention_seconds * 1_000_000
-        for r in rows:
-            # A key past its retention is new again: its old row makes way.
+    def _write_tenant(self, conn: sqlite3.Connection, w: TenantWrite, now_us: int) -> None:
+        tenant_id, c = w.tenant_id, w.changes
+
+        def rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            return [(tenant_id, *v) for v in values]
+
+        conn.executemany(_INSERT_ACCOUNTS, rows([account_row(a) for a in c.accounts_created]))
+        conn.executemany(
+            _UPDATE_ACCOUNTS,
+            [(*account_row(a)[1:], tenant_id, a.id) for a in c.accounts_updated],
+        )
+        conn.executemany(_INSERT_TRANSFERS, rows([transfer_row(t) for t in c.transfers_created]))
+        conn.executemany(
+            "UPDATE transfers SET status = ?, resolved_at_us = ? WHERE tenant_id = ? AND id = ?",
+            [(t.status.value, t.resolved_at_us, tenant_id, t.id) for t in c.transfers_updated],
+        )
+        conn.executemany(_INSERT_BALANCES, rows([balance_row(b) for b in c.balance_changes]))
+        events = [event_row(e, d) for e, d in zip(c.events, w.event_data, strict=True)]
+        conn.executemany(_INSERT_EVENTS, rows(events))
+        if w.sequences_used:
             conn.execute(
-                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ?"
-                " AND expires_at_us <= ?",
-                (r.tenant_id, r.key, now_us),
+                "UPDATE tenants SET event_sequence = event_sequence + ? WHERE id = ?",
+                (w.sequences_used, tenant_id),
             )
+        self._write_keys(conn, tenant_id, w, now_us)
+        conn.executemany(_INSERT_AUDIT, rows(w.audit_rows))
+
+    def _write_keys(
+        self, conn: sqlite3.Connection, tenant_id: str, w: TenantWrite, now_us: int
+    ) -> None:
+        retention_us = self._settings.idempotency_retention_seconds * 1_000_000
+        # A key past its retention is new again: its old row makes way.
+        conn.executemany(
+            "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND expires_at_us <= ?",
+            [(tenant_id, k.key, now_us) for k in w.keys],
+        )
         conn.executemany(
             _INSERT_KEYS,
             [
-                (r.tenant_id, *key_row(r.key, r.fingerprint, r.response, now_us, retention_us))
-                for r in rows
+                (tenant_id, *key_row(k.key, k.fingerprint, k.response, now_us, retention_us))
+                for k in w.keys
             ],
         )
 
@@ -276,68 +298,6 @@ class SqliteStore(Store):
         # On the writer thread: SQLite has one writer, and this is a write.
         purged: int = await self._write_run(run)
         return purged
-
-    @staticmethod
-    def _transfers(conn: sqlite3.Connection, keys: list[tuple[str, str]]) -> list[Any]:
-        found: list[tuple[str, Any]] = []
-        for tenant_id, ids in _group(keys).items():
-            rows = conn.execute(
-                f"SELECT {columns(TRANSFER_COLUMNS)} FROM transfers"
-                f" WHERE tenant_id = ? AND id {_IN_JSON}",
-                (tenant_id, json.dumps(ids)),
-            ).fetchall()
-            found.extend((tenant_id, transfer_from_row(r)) for r in rows)
-        return found
-
-    def _write(self, conn: sqlite3.Connection, decision: Decision) -> None:
-        for tenant_id, changes in decision.changes.items():
-            self._write_tenant(conn, tenant_id, changes)
-            if changes.events:
-                conn.execute(
-                    "UPDATE tenants SET event_sequence = ? WHERE id = ?",
-                    (decision.last_sequence[tenant_id], tenant_id),
-                )
-
-    @staticmethod
-    def _write_tenant(conn: sqlite3.Connection, tenant_id: str, c: Changes) -> None:
-        def rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-            return [(tenant_id, *v) for v in values]
-
-        conn.executemany(_INSERT_ACCOUNTS, rows([account_row(a) for a in c.accounts_created]))
-        conn.executemany(
-            _UPDATE_ACCOUNTS,
-            [(*account_row(a)[1:], tenant_id, a.id) for a in c.accounts_updated],
-        )
-        conn.executemany(_INSERT_TRANSFERS, rows([transfer_row(t) for t in c.transfers_created]))
-        conn.executemany(
-            "UPDATE transfers SET status = ?, resolved_at_us = ? WHERE tenant_id = ? AND id = ?",
-            [(t.status.value, t.resolved_at_us, tenant_id, t.id) for t in c.transfers_updated],
-        )
-        conn.executemany(_INSERT_BALANCES, rows([balance_row(b) for b in c.balance_changes]))
-        conn.executemany(_INSERT_EVENTS, rows([event_row(e) for e in c.events]))
-
-    async def create_tenant(
-        self, tenant_id: str, name: str, key_id: str, secret_sha256: str, scopes: str, now_us: int
-    ) -> None:
-        def run() -> None:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "INSERT INTO tenants (id, name, created_at_us) VALUES (?, ?, ?)",
-                    (tenant_id, name, now_us),
-                )
-                conn.execute(
-                    "INSERT INTO api_keys (id, tenant_id, name, secret_sha256, scopes,"
-                    " created_at_us) VALUES (?, ?, ?, ?, ?, ?)",
-                    (key_id, tenant_id, "default", secret_sha256, scopes, now_us),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-        await self._write_run(run)
 
 
 class _SqliteTx:
@@ -364,10 +324,3 @@ class _SqliteTx:
             if "UNIQUE" in str(exc):
                 raise UniqueViolation(str(exc)) from exc
             raise
-
-
-def _group(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for tenant_id, object_id in keys:
-        grouped.setdefault(tenant_id, []).append(object_id)
-    return grouped

@@ -1,0 +1,264 @@
+"""The endpoint framework: how a route is described, and what runs around its handler.
+
+A route is a ``RouteSpec``: its method, path, schemas, status codes, scope and
+handler, declared beside the handler with ``RouteTable.route``. The router and
+the OpenAPI document are both built from the same specs, so the published
+contract cannot name a route, field or error that the server does not have, or
+miss one it does.
+
+Around every handler, ``endpoint`` runs the same steps: authenticate, take a
+rate-limit token, check the scope, parse the Idempotency-Key, then render any
+error as problem details, record the request in the audit log and measure it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally.api.parsing import decode, idempotency_key, query_int, read_body
+from tally.api.problems import problem_response, request_id_of
+from tally.audit import AuditContext
+from tally.config import Settings
+from tally.errors import (
+    Forbidden,
+    IdempotencyKeyRequired,
+    NotFound,
+    TallyError,
+    Unauthenticated,
+)
+from tally.identity import ADMIN, Principal
+from tally.ledger import WriteContext
+from tally.ledger.idempotency import Claim, fingerprint
+from tally.ledger.transaction import Answer
+from tally.services import Services
+from tally.support.ids import is_valid_id
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("tally_http_requests", "HTTP requests served.", ("method", "route", "status"))
+REQUEST_SECONDS = Histogram(
+    "tally_http_request_seconds",
+    "Time to serve an HTTP request.",
+    ("method", "route"),
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+Handler = Callable[["Call"], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # "path", "query" or "header"
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    handler: Handler
+    scope: str  # "" for routes any authenticated caller (or anyone, see auth) may use
+    # Status -> response schema; a tuple is "one of these" (see listAccountBalances).
+    success: dict[int, type | tuple[type, ...] | None]
+    request: type | None = None
+    errors: tuple[int, ...] = ()
+    params: tuple[Param, ...] = ()
+    tag: str = ""
+    auth: bool = True  # False: sign-up, login, refresh (the caller has no credential yet)
+    idempotency_key: bool = True  # takes Idempotency-Key (ledger writes; api.md §3)
+
+    @property
+    def mutating(self) -> bool:
+        return self.method in ("POST", "PATCH", "PUT", "DELETE")
+
+    @property
+    def keyed(self) -> bool:
+        return self.idempotency_key and self.method in ("POST", "PATCH")
+
+
+@dataclass(slots=True)
+class RouteTable:
+    """The routes of one area, in the order the OpenAPI document lists them."""
+
+    tag: str
+    specs: list[RouteSpec] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        operation_id: str,
+        summary: str,
+        *,
+        scope: str,
+        success: dict[int, type | tuple[type, ...] | None],
+        request: type | None = None,
+        errors: tuple[int, ...] = (),
+        params: tuple[Param, ...] = (),
+        auth: bool = True,
+        idempotency_key: bool = True,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            spec = RouteSpec(
+                method, path, operation_id, summary, handler, scope, success, request,
+                errors, params, self.tag, auth, idempotency_key,
+            )  # fmt: skip
+            self.specs.append(spec)
+            return handler
+
+        return register
+
+
+@dataclass(slots=True)
+class Call:
+    """What a handler gets: the request, its caller, and the services."""
+
+    request: Request
+    principal_or_none: Principal | None
+    services: Services
+    settings: Settings
+    audit: AuditContext | None = None  # set for mutating routes
+    idempotency_key: str | None = None
+    raw_body: bytes = b""
+
+    @property
+    def principal(self) -> Principal:
+        assert self.principal_or_none is not None, "an authenticated route"
+        return self.principal_or_none
+
+    @property
+    def tenant_id(self) -> str:
+        return self.principal.tenant_id
+
+    @property
+    def request_id(self) -> str | None:
+        return request_id_of(self.request)
+
+    @property
+    def client_address(self) -> str | None:
+        return client_address(self.request)
+
+    @property
+    def claim(self) -> Claim | None:
+        """The request's idempotency claim; call after ``body()``."""
+        if self.idempotency_key is None:
+            return None
+        r = self.request
+        return Claim(self.idempotency_key, fingerprint(r.method, r.url.path, self.raw_body))
+
+    def write_context(self, answer: Answer) -> WriteContext:
+        """How a ledger write of this request is answered, keyed and audited."""
+        return WriteContext(answer=answer, claim=self.claim, audit=self.audit)
+
+    def path_id(self, name: str = "id") -> str:
+        value: str = self.request.path_params[name]
+        if not is_valid_id(value):
+            # No object can have such an id, so it is simply not there.
+            raise NotFound(f"No object with id {value!r}.")
+        return value
+
+    async def body(self, schema: type[Any], *, empty_ok: bool = False) -> Any:
+        self.raw_body = await read_body(
+            self.request, self.settings.body_bytes_max, empty_ok=empty_ok
+        )
+        return decode(self.raw_body, schema)
+
+    def limit(self) -> int:
+        s = self.settings
+        return query_int(self.request, "limit", s.page_limit_default, 1, s.page_limit_max)
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
+def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
+    """The Starlette endpoint of a route: authenticate, limit, authorize, run, render
+    errors, audit, measure."""
+    settings = services.settings
+
+    async def run(request: Request) -> Response:
+        started = time.perf_counter()
+        ctx = None
+        if spec.mutating:
+            ctx = AuditContext(spec.operation_id, request_id_of(request), client_address(request))
+        limit_headers: dict[str, str] = {}
+        code = None
+        try:
+            principal, limit_headers = await _admit(spec, services, request, ctx)
+            _authorize(spec, principal)
+            call = Call(request, principal, services, settings, audit=ctx)
+            if spec.keyed:
+                call.idempotency_key = idempotency_key(request.headers.getlist("idempotency-key"))
+                required = settings.require_idempotency_key and spec.method == "POST"
+                if call.idempotency_key is None and required:
+                    raise IdempotencyKeyRequired("Send an Idempotency-Key header.")
+            response = await spec.handler(call)
+        except TallyError as error:
+            code = error.code
+            response = problem_response(error, request)
+        except Exception:
+            # A bug. The client learns only that, and the request id to report it by.
+            log.exception("unhandled error in %s", spec.operation_id)
+            code = "internal_error"
+            response = problem_response(TallyError("An unexpected error occurred."), request)
+        for name, value in limit_headers.items():
+            # A handler's own limit (login's) speaks for the request, not ours.
+            if name not in response.headers:
+                response.headers[name] = value
+        if ctx is not None and not ctx.recorded:
+            # It changed nothing (refused, or replayed): the appender records it.
+            if "idempotent-replayed" in response.headers:
+                code = "idempotent_replayed"
+            await services.audit_appender.append(
+                ctx.row(response.status_code, code, services.clock())
+            )
+        REQUESTS.labels(spec.method, spec.path, response.status_code).inc()
+        REQUEST_SECONDS.labels(spec.method, spec.path).observe(time.perf_counter() - started)
+        return response
+
+    run.__name__ = spec.operation_id
+    return run
+
+
+async def _admit(
+    spec: RouteSpec, services: Services, request: Request, ctx: AuditContext | None
+) -> tuple[Principal | None, dict[str, str]]:
+    """Who is calling, and the rate-limit headers their request earned; or the
+    error that stops it (401, 429)."""
+    if not spec.auth:
+        return None, await services.limits.for_address(client_address(request))
+    try:
+        principal = await services.authenticator.authenticate(request.headers.get("authorization"))
+    except Unauthenticated:
+        # A flood of bad credentials from one address runs into that address's
+        # bucket (429), so guessing keys or tokens, and the audit rows of the
+        # failures, are bounded like any other traffic.
+        await services.limits.for_address(client_address(request))
+        raise
+    if ctx is not None:
+        ctx.tenant_id = principal.tenant_id
+        ctx.actor_type, ctx.actor_id = principal.actor_type, principal.actor_id
+    headers = await services.limits.for_credential(principal.actor_type, principal.actor_id)
+    return principal, headers
+
+
+def _authorize(spec: RouteSpec, principal: Principal | None) -> None:
+    if principal is None or not spec.scope:
+        return
+    if spec.scope not in principal.scopes and ADMIN not in principal.scopes:
+        raise Forbidden(f"This credential lacks the {spec.scope} scope.")

@@ -1,0 +1,104 @@
+"""What every response carries: a request id and the security headers."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tally.api.problems import problem_response
+from tally.api.router import ApiRouter, Dispatch
+from tally.errors import MalformedRequest
+from tally.support.ids import new_id
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+# Sent with every response unless the endpoint set its own (the /docs page sets a
+# CSP that lets it load its script). The API answers JSON, never a page to frame,
+# so the strictest values cost nothing.
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+# Only over TLS (RFC 6797 §7.2: a browser ignores it over plain HTTP anyway).
+_HSTS = b"max-age=63072000; includeSubDomains"
+_CORS_HEADERS = ["authorization", "content-type", "idempotency-key", "if-match", "request-id"]
+_CORS_EXPOSED = [
+    "request-id",
+    "etag",
+    "location",
+    "retry-after",
+    "ratelimit",
+    "ratelimit-policy",
+    "idempotent-replayed",
+]
+
+
+class ApiMiddleware:
+    """Every response gets a ``Request-Id`` (the client's, if it sent a sane one)
+    and the headers every API response should carry, CORS preflights included:
+    CORS (when configured) runs inside this, around the dispatch."""
+
+    def __init__(self, app: ASGIApp, router: ApiRouter, cors_origins: list[str]) -> None:
+        self.app = app
+        self.inner: ASGIApp = Dispatch(app, router)
+        if cors_origins:  # off by default: only the origins an operator names
+            self.inner = CORSMiddleware(
+                self.inner,
+                allow_origins=cors_origins,
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_headers=_CORS_HEADERS,
+                expose_headers=_CORS_EXPOSED,
+                max_age=600,
+            )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"request-id":
+                text = value.decode("latin-1")
+                request_id = text if _CLIENT_REQUEST_ID.match(text) else None
+        request_id = request_id or new_id("req")
+        scope.setdefault("state", {})["request_id"] = request_id
+        https = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"request-id", request_id.encode()))
+                names = {h[0] for h in headers}
+                for name, value in _SECURITY_HEADERS:
+                    if name not in names:
+                        headers.append((name, value))
+                if https:
+                    headers.append((b"strict-transport-security", _HSTS))
+                message["headers"] = headers
+            await send(message)
+
+        if not _utf8(scope.get("query_string", b"")):
+            # Starlette decodes it as UTF-8 wherever it builds request.url (404s, 405s)
+            # and raises otherwise. uvicorn refuses such a request itself; the app
+            # does not count on every server doing so.
+            bad = MalformedRequest("The query string is not valid UTF-8.")
+            await problem_response(bad, Request(scope))(scope, receive, send_with_headers)
+            return
+        await self.inner(scope, receive, send_with_headers)
+
+
+def _utf8(data: bytes) -> bool:
+    if data.isascii():  # nearly always: a percent-encoded query string
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,114 @@
+"""The hash chain over the audit log: seal new rows onto it, verify it whole."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tally.audit.context import FIELDS
+from tally.storage import Store
+
+
+def chain_hash(previous_hash: str, seq: int, values: Sequence[Any]) -> str:
+    canonical = json.dumps([seq, *values], separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(f"{previous_hash}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The newest sealed row's number and hash: keep a copy elsewhere, so that even
+    a rewrite of the whole table is detected."""
+
+    seq: int
+    hash: str
+
+
+async def read_head(store: Store) -> ChainHead:
+    rows = await store.fetch("SELECT head_seq, head_hash FROM audit_chain WHERE id = 1")
+    return ChainHead(int(rows[0][0]), str(rows[0][1]))
+
+
+async def seal(store: Store, rows_max: int) -> int:
+    """Seal up to ``rows_max`` rows onto the chain; returns how many."""
+    async with store.transaction() as tx:
+        # The update takes the head's row lock: sealers in other processes wait, then
+        # see these rows sealed (each statement reads what is committed by then).
+        await tx.execute("UPDATE audit_chain SET head_seq = head_seq WHERE id = 1")
+        head = await tx.fetch("SELECT head_seq, head_hash FROM audit_chain WHERE id = 1")
+        seq, previous = int(head[0][0]), str(head[0][1])
+        rows = await tx.fetch(
+            f"SELECT id, {', '.join(FIELDS)} FROM audit_events WHERE chain_seq IS NULL"
+            " ORDER BY id LIMIT $1",
+            rows_max,
+        )
+        for row in rows:
+            seq += 1
+            previous = chain_hash(previous, seq, row[1:])
+            await tx.execute(
+                "UPDATE audit_events SET chain_seq = $2, chain_hash = $3 WHERE id = $1",
+                row[0],
+                seq,
+                previous,
+            )
+        if rows:
+            await tx.execute(
+                "UPDATE audit_chain SET head_seq = $1, head_hash = $2 WHERE id = 1", seq, previous
+            )
+    return len(rows)
+
+
+@dataclass
+class Verdict:
+    sealed: int = 0
+    unsealed: int = 0
+    head_seq: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify(
+    store: Store, *, page_rows: int = 5_000, on_page: Callable[[int], None] | None = None
+) -> Verdict:
+    """Walk the whole chain; name every row that was edited, deleted or added."""
+    verdict = Verdict()
+    head = await read_head(store)
+    head_seq, head_hash = head.seq, head.hash
+    verdict.head_seq = head_seq
+    expected_seq, previous = 1, ""
+    while True:
+        rows = await store.fetch(
+            f"SELECT chain_seq, chain_hash, id, {', '.join(FIELDS)} FROM audit_events"
+            " WHERE chain_seq >= $1 ORDER BY chain_seq LIMIT $2",
+            expected_seq,
+            page_rows,
+        )
+        for row in rows:
+            seq, stored = int(row[0]), str(row[1])
+            if seq != expected_seq:
+                verdict.problems.append(
+                    f"rows {expected_seq}..{seq - 1} of the chain are missing (deleted)"
+                )
+            if chain_hash(previous, seq, row[3:]) != stored:
+                verdict.problems.append(f"row {seq} (id {row[2]}) was edited: its hash differs")
+            previous, expected_seq = stored, seq + 1
+            verdict.sealed += 1
+        if on_page is not None:
+            on_page(verdict.sealed)
+        if len(rows) < page_rows:
+            break
+    last_seq = expected_seq - 1
+    if last_seq < head_seq:
+        verdict.problems.append(f"rows {last_seq + 1}..{head_seq} at the end are missing")
+    elif last_seq > head_seq:
+        verdict.problems.append(f"rows {head_seq + 1}..{last_seq} were added past the head")
+    elif last_seq == head_seq and head_seq and previous != head_hash:
+        verdict.problems.append("the last row does not match the chain head")
+    unsealed = await store.fetch("SELECT COUNT(*) FROM audit_events WHERE chain_seq IS NULL")
+    verdict.unsealed = int(unsealed[0][0])
+    return verdict

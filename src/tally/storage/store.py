@@ -1,0 +1,229 @@
+"""What every storage adapter offers, and the ledger reads they share.
+
+Reads are written once, in PostgreSQL's ``$n`` parameter style; the SQLite
+adapter rewrites them to its ``?n`` style. Each read is a single statement, so a
+page comes from one consistent snapshot on both backends. Every ledger query
+names the tenant: there is no way to read across tenants through this class.
+
+Writes come in two kinds. The ledger's go through ``transact`` (the steps of
+``storage.unit_of_work``); the small writes of identity and the audit log go
+through ``transaction()``, a plain transaction of ``$n`` statements.
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from tally.core import Account, Transfer
+from tally.storage.records import BalanceRecord, EventRecord, StoredKey, TransferFilter
+from tally.storage.rows import (
+    ACCOUNT_COLUMNS,
+    TRANSFER_COLUMNS,
+    Row,
+    account_from_row,
+    columns,
+    stored_key_from_row,
+    transfer_from_row,
+)
+from tally.storage.unit_of_work import Steps, T
+
+
+class UniqueViolation(Exception):
+    """An insert or update collided with a unique key (an email, a token); the
+    transaction is rolled back. Callers turn it into the domain's 409."""
+
+
+class Tx(Protocol):
+    """One open transaction: statements in the ``$n`` style, on either backend."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; return the number of rows it changed."""
+        ...
+
+
+_SELECT_BALANCES = (
+    "SELECT version, transfer_id, debits_pending, debits_posted, credits_pending,"
+    " credits_posted, created_at_us FROM account_balances"
+    " WHERE tenant_id = $1 AND account_id = $2"
+)
+
+
+class Store(abc.ABC):
+    """A database holding Tally's ledger; one per server process."""
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise Unavailable unless the database answers."""
+
+    # -- writes -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def transact(self, steps: Steps[T]) -> T:
+        """Perform a write transaction's steps (storage.unit_of_work) in one
+        transaction, and commit. A lost race raises TransactionConflict (the caller
+        may run it again); a database that is away, Unavailable."""
+
+    @abc.abstractmethod
+    async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
+        """Delete at most ``limit`` keys past their retention; return how many."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """A transaction for the small writes outside the ledger (identity, audit).
+
+        It commits when the block ends and rolls back if it raises. A unique key
+        collision raises ``UniqueViolation``; an unreachable database, Unavailable.
+        Keep the block short: on SQLite it holds the one write lock.
+        """
+
+    # -- the primitive every read goes through -----------------------------------------
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def metadata_equals(self, key_param: int, value_param: int) -> str:
+        """SQL that is true when metadata[key] = value, with the key as a param."""
+
+    @abc.abstractmethod
+    def metadata_key_arg(self, key: str) -> str: ...
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def find_idempotency_key(self, tenant_id: str, key: str, now_us: int) -> StoredKey | None:
+        rows = await self.fetch(
+            "SELECT fingerprint, status_code, headers, body FROM idempotency_keys"
+            " WHERE tenant_id = $1 AND key = $2 AND expires_at_us > $3",
+            tenant_id,
+            key,
+            now_us,
+        )
+        return stored_key_from_row(rows[0]) if rows else None
+
+    async def get_account(self, tenant_id: str, account_id: str) -> Account | None:
+        rows = await self.fetch(
+            f"SELECT {columns(ACCOUNT_COLUMNS)} FROM accounts WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            account_id,
+        )
+        return account_from_row(rows[0]) if rows else None
+
+    async def list_accounts(
+        self,
+        tenant_id: str,
+        *,
+        after_sequence: int,
+        limit: int,
+        currency: str | None = None,
+        status: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> list[Account]:
+        where = ["tenant_id = $1", "sequence > $2"]
+        args: list[Any] = [tenant_id, after_sequence]
+        if currency is not None:
+            args.append(currency)
+            where.append(f"currency = ${len(args)}")
+        if status is not None:
+            args.append(status)
+            where.append(f"status = ${len(args)}")
+        for key, value in (metadata or {}).items():
+            args.extend((self.metadata_key_arg(key), value))
+            where.append(self.metadata_equals(len(args) - 1, len(args)))
+        args.append(limit)
+        rows = await self.fetch(
+            f"SELECT {columns(ACCOUNT_COLUMNS)} FROM accounts WHERE {' AND '.join(where)}"
+            f" ORDER BY sequence LIMIT ${len(args)}",
+            *args,
+        )
+        return [account_from_row(r) for r in rows]
+
+    async def get_transfer(self, tenant_id: str, transfer_id: str) -> Transfer | None:
+        rows = await self.fetch(
+            f"SELECT {columns(TRANSFER_COLUMNS)} FROM transfers WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            transfer_id,
+        )
+        return transfer_from_row(rows[0]) if rows else None
+
+    async def list_transfers(
+        self, tenant_id: str, f: TransferFilter, *, cursor: int | None, limit: int
+    ) -> list[Transfer]:
+        where = ["tenant_id = $1"]
+        args: list[Any] = [tenant_id]
+        if cursor is not None:
+            args.append(cursor)
+            where.append(f"sequence {'<' if f.descending else '>'} ${len(args)}")
+        if f.account_id is not None:
+            args.append(f.account_id)
+            where.append(f"(debit_account_id = ${len(args)} OR credit_account_id = ${len(args)})")
+        if f.status is not None:
+            args.append(f.status)
+            where.append(f"status = ${len(args)}")
+        if f.created_after_us is not None:
+            args.append(f.created_after_us)
+            where.append(f"created_at_us > ${len(args)}")
+        if f.created_before_us is not None:
+            args.append(f.created_before_us)
+            where.append(f"created_at_us < ${len(args)}")
+        args.append(limit)
+        rows = await self.fetch(
+            f"SELECT {columns(TRANSFER_COLUMNS)} FROM transfers WHERE {' AND '.join(where)}"
+            f" ORDER BY sequence {'DESC' if f.descending else 'ASC'} LIMIT ${len(args)}",
+            *args,
+        )
+        return [transfer_from_row(r) for r in rows]
+
+    async def list_balances(
+        self, tenant_id: str, account_id: str, *, before_version: int | None, limit: int
+    ) -> list[BalanceRecord]:
+        rows = await self.fetch(
+            f"{_SELECT_BALANCES} AND version < $3 ORDER BY version DESC LIMIT $4",
+            tenant_id,
+            account_id,
+            before_version or 2**62,
+            limit,
+        )
+        return [BalanceRecord(*r) for r in rows]
+
+    async def balance_at(self, tenant_id: str, account_id: str, at_us: int) -> BalanceRecord | None:
+        rows = await self.fetch(
+            f"{_SELECT_BALANCES} AND created_at_us <= $3"
+            " ORDER BY created_at_us DESC, version DESC LIMIT 1",
+            tenant_id,
+            account_id,
+            at_us,
+        )
+        return BalanceRecord(*rows[0]) if rows else None
+
+    async def list_events(self, tenant_id: str, *, after: int, limit: int) -> list[EventRecord]:
+        rows = await self.fetch(
+            "SELECT sequence, type, created_at_us, data FROM events"
+            " WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+            tenant_id,
+            after,
+            limit,
+        )
+        return [EventRecord(*r) for r in rows]
+
+    async def due_pending_transfers(self, now_us: int, limit: int) -> list[tuple[str, str]]:
+        """(tenant, transfer id) of pending transfers past their deadline."""
+        rows = await self.fetch(
+            "SELECT tenant_id, id FROM transfers"
+            " WHERE status = 'pending' AND expires_at_us IS NOT NULL AND expires_at_us <= $1"
+            " ORDER BY expires_at_us LIMIT $2",
+            now_us,
+            limit,
+        )
+        return [(r[0], r[1]) for r in rows]

@@ -1,0 +1,157 @@
+"""The batching writer against the real stores: bounded, batching, failing safe."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from tally.api import create_app
+from tally.api.problems import status_of
+from tally.config import Settings
+from tally.core import CreateAccount, Outcome, Status
+from tally.errors import Unavailable
+from tally.ledger.transaction import Job, JobResult, execute
+from tally.ledger.writer import Writer
+from tally.storage import make_store
+from tally.storage.unit_of_work import Steps, T
+from tests.conftest import create_tenant
+
+
+class CountingStore:
+    """The real store, counting its write transactions (a spy, not a stand-in)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.inner = make_store(Settings(database_url=database_url))
+        self.transactions = 0
+
+    async def transact(self, steps: Steps[T]) -> T:
+        self.transactions += 1
+        return await self.inner.transact(steps)
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_requests_waiting_together_share_one_transaction(database_url: str) -> None:
+    tenant_id, _ = create_tenant(database_url)
+
+    async def scenario() -> tuple[int, list[JobResult]]:
+        store = CountingStore(database_url)
+        await store.inner.open()
+        writer = Writer(store, queue_commands_max=100, batch_commands_max=100)  # type: ignore[arg-type]
+        # Queue 50 requests before the writer runs: they must commit together.
+        pending = [
+            asyncio.ensure_future(writer.submit(tenant_id, [CreateAccount(f"w{i}", "USD")]))
+            for i in range(50)
+        ]
+        await asyncio.sleep(0)
+        writer.start()
+        results = await asyncio.gather(*pending)
+        await writer.stop()
+        await store.inner.close()
+        return store.transactions, results
+
+    transactions, results = run(scenario())  # type: ignore[misc]
+    assert transactions == 1
+    assert all(result.outcomes[0].status is Status.CREATED for result in results)
+
+
+def test_a_full_queue_refuses_with_unavailable_and_loses_nothing_queued(
+    database_url: str,
+) -> None:
+    tenant_id, _ = create_tenant(database_url)
+
+    async def scenario() -> tuple[Outcome, Unavailable]:
+        store = make_store(Settings(database_url=database_url))
+        await store.open()
+        writer = Writer(store, queue_commands_max=1, batch_commands_max=10)
+        first = asyncio.ensure_future(writer.submit(tenant_id, [CreateAccount("q1", "USD")]))
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable) as refused:
+            await writer.submit(tenant_id, [CreateAccount("q2", "USD")])
+        writer.start()
+        (outcome,) = (await first).outcomes
+        await writer.stop()
+        await store.close()
+        return outcome, refused.value
+
+    outcome, refused = run(scenario())  # type: ignore[misc]
+    assert outcome.status is Status.CREATED
+    assert status_of(refused) == 503
+    assert refused.retry_after_seconds == 1
+
+
+def test_a_full_queue_is_a_503_with_retry_after_over_http(database_url: str) -> None:
+    _, api_key = create_tenant(database_url)
+    settings = Settings(database_url=database_url, writer_queue_commands_max=1)
+    with TestClient(create_app(settings)) as client:
+        r = client.post(
+            "/v1/transfers/batch",
+            json={
+                "transfers": [
+                    {"debit_account_id": "a", "credit_account_id": "b", "amount": 1},
+                    {"debit_account_id": "a", "credit_account_id": "b", "amount": 1},
+                ]
+            },
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+    assert r.status_code == 503
+    assert r.json()["code"] == "unavailable"
+    assert r.headers["retry-after"] == "1"
+
+
+def test_an_unreachable_database_is_a_503_with_retry_after_never_a_500() -> None:
+    settings = Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/readyz")
+        write = client.post(
+            "/v1/accounts",
+            json={"currency": "USD"},
+            headers={"Authorization": "Bearer tly_aaaaaaaaaaaaaaaa_secret"},
+        )
+        assert client.get("/healthz").status_code == 200
+    for r in (ready, write):
+        assert r.status_code == 503
+        assert r.json()["code"] == "unavailable"
+        assert int(r.headers["retry-after"]) >= 1
+
+
+def test_a_commit_whose_answer_is_lost_is_a_503_that_does_not_claim_nothing_changed(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the bank test (PostgreSQL crashed with pg_ctl -m immediate): a 503
+    # said "nothing was changed" for writes whose COMMIT had reached the WAL.
+    # Here the commit happens and then its answer is lost, as in such a crash.
+    tenant_id, _ = create_tenant(postgres_url)
+    commit = asyncpg.transaction.Transaction._Transaction__commit  # type: ignore[attr-defined]
+
+    async def commit_then_lose_the_answer(self: asyncpg.transaction.Transaction) -> None:
+        await commit(self)
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("the connection was closed")
+
+    async def scenario() -> tuple[Unavailable, object]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(
+                    asyncpg.transaction.Transaction,
+                    "_Transaction__commit",
+                    commit_then_lose_the_answer,
+                )
+                job = Job(tenant_id, [CreateAccount("lost", "USD")])
+                with pytest.raises(Unavailable) as lost:
+                    await execute(store, [job], 0, retry_after_seconds=1)
+            return lost.value, await store.get_account(tenant_id, "lost")
+        finally:
+            await store.close()
+
+    error, account = run(scenario())  # type: ignore[misc]
+    assert account is not None  # it did commit
+    assert status_of(error) == 503 and error.retry_after_seconds is not None
+    assert "nothing was changed" not in error.detail
+    assert "Idempotency-Key" in error.detail
