@@ -49,6 +49,36 @@ def test_migrate_twice_is_a_no_op_the_second_time(fresh_sqlite_url: str, tmp_pat
     assert len(version_after_first) == 1
 
 
+def test_migrate_says_what_it_applied_and_then_that_there_was_nothing(
+    fresh_sqlite_url: str,
+) -> None:
+    first = run_tally(fresh_sqlite_url, "migrate")
+    second = run_tally(fresh_sqlite_url, "migrate")
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    applied = [line for line in first.stderr.splitlines() if line.startswith("applied ")]
+    assert [line.split(":")[0] for line in applied] == [
+        "applied 0001",
+        "applied 0002",
+        "applied 0003",
+        "applied 0004",
+    ]
+    assert "up to date" not in first.stderr
+    assert second.stderr.strip() == "the database schema was already up to date; nothing to apply"
+
+
+def test_serve_refuses_an_unmigrated_database_in_one_line_naming_the_fix(
+    fresh_sqlite_url: str,
+) -> None:
+    done = run_tally(fresh_sqlite_url, "serve", "--no-migrate", "--port", "1")
+
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("tally serve: ") and "`tally migrate`" in lines[0]
+    assert done.stdout == ""
+
+
 def test_migrate_twice_on_postgres_succeeds(postgres_url: str) -> None:
     for _ in range(2):
         done = run_tally(postgres_url, "migrate")

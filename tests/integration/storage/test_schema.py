@@ -1,0 +1,68 @@
+"""The schema: ``migrate`` applies what is missing and says what; ``serve`` refuses a
+database whose schema is not this version's (tests/e2e/test_cli.py runs both
+commands)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tally.config import Settings
+from tally.storage.schema import SchemaNotReady, migrate, require_up_to_date, state
+from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, REQUIRE_POSTGRES, _with_database
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database no Tally has migrated."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = f"tally_test_empty_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(POSTGRES_ADMIN_URL, name)
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migrate_applies_every_revision_once_and_says_which(empty_database: str) -> None:
+    settings = Settings(database_url=empty_database)
+    before = state(settings)
+    assert before.current is None and not before.up_to_date
+    applied = migrate(settings)
+    assert (
+        [r.id for r in applied]
+        == [r.id for r in before.missing]
+        == ["0001", "0002", "0003", "0004"]
+    )
+    assert all(r.summary for r in applied)
+    after = state(settings)
+    assert after.up_to_date and after.current == after.head and after.missing == ()
+    assert migrate(settings) == []
+
+
+def test_an_unmigrated_database_is_refused_naming_the_fix(empty_database: str) -> None:
+    settings = Settings(database_url=empty_database)
+    with pytest.raises(SchemaNotReady) as refused:
+        require_up_to_date(settings)
+    assert "tally migrate" in str(refused.value)
+    migrate(settings)
+    require_up_to_date(settings)
+
+
+def test_an_unreachable_database_is_not_ready() -> None:
+    with pytest.raises(SchemaNotReady):
+        state(Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere"))
