@@ -28,7 +28,7 @@ test: lint security-scan pytest
 ## check: the inner loop (under 2 minutes): lint, types, layers, then the unit,
 ## architecture, service and in-process API tests on SQLite alone
 check: lint
-	TALLY_TEST_BACKENDS=sqlite $(BIN)/pytest -q tests/unit tests/architecture tests/integration tests/api
+	TALLY_TEST_BACKENDS=sqlite $(BIN)/pytest -q -n 2 tests/unit tests/architecture tests/integration tests/api
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
