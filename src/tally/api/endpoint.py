@@ -7,7 +7,8 @@ contract cannot name a route, field or error that the server does not have, or
 miss one it does.
 
 Around every handler, ``endpoint`` runs the same steps: authenticate, take a
-rate-limit token, check the scope, parse the Idempotency-Key, then render any
+rate-limit token, check the scope, refuse a query parameter the route does not
+take, parse the Idempotency-Key, then render any
 error as problem details, record the request in the audit log and measure it.
 """
 
@@ -23,7 +24,14 @@ from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tally.api.parsing import decode, idempotency_key, query_int, read_body
+from tally.api.parsing import (
+    QueryNames,
+    check_query_names,
+    decode,
+    idempotency_key,
+    query_int,
+    read_body,
+)
 from tally.api.problems import problem_response, request_id_of
 from tally.audit import AuditContext
 from tally.config import Settings
@@ -62,6 +70,8 @@ class Param:
     schema: dict[str, Any]
     description: str = ""
     required: bool = False
+    # "form" (name=value) or "deepObject" (name[key]=value, the metadata filter).
+    style: str = "form"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +98,15 @@ class RouteSpec:
     @property
     def keyed(self) -> bool:
         return self.idempotency_key and self.method in ("POST", "PATCH")
+
+    @property
+    def query(self) -> QueryNames:
+        """The query parameters the route takes: any other is refused (422)."""
+        query = [p for p in self.params if p.where == "query"]
+        return QueryNames(
+            frozenset(p.name for p in query if p.style == "form"),
+            frozenset(p.name for p in query if p.style == "deepObject"),
+        )
 
 
 @dataclass(slots=True)
@@ -190,6 +209,7 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
     """The Starlette endpoint of a route: authenticate, limit, authorize, run, render
     errors, audit, measure."""
     settings = services.settings
+    query = spec.query
 
     async def run(request: Request) -> Response:
         started = time.perf_counter()
@@ -201,6 +221,9 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
         try:
             principal, limit_headers = await _admit(spec, services, request, ctx)
             _authorize(spec, principal)
+            # A mistyped filter must not silently widen a list: query parameters
+            # are held to the route's list as strictly as a body to its schema.
+            check_query_names(request, query)
             call = Call(request, principal, services, settings, audit=ctx)
             if spec.keyed:
                 call.idempotency_key = idempotency_key(request.headers.getlist("idempotency-key"))

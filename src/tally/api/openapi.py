@@ -34,9 +34,11 @@ _ERROR_TEXT = {
     412: "`If-Match` does not match the account's current ETag (`precondition_failed`).",
     413: "The body is over the limit (`payload_too_large`).",
     415: "The body is not `application/json` (`unsupported_media_type`).",
-    422: "`validation_error` (with `errors`); `idempotency_key_reused` (the key was used "
-    "for another method, path or body); or a ledger rule refused the request "
-    "(`exceeds_credits`, `accounts_must_be_different`, … see the error codes).",
+    422: "`validation_error`, with `errors` naming each field or query parameter at "
+    "fault: a value breaks its schema, or a query parameter is one the route does not "
+    "list or is given twice; `idempotency_key_reused` (the key was used for another "
+    "method, path or body); or a ledger rule refused the request (`exceeds_credits`, "
+    "`accounts_must_be_different`, … see the error codes).",
     429: "Too many requests (`rate_limited`): retry after `Retry-After` seconds; "
     "`RateLimit` and `RateLimit-Policy` say where the caller stands.",
     503: "The database is unreachable or the write queue is full (`unavailable`); "
@@ -85,12 +87,14 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
             response["content"] = {"application/json": {"schema": ref}}
         responses[str(status)] = response
     writes = spec.keyed
-    # Every /v1 route is rate limited; every keyed write can meet a key in use (409).
-    for status in sorted({*spec.errors, 429} | ({409} if writes else set())):
+    # Every /v1 route is rate limited (429) and refuses a query parameter it does not
+    # list (422); every keyed write can meet a key in use (409).
+    for status in sorted({*spec.errors, 422, 429} | ({409} if writes else set())):
         responses[str(status)] = {"description": _ERROR_TEXT[status], "content": _PROBLEM}
     operation: dict[str, Any] = {
         "operationId": spec.operation_id,
         "summary": spec.summary,
+        "description": _access(spec),
         "tags": [spec.tag],
         "security": [{"bearer": []}] if spec.auth else [],
         "parameters": [
@@ -100,7 +104,7 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
                 "required": p.required,
                 "schema": p.schema,
                 **({"description": p.description} if p.description else {}),
-                **({"style": "deepObject", "explode": True} if p.name == "metadata" else {}),
+                **({"style": "deepObject", "explode": True} if p.style == "deepObject" else {}),
             }
             for p in spec.params
         ]
@@ -114,6 +118,14 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
             "content": {"application/json": {"schema": body_ref}},
         }
     return operation
+
+
+def _access(spec: RouteSpec) -> str:
+    if not spec.auth:
+        return "No credential: anyone may call it."
+    if not spec.scope:
+        return "Any valid credential (an API key or a user's access token)."
+    return f"Needs the `{spec.scope}` scope (an API key's, or a role's: see the security docs)."
 
 
 _OPERATIONS = (
@@ -133,7 +145,10 @@ def build_openapi() -> dict[str, Any]:
             "version": __version__,
             "description": "A double-entry ledger service. Money is an integer in minor "
             "units. Every `/v1` route but sign-up, login, refresh and accepting an "
-            "invitation needs `Authorization: Bearer <API key or access token>`.",
+            "invitation needs `Authorization: Bearer <API key or access token>`. "
+            "Requests are strict: an unknown body field, and a query parameter that the "
+            "route does not list or that is given twice, are refused with 422 "
+            "`validation_error` naming it.",
         },
         "servers": [{"url": "/"}],
         "paths": {**_api_paths(), **_operation_paths()},

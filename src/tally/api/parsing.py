@@ -10,8 +10,10 @@ here too, so routes see only clean values.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -133,6 +135,61 @@ def field_error(message: str, prefix: str = "") -> FieldError:
 
 
 # -- query parameters -------------------------------------------------------------------
+
+# At most this many parameters are named in one refusal, and each name is cut to
+# this length: the answer to a hostile query string stays small.
+QUERY_ERRORS_MAX = 10
+QUERY_NAME_ECHO_CHARS_MAX = 80
+
+
+@dataclass(frozen=True, slots=True)
+class QueryNames:
+    """The query parameters a route takes: ``form`` ones are ``name=value``,
+    ``deep`` ones ``name[key]=value`` (the metadata filter)."""
+
+    form: frozenset[str]
+    deep: frozenset[str]
+
+    def describe(self) -> str:
+        names = sorted(self.form) + [f"{name}[key]" for name in sorted(self.deep)]
+        return f"it takes {', '.join(names)}" if names else "it takes none"
+
+
+def check_query_names(request: Request, names: QueryNames) -> None:
+    """Refuse (422, naming each) a parameter the route does not take, and one given
+    twice: a mistyped or repeated filter would otherwise be silently ignored, and a
+    reconciliation script would read the wrong set."""
+    if not request.scope.get("query_string"):
+        return  # nearly every request
+    seen: set[str] = set()
+    errors: list[FieldError] = []
+    for key, _ in request.query_params.multi_items():
+        error = _query_name_error(key, names, seen)
+        seen.add(key)
+        if error is not None:
+            errors.append(error)
+            if len(errors) == QUERY_ERRORS_MAX:
+                break
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def _query_name_error(key: str, names: QueryNames, seen: set[str]) -> FieldError | None:
+    shown = key if len(key) <= QUERY_NAME_ECHO_CHARS_MAX else key[:QUERY_NAME_ECHO_CHARS_MAX] + "…"
+    base, bracket, _ = key.partition("[")
+    if key in names.form or (bracket and key.endswith("]") and base in names.deep):
+        if key in seen:
+            return FieldError(shown, "invalid", f"{shown} is given more than once; give it once.")
+        return None
+    if key in names.deep:
+        return FieldError(
+            shown, "invalid", f"A {key} filter is written {key}[key]=value, one per key."
+        )
+    message = f"{shown} is not a query parameter of this route; {names.describe()}."
+    close = shown == key and difflib.get_close_matches(key, sorted(names.form | names.deep), n=1)
+    if close:
+        message = f"{message[:-1]}. Did you mean {close[0]}?"
+    return FieldError(shown, "unknown_field", message)
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -70,6 +70,7 @@ _METADATA_FILTER = Param(
         "additionalProperties": {"type": "string", "maxLength": 512, "pattern": NO_NUL},
     },
     "Filter metadata[key]=value (deepObject), at most 10.",
+    style="deepObject",
 )
 
 
