@@ -27,7 +27,7 @@ import tally
 from tally.api.openapi import ROUTES, build_openapi
 from tests.security.conftest import Tenant, assert_problem
 
-OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/reference.css"}
 
 
 @pytest.fixture(scope="module")

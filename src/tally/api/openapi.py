@@ -134,6 +134,7 @@ _OPERATIONS = (
     ("/metrics", "metrics", "Prometheus metrics of this process", "text/plain"),
     ("/openapi.json", "openapi", "This document", "application/json"),
     ("/docs", "docs", "This document, to read in a browser", "text/html"),
+    ("/docs/reference.css", "docsStylesheet", "The stylesheet of the /docs page", "text/css"),
 )
 
 
@@ -196,6 +197,11 @@ def _schemas() -> dict[str, Any]:
         {"properties": {"action": {"const": "post"}}},
         {"properties": {"amount": {"type": "null"}}},
     ]
+    # The same rules in words, for people (the /docs page shows these).
+    components["AccountFlags"]["description"] = (
+        "At most one of the two limits may be on (else 422 `flags_are_mutually_exclusive`)."
+    )
+    components["BatchAction"]["description"] += " A void takes no `amount`."
     return components
 
 
@@ -208,6 +214,8 @@ def _api_paths() -> dict[str, dict[str, Any]]:
     # of TransferCreate, which is also the batch item's shape.
     body = paths["/v1/transfers"]["post"]["requestBody"]["content"]["application/json"]
     body["schema"] = {
+        "description": "`timeout_seconds` only with `pending: true` "
+        "(else 422 `timeout_requires_pending`).",
         "allOf": [body["schema"]],
         "anyOf": [
             {"required": ["pending"], "properties": {"pending": {"const": True}}},

@@ -1,5 +1,5 @@
 """The routes outside ``/v1``: liveness, readiness, metrics, and the API's own
-document and its viewer."""
+document and its reference page (rendered by ``reference``, with its stylesheet)."""
 
 from __future__ import annotations
 
@@ -8,28 +8,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from tally.api import reference
 from tally.api.openapi import build_openapi
 from tally.api.problems import problem_response
 from tally.api.responses import encode
 from tally.errors import TallyError
 from tally.services import Services
 
-DOCS_CSP = (
-    "default-src 'none'; script-src https://cdn.jsdelivr.net 'unsafe-inline'; "
-    "style-src https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://cdn.jsdelivr.net; "
-    "connect-src 'self'; worker-src blob:; frame-ancestors 'none'"
-)
-DOCS_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Tally API</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><redoc spec-url="/openapi.json"></redoc>
-<script src="https://cdn.jsdelivr.net/npm/redoc@2.1.5/bundles/redoc.standalone.js"></script>
-</body></html>"""
-
 
 def operation_routes(services: Services) -> list[Route]:
-    openapi_json = encode(build_openapi())
+    document = build_openapi()
+    openapi_json = encode(document)
+    # Built once: the document, and so the page, is fixed for the life of the process.
+    reference_html = reference.render(document)
+    stylesheet = reference.stylesheet()
 
     async def healthz(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
@@ -48,7 +40,10 @@ def operation_routes(services: Services) -> list[Route]:
         return Response(openapi_json, media_type="application/json")
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML, headers={"Content-Security-Policy": DOCS_CSP})
+        return HTMLResponse(reference_html, headers={"Content-Security-Policy": reference.CSP})
+
+    async def docs_stylesheet(request: Request) -> Response:
+        return Response(stylesheet, media_type="text/css")
 
     return [
         Route("/healthz", healthz, methods=["GET"]),
@@ -56,4 +51,5 @@ def operation_routes(services: Services) -> list[Route]:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
+        Route(reference.STYLESHEET_PATH, docs_stylesheet, methods=["GET"]),
     ]
