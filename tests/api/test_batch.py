@@ -73,6 +73,19 @@ def test_atomic_batch_with_one_failure_applies_nothing(funded: Api) -> None:
     assert funded.get("/v1/events").json()["data"] == events_before
 
 
+def test_an_atomic_failure_names_the_failing_item_and_what_was_available(funded: Api) -> None:
+    body = {"atomic": True, "transfers": [item("a", "b", 60), item("a", "b", 60)]}
+    problem = funded.post("/v1/transfers/batch", body).json()
+    assert problem["code"] == "batch_failed"
+    # The detail alone tells a person which item, why, and what to do.
+    assert problem["detail"].startswith("Item 1 failed (exceeds_credits): ")
+    assert "has 40 available" in problem["detail"]
+    assert "fix or drop item 1" in problem["detail"]
+    linked = problem["results"][0]["error"]
+    assert linked["code"] == "linked_event_failed"
+    assert "item 1 of this atomic batch failed" in linked["detail"]
+
+
 def test_batch_items_can_post_and_void_pending_transfers(funded: Api) -> None:
     r = funded.post(
         "/v1/transfers/batch",

@@ -31,9 +31,10 @@ only when the answer's code says it was one of these reasons:
   document states 12 to 128 characters, but not the 30,000 common passwords, and
   the length counts after Unicode NFC normalisation, which can shorten a string;
 - a whole number written as a float (``"amount": 4241.0``), refused as
-  ``invalid_type`` "got `float`": api.md §2 says amounts are JSON integers, never
-  floats, and Tally reads the number as written. JSON Schema 2020-12 counts 4241.0
-  as an ``integer``, so no schema can say this; the descriptions in the document do.
+  ``invalid_type`` with the message ``field_errors.WHOLE_NUMBERS``: api.md §2 says
+  amounts are JSON integers, never floats, and Tally reads the number as written.
+  JSON Schema 2020-12 counts 4241.0 as an ``integer``, so no schema can say this;
+  the descriptions in the document do.
 
 A hook drops one kind of negative-data failure (ST201), and only after checking
 the request the server really got: a metadata filter (``metadata[key]=value``,
@@ -56,6 +57,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import schemathesis
 from schemathesis.specs.openapi.checks import is_unexpected_http_status_case
+
+from tally.api.field_errors import WHOLE_NUMBERS
 
 # As the built-in check: these answers are allowed for valid data anyway (no such
 # object, no such permission, busy, down; a 5xx is not_a_server_error's business).
@@ -106,8 +109,8 @@ def _header(case: Any, name: str) -> str | None:
 
 
 def _is_whole_float(body: Any, error: dict[str, Any]) -> bool:
-    """Whether the error is "got `float`" for a body field that holds a whole float."""
-    if error.get("code") != "invalid_type" or "got `float`" not in str(error.get("message")):
+    """Whether the error is "not a float" for a body field that holds a whole float."""
+    if error.get("code") != "invalid_type" or error.get("message") != WHOLE_NUMBERS:
         return False
     value = body
     for part in re.findall(r"[^.\[\]]+", str(error.get("field"))):

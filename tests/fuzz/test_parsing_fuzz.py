@@ -223,6 +223,9 @@ def assert_accepted(value: Any) -> None:
                 assert_batch_item(item)
 
 
+INTERNALS = re.compile(r"`|regex|\(\?!|\$\.|\b(?:str|int|float|bool|dict|NoneType|Struct)\b")
+
+
 def assert_field_errors(refused: TallyError, prefix: str = "") -> None:
     assert isinstance(refused, ValidationFailed), refused
     assert refused.code == "validation_error" and status_of(refused) == 422
@@ -230,6 +233,10 @@ def assert_field_errors(refused: TallyError, prefix: str = "") -> None:
     for e in refused.errors:
         assert e.code in FIELD_ERROR_CODES, e
         assert e.field and e.field.startswith(prefix) and e.message, e
+        # Words for people: no regular expression, no Python type or path syntax
+        # (an unknown field's message starts with the client's own name for it).
+        ours = e.message.split(" is not a field here", 1)[-1]
+        assert not INTERNALS.search(ours), e
 
 
 # -- bodies -------------------------------------------------------------------------------

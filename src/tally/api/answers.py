@@ -113,10 +113,14 @@ def answer_batch(request_id: str | None, atomic: bool) -> Answer:
             return stored_json(BatchOut(results), 200)
         if all(o.ok for o in outcomes):
             return stored_json(BatchOut(results), 201)
-        failed = next(o for o in outcomes if o.code not in (None, Code.LINKED_EVENT_FAILED))
-        error = LedgerRefused(
-            Code.BATCH_FAILED, f"Item failed: {failed.detail} Nothing was applied."
+        index, failed = next(
+            (i, o) for i, o in enumerate(outcomes) if o.code not in (None, Code.LINKED_EVENT_FAILED)
         )
-        return problem(error, request_id, results)
+        assert failed.code is not None
+        detail = (
+            f"Item {index} failed ({failed.code.value}): {failed.detail} The batch is atomic, "
+            f"so nothing was applied: fix or drop item {index}, then send the batch again."
+        )
+        return problem(LedgerRefused(Code.BATCH_FAILED, detail), request_id, results)
 
     return answer

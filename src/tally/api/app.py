@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api.endpoint import Endpoint, endpoint
+from tally.api.endpoint import UNEXPECTED, Endpoint, endpoint
 from tally.api.middleware import ApiMiddleware
 from tally.api.operations import operation_routes
 from tally.api.problems import problem_response
@@ -91,11 +91,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error: TallyError
     if exc.status_code == 405:
+        headers = dict(exc.headers or {})
+        allowed = headers.get("Allow", headers.get("allow", ""))
         error = MethodNotAllowed(
-            f"{request.method} is not allowed here.", metadata=dict(exc.headers or {})
+            f"{request.method} is not allowed on {request.url.path}; it takes {allowed}.",
+            metadata=headers,
         )
     elif exc.status_code == 404:
-        error = NotFound(f"No route {request.url.path}.")
+        error = NotFound(f"No route {request.url.path}; /docs lists every route.")
     else:  # Starlette raises no other status for the routes Tally has
         error = TallyError(exc.detail)
     return problem_response(error, request)
@@ -104,4 +107,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug. The client learns only that, and the request id to report it by.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(TallyError("An unexpected error occurred."), request)
+    return problem_response(TallyError(UNEXPECTED), request)

@@ -51,6 +51,7 @@ from tally.support.ids import is_valid_id
 
 log = logging.getLogger(__name__)
 
+UNEXPECTED = "An unexpected error occurred: a bug in Tally. Report it with the request_id."
 REQUESTS = Counter("tally_http_requests", "HTTP requests served.", ("method", "route", "status"))
 REQUEST_SECONDS = Histogram(
     "tally_http_request_seconds",
@@ -187,7 +188,7 @@ class Call:
         value: str = self.request.path_params[name]
         if not is_valid_id(value):
             # No object can have such an id, so it is simply not there.
-            raise NotFound(f"No object with id {value!r}.")
+            raise NotFound(f"No object with id {value!r}: no id has that form.")
         return value
 
     async def body(self, schema: type[Any], *, empty_ok: bool = False) -> Any:
@@ -238,7 +239,7 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
             # A bug. The client learns only that, and the request id to report it by.
             log.exception("unhandled error in %s", spec.operation_id)
             code = "internal_error"
-            response = problem_response(TallyError("An unexpected error occurred."), request)
+            response = problem_response(TallyError(UNEXPECTED), request)
         for name, value in limit_headers.items():
             # A handler's own limit (login's) speaks for the request, not ours.
             if name not in response.headers:
@@ -284,4 +285,7 @@ def _authorize(spec: RouteSpec, principal: Principal | None) -> None:
     if principal is None or not spec.scope:
         return
     if spec.scope not in principal.scopes and ADMIN not in principal.scopes:
-        raise Forbidden(f"This credential lacks the {spec.scope} scope.")
+        raise Forbidden(
+            f"This credential lacks the {spec.scope} scope: call with an API key that has "
+            "it, or as a user whose role grants it."
+        )

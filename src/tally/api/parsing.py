@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.requests import ClientDisconnect, Request
 
+from tally.api.field_errors import field_error
 from tally.errors import (
     ClientClosedRequest,
     FieldError,
@@ -33,10 +34,6 @@ from tally.support.clock import parse_time
 
 S = TypeVar("S")
 
-_AT_PATH = re.compile(
-    r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`(?: in `(?P<container>[^`]*)`)?)?$", re.DOTALL
-)
-_QUOTED = re.compile(r"`([^`]*)`")
 _JSON_MEDIA = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
@@ -47,17 +44,17 @@ async def read_body(request: Request, body_bytes_max: int, *, empty_ok: bool = F
     if declared is not None:
         # isascii: str.isdigit() is true of "²", which int() refuses.
         if not (declared.isascii() and declared.isdigit()):
-            raise MalformedRequest("Content-Length is not a number.")
+            raise MalformedRequest("Content-Length must be a number of bytes.")
         # Compare lengths first: int() of thousands of digits is refused (and slow).
         if len(declared) > len(str(body_bytes_max)) or int(declared) > body_bytes_max:
-            raise PayloadTooLarge(f"The body is over the {body_bytes_max}-byte limit.")
+            raise PayloadTooLarge(_too_large(body_bytes_max))
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > body_bytes_max:
-                raise PayloadTooLarge(f"The body is over the {body_bytes_max}-byte limit.")
+                raise PayloadTooLarge(_too_large(body_bytes_max))
             chunks.append(chunk)
     except ClientDisconnect:
         # The client hung up before its body arrived: nothing was done, and there
@@ -70,6 +67,13 @@ async def read_body(request: Request, body_bytes_max: int, *, empty_ok: bool = F
     if not _JSON_MEDIA.match(content_type):
         raise UnsupportedMediaType("Send Content-Type: application/json.")
     return body
+
+
+def _too_large(body_bytes_max: int) -> str:
+    return (
+        f"The body is over the {body_bytes_max}-byte limit (TALLY_BODY_BYTES_MAX): send "
+        "less, or split a batch."
+    )
 
 
 def decode(body: bytes, schema: type[S], *, prefix: str = "") -> S:
@@ -86,7 +90,7 @@ def decode(body: bytes, schema: type[S], *, prefix: str = "") -> S:
             # Untyped, msgspec still refuses numbers it cannot hold (thousands of
             # digits, 1e400): that is the schema error already in hand, not a 500.
             msgspec.json.decode(body)
-        raise ValidationFailed([field_error(str(exc), prefix)]) from None
+        raise ValidationFailed([field_error(str(exc), prefix, schema)]) from None
 
 
 @contextlib.contextmanager
@@ -97,41 +101,13 @@ def _not_json_is_malformed() -> Iterator[None]:
     except msgspec.ValidationError:
         raise
     except msgspec.DecodeError as exc:
-        raise MalformedRequest(f"The body is not valid JSON: {exc}.") from None
+        # msgspec's reason names the byte where it gave up, which helps find the fault.
+        reason = str(exc).removeprefix("JSON is malformed: ")
+        raise MalformedRequest(f"The body is not valid JSON ({reason}).") from None
     except UnicodeDecodeError:
         raise MalformedRequest("The body is not valid UTF-8.") from None
     except RecursionError:
-        raise MalformedRequest("The body is nested too deeply.") from None
-
-
-def field_error(message: str, prefix: str = "") -> FieldError:
-    """Turn msgspec's ``Expected `int`, got `float` - at `$.amount``` into a FieldError."""
-    match = _AT_PATH.match(message)
-    assert match is not None
-    text = match.group("message")
-    path = (match.group("path") or "$").removeprefix("$").removeprefix(".")
-    if match.group("container") is not None:
-        # "... - at `key` in `$.metadata`": the fault is in a key of that object.
-        path = match.group("container").removeprefix("$").removeprefix(".")
-        text = f"{text} (a key)"
-    lowered = text.lower()
-    quoted = _QUOTED.findall(text)
-    if lowered.startswith("object contains unknown field"):
-        code, name = "unknown_field", quoted[0] if quoted else ""
-        path = f"{path}.{name}" if path else name
-    elif lowered.startswith("object missing required field"):
-        code, name = "required", quoted[0] if quoted else ""
-        path = f"{path}.{name}" if path else name
-    elif lowered.startswith("expected") and ("<=" in text or ">=" in text):
-        code = "out_of_range"
-    elif lowered.startswith("expected `") and ", got `" in text:
-        code = "invalid_type"
-    elif "length" in lowered:
-        code = "invalid_length"
-    else:
-        code = "invalid"
-    field = f"{prefix}{'.' if prefix and path and not path.startswith('[') else ''}{path}"
-    return FieldError(field or prefix or "body", code, text)
+        raise MalformedRequest("The body is nested deeper than any request of this API.") from None
 
 
 # -- query parameters -------------------------------------------------------------------
@@ -220,7 +196,13 @@ def query_time(request: Request, name: str) -> int | None:
         return parse_time(raw)
     except (ValueError, OverflowError):
         raise ValidationFailed(
-            [FieldError(name, "invalid", f"{name} must be an RFC 3339 time with a zone.")]
+            [
+                FieldError(
+                    name,
+                    "invalid",
+                    f"{name} must be an RFC 3339 time with a zone, such as 2026-11-26T08:00:00Z.",
+                )
+            ]
         ) from None
 
 
@@ -247,7 +229,14 @@ def metadata_filters(request: Request) -> dict[str, str]:
             name = key[len("metadata[") : -1]
             if not 1 <= len(name) <= 64 or len(value) > 512:
                 raise ValidationFailed(
-                    [FieldError(key, "invalid_length", "A metadata filter is too long.")]
+                    [
+                        FieldError(
+                            key,
+                            "invalid_length",
+                            "A metadata filter's key must be 1-64 characters and its value "
+                            "at most 512.",
+                        )
+                    ]
                 )
             if "\x00" in name or "\x00" in value:
                 raise ValidationFailed([_nul_error(key)])
@@ -297,5 +286,8 @@ def expected_version(request: Request) -> int | None:
     # of digits is refused). ASCII digits only: str.isdigit() also takes the
     # superscripts a latin-1 header can carry, which int() refuses.
     if not quoted or not digits.isascii() or not digits.isdigit() or len(digits) > 19:
-        raise PreconditionFailed("If-Match names no version of this account.")
+        raise PreconditionFailed(
+            "If-Match names no version of this account: send its ETag as last read "
+            '(such as "3"), or *.'
+        )
     return int(digits)

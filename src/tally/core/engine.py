@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tally.core import messages
 from tally.core.codes import Code
 from tally.core.commands import (
     Command,
@@ -138,7 +139,7 @@ class Book:
     @staticmethod
     def _linked_failure(outcomes: list[Outcome], count: int) -> list[Outcome]:
         failed_index = len(outcomes) - 1
-        linked = _failed(Code.LINKED_EVENT_FAILED, "Another item of the atomic batch failed.")
+        linked = _failed(Code.LINKED_EVENT_FAILED, messages.linked_failure(failed_index))
         return [outcomes[failed_index] if i == failed_index else linked for i in range(count)]
 
     # -- accounts ---------------------------------------------------------------
@@ -148,11 +149,7 @@ class Book:
         if existing is not None:
             return self._exists(existing, _account_differences(existing, c))
         if c.debits_must_not_exceed_credits and c.credits_must_not_exceed_debits:
-            return _failed(
-                Code.FLAGS_ARE_MUTUALLY_EXCLUSIVE,
-                "An account cannot have both debits_must_not_exceed_credits and "
-                "credits_must_not_exceed_debits.",
-            )
+            return _failed(Code.FLAGS_ARE_MUTUALLY_EXCLUSIVE, messages.flags_exclusive())
         sequence = self._next_sequence()
         account = Account(
             id=c.id,
@@ -173,16 +170,16 @@ class Book:
     def _update_account(self, c: UpdateAccount) -> Outcome:
         account = self.accounts.get(c.id)
         if account is None:
-            return _failed(Code.NOT_FOUND, f"No account with id {c.id!r}.")
+            return _failed(Code.NOT_FOUND, messages.account_not_found(c.id))
         if c.expected_version is not None and c.expected_version != account.version:
-            return _failed(Code.PRECONDITION_FAILED, "The account changed since that ETag.")
+            return _failed(Code.PRECONDITION_FAILED, messages.account_changed(account))
         metadata = account.metadata
         if c.metadata is not None:
             metadata = _merge_metadata(account.metadata, c.metadata)
             if len(metadata) > METADATA_KEYS_MAX:
                 return _failed(
                     Code.VALIDATION_ERROR,
-                    f"metadata would have more than {METADATA_KEYS_MAX} keys.",
+                    messages.too_many_metadata_keys(len(metadata), METADATA_KEYS_MAX),
                     ("metadata",),
                 )
         closing = c.close and account.status is AccountStatus.OPEN
@@ -205,15 +202,19 @@ class Book:
         if existing is not None:
             return self._exists(existing, _transfer_differences(existing, c))
         if c.timeout_seconds is not None and not c.pending:
-            return _failed(Code.TIMEOUT_REQUIRES_PENDING, "timeout_seconds needs pending: true.")
+            return _failed(Code.TIMEOUT_REQUIRES_PENDING, messages.timeout_requires_pending())
         if c.debit_account_id == c.credit_account_id:
-            return _failed(Code.ACCOUNTS_MUST_BE_DIFFERENT, "A transfer needs two accounts.")
+            return _failed(
+                Code.ACCOUNTS_MUST_BE_DIFFERENT, messages.same_account(c.debit_account_id)
+            )
         debit = self.accounts.get(c.debit_account_id)
         if debit is None:
-            return _failed(Code.DEBIT_ACCOUNT_NOT_FOUND, f"No account {c.debit_account_id!r}.")
+            detail = messages.side_not_found("debit", c.debit_account_id)
+            return _failed(Code.DEBIT_ACCOUNT_NOT_FOUND, detail)
         credit = self.accounts.get(c.credit_account_id)
         if credit is None:
-            return _failed(Code.CREDIT_ACCOUNT_NOT_FOUND, f"No account {c.credit_account_id!r}.")
+            detail = messages.side_not_found("credit", c.credit_account_id)
+            return _failed(Code.CREDIT_ACCOUNT_NOT_FOUND, detail)
         refused = _refuse_movement(debit, credit, c.amount, c.currency)
         if refused is not None:
             return refused
@@ -255,7 +256,9 @@ class Book:
             return self._exists(existing, _resolution_differences(existing, c, self.transfers))
         pending = self.transfers.get(c.pending_id)
         if pending is None:
-            return _failed(Code.PENDING_TRANSFER_NOT_FOUND, f"No transfer {c.pending_id!r}.")
+            return _failed(
+                Code.PENDING_TRANSFER_NOT_FOUND, messages.pending_not_found(c.pending_id)
+            )
         refused = self._refuse_resolution(pending)
         if refused is not None:
             return refused
@@ -264,7 +267,7 @@ class Book:
             if c.amount > pending.amount:
                 return _failed(
                     Code.EXCEEDS_PENDING_TRANSFER_AMOUNT,
-                    f"amount {c.amount} is more than the pending {pending.amount}.",
+                    messages.exceeds_pending_amount(pending, c.amount),
                 )
             amount = c.amount
         debit = self.accounts[pending.debit_account_id]
@@ -273,9 +276,11 @@ class Book:
         # (otherwise closing would trap the reserved money); a post moves money and
         # is refused like any new transfer.
         if posting and debit.status is AccountStatus.CLOSED:
-            return _failed(Code.DEBIT_ACCOUNT_CLOSED, f"Account {debit.id!r} is closed.")
+            detail = messages.closed("debit", debit.id, posting=True)
+            return _failed(Code.DEBIT_ACCOUNT_CLOSED, detail)
         if posting and credit.status is AccountStatus.CLOSED:
-            return _failed(Code.CREDIT_ACCOUNT_CLOSED, f"Account {credit.id!r} is closed.")
+            detail = messages.closed("credit", credit.id, posting=True)
+            return _failed(Code.CREDIT_ACCOUNT_CLOSED, detail)
 
         sequence = self._next_sequence()
         status = TransferStatus.POSTED if posting else TransferStatus.VOIDED
@@ -308,13 +313,15 @@ class Book:
 
     def _refuse_resolution(self, pending: Transfer) -> Outcome | None:
         if not pending.pending:
-            return _failed(Code.PENDING_TRANSFER_NOT_PENDING, f"{pending.id!r} was never pending.")
+            return _failed(Code.PENDING_TRANSFER_NOT_PENDING, messages.never_pending(pending))
         if pending.status is TransferStatus.POSTED:
-            return _failed(Code.PENDING_TRANSFER_ALREADY_POSTED, f"{pending.id!r} was posted.")
+            detail = messages.already(pending, "posted")
+            return _failed(Code.PENDING_TRANSFER_ALREADY_POSTED, detail)
         if pending.status is TransferStatus.VOIDED:
-            return _failed(Code.PENDING_TRANSFER_ALREADY_VOIDED, f"{pending.id!r} was voided.")
+            detail = messages.already(pending, "voided")
+            return _failed(Code.PENDING_TRANSFER_ALREADY_VOIDED, detail)
         if pending.status is TransferStatus.EXPIRED or self._is_due(pending):
-            return _failed(Code.PENDING_TRANSFER_EXPIRED, f"{pending.id!r} expired.")
+            return _failed(Code.PENDING_TRANSFER_EXPIRED, messages.expired(pending))
         return None
 
     def _is_due(self, pending: Transfer) -> bool:
@@ -364,7 +371,7 @@ class Book:
         if differences:
             return _failed(
                 Code.EXISTS_WITH_DIFFERENT_FIELDS,
-                f"{existing.id!r} exists with different {', '.join(differences)}.",
+                messages.exists_with_different_fields(existing.id, differences),
                 differences,
             )
         return Outcome(Status.EXISTS, existing)
@@ -438,22 +445,19 @@ def _refuse_movement(
 ) -> Outcome | None:
     if debit.currency != credit.currency:
         return _failed(
-            Code.ACCOUNTS_MUST_HAVE_THE_SAME_CURRENCY,
-            f"{debit.id!r} is in {debit.currency}, {credit.id!r} in {credit.currency}.",
+            Code.ACCOUNTS_MUST_HAVE_THE_SAME_CURRENCY, messages.currencies_differ(debit, credit)
         )
     if currency is not None and currency != debit.currency:
-        return _failed(
-            Code.CURRENCY_MISMATCH, f"The accounts are in {debit.currency}, not {currency}."
-        )
+        return _failed(Code.CURRENCY_MISMATCH, messages.currency_mismatch(debit.currency, currency))
     if debit.status is AccountStatus.CLOSED:
-        return _failed(Code.DEBIT_ACCOUNT_CLOSED, f"Account {debit.id!r} is closed.")
+        return _failed(Code.DEBIT_ACCOUNT_CLOSED, messages.closed("debit", debit.id))
     if credit.status is AccountStatus.CLOSED:
-        return _failed(Code.CREDIT_ACCOUNT_CLOSED, f"Account {credit.id!r} is closed.")
+        return _failed(Code.CREDIT_ACCOUNT_CLOSED, messages.closed("credit", credit.id))
     # Pending and posted together, so that posting a reservation can never overflow.
     if debit.debits_pending + debit.debits_posted + amount > AMOUNT_MAX:
-        return _failed(Code.OVERFLOWS_DEBITS, f"Debits of {debit.id!r} would pass 2^63-1.")
+        return _failed(Code.OVERFLOWS_DEBITS, messages.overflows("debit", debit.id))
     if credit.credits_pending + credit.credits_posted + amount > AMOUNT_MAX:
-        return _failed(Code.OVERFLOWS_CREDITS, f"Credits of {credit.id!r} would pass 2^63-1.")
+        return _failed(Code.OVERFLOWS_CREDITS, messages.overflows("credit", credit.id))
     return None
 
 
@@ -462,11 +466,11 @@ def _refuse_limits(debit: Account, credit: Account, amount: int) -> Outcome | No
     if debit.debits_must_not_exceed_credits and (
         debit.debits_pending + debit.debits_posted + amount > debit.credits_posted
     ):
-        return _failed(Code.EXCEEDS_CREDITS, f"{debit.id!r} does not have {amount} available.")
+        return _failed(Code.EXCEEDS_CREDITS, messages.exceeds_credits(debit, amount))
     if credit.credits_must_not_exceed_debits and (
         credit.credits_pending + credit.credits_posted + amount > credit.debits_posted
     ):
-        return _failed(Code.EXCEEDS_DEBITS, f"{credit.id!r} cannot take {amount} more credits.")
+        return _failed(Code.EXCEEDS_DEBITS, messages.exceeds_debits(credit, amount))
     return None
 
 

@@ -46,20 +46,20 @@ class Authenticator:
         if token.startswith(KEY_PREFIX):
             return await self._api_key(token)
         if self._keyring is None:
-            raise Unauthenticated("That is not a Tally API key.")
+            raise Unauthenticated("That is not a Tally API key (tly_<key id>_<secret>).")
         return await self._access_token(token)
 
     async def _api_key(self, token: str) -> Principal:
         parts = split_api_key(token)
         if parts is None:
-            raise Unauthenticated("That is not a Tally API key.")
+            raise Unauthenticated("That is not a Tally API key (tly_<key id>_<secret>).")
         key_id, secret = parts
         record = await db.find_api_key(self._store, key_id)
         # compare_digest even when the key id is unknown, so timing does not tell.
         expected = record.secret_sha256 if record is not None else "0" * 64
         matches = hmac.compare_digest(expected, sha256_hex(secret))
         if record is None or not matches or record.revoked:
-            raise Unauthenticated("The API key is not valid.")
+            raise Unauthenticated("The API key is not valid (unknown or revoked).")
         return Principal(record.tenant_id, "api_key", record.id, frozenset(record.scopes.split()))
 
     async def _access_token(self, token: str) -> Principal:

@@ -115,7 +115,10 @@ class Identity:
         except UniqueViolation:
             ctx.tenant_id = ctx.actor_id = ctx.object_id = None
             ctx.actor_type = "anonymous"
-            raise Conflict("A user with this email exists already.") from None
+            raise Conflict(
+                "A user with this email exists already: log in instead, or sign up with "
+                "another email."
+            ) from None
         return tenant_id, user_id
 
     async def login(self, email: str, password: str, ctx: AuditContext) -> TokenPair:
@@ -155,7 +158,7 @@ class Identity:
         async with self.store.transaction() as tx:
             found = await db.refresh_token_session(tx, token_sha256)
             if found is None:
-                raise Unauthenticated("The refresh token is not valid.")
+                raise Unauthenticated("The refresh token is not valid; log in again.")
             session_id, user_id, expires_at_us, revoked = found
             ctx.actor_type, ctx.actor_id, ctx.object_id = "user", user_id, session_id
             user = await db.user_by_id(tx, user_id)
@@ -188,7 +191,7 @@ class Identity:
     async def email_of(self, principal: Principal) -> str:
         user = await db.user_in_tenant(self.store, principal.tenant_id, _user_of(principal))
         if user is None:
-            raise Forbidden("This route is for a logged-in user, not an API key.")
+            raise Forbidden(_USERS_ONLY)
         return user.email
 
     async def change_password(
@@ -199,7 +202,7 @@ class Identity:
         user = await db.user_in_tenant(self.store, principal.tenant_id, principal.actor_id)
         if user is None or not await self.passwords.verify(user.password_hash, current):
             raise ValidationFailed(
-                [FieldError("current_password", "invalid", "The current password is not right.")]
+                [FieldError("current_password", "invalid", "Not your current password.")]
             )
         new_hash = await self.passwords.hash(new)
         now_us = self._clock()
@@ -232,7 +235,10 @@ class Identity:
                 await audit.record(tx, ctx, 201, None, now_us)
         except UniqueViolation:
             ctx.object_id = None
-            raise Conflict("A user with this email exists already.") from None
+            raise Conflict(
+                "A user with this email exists already, in this or another tenant; a user "
+                "belongs to one tenant, so invite another address."
+            ) from None
         return Invited(user, token, now_us + self._invitation_ttl_us)
 
     async def accept_invitation(
@@ -245,7 +251,10 @@ class Identity:
             user_id = await db.accept_invitation(tx, sha256_hex(token), now_us)
             user = await db.user_by_id(tx, user_id) if user_id else None
             if user is None or user.status != "invited":
-                raise NotFound("No open invitation has this token.")
+                raise NotFound(
+                    "No open invitation has this token (it was used, or it expired): ask "
+                    "an admin of the tenant for a new one."
+                )
             ctx.tenant_id, ctx.actor_type, ctx.actor_id, ctx.object_id = (
                 user.tenant_id, "user", user.id, user.id,
             )  # fmt: skip
@@ -294,12 +303,15 @@ class Identity:
         unknown = [s for s in scopes if s not in ALL_SCOPES]
         if unknown or not scopes:
             raise ValidationFailed(
-                [FieldError("scopes", "invalid", f"Scopes are some of {', '.join(ALL_SCOPES)}.")]
+                [FieldError("scopes", "invalid", f"Each scope is one of {', '.join(ALL_SCOPES)}.")]
             )
         # admin opens every route, so it may grant every scope; otherwise only one's own.
         beyond = [] if ADMIN in principal.scopes else sorted(set(scopes) - principal.scopes)
         if beyond:  # nobody makes a key that can do more than they can
-            raise Forbidden(f"You cannot grant scopes you do not have: {', '.join(beyond)}.")
+            raise Forbidden(
+                f"A key cannot have scopes its creator lacks: {', '.join(beyond)}; leave them "
+                "out, or ask an admin to create the key."
+            )
         key, now_us = new_api_key(), self._clock()
         record = db.KeyRecord(
             key.key_id,
@@ -328,32 +340,46 @@ class Identity:
         now_us = self._clock()
         async with self.store.transaction() as tx:
             if not await db.revoke_api_key(tx, principal.tenant_id, key_id, now_us):
-                raise NotFound(f"No API key with id {key_id!r}.")
+                raise NotFound(f"This tenant has no API key with id {key_id!r}.")
             await audit.record(tx, ctx, 204, None, now_us)
+
+
+_USERS_ONLY = (
+    "This route is for a logged-in user, not an API key: log in with an email and "
+    "password, and call it with that access token."
+)
 
 
 def _user_of(principal: Principal) -> str:
     if principal.actor_type != "user":
-        raise Forbidden("This route is for a logged-in user, not an API key.")
+        raise Forbidden(_USERS_ONLY)
     return principal.actor_id
 
 
 def _session_of(principal: Principal) -> str:
     if principal.session_id is None:
-        raise Forbidden("This route is for a logged-in user, not an API key.")
+        raise Forbidden(_USERS_ONLY)
     return principal.session_id
 
 
 def _check_name(name: str, field: str) -> None:
     if not name.strip() or len(name) > NAME_CHARS_MAX or "\x00" in name:
         raise ValidationFailed(
-            [FieldError(field, "invalid", f"Use 1 to {NAME_CHARS_MAX} characters.")]
+            [
+                FieldError(
+                    field,
+                    "invalid",
+                    f"Must be 1-{NAME_CHARS_MAX} characters, and not only white space.",
+                )
+            ]
         )
 
 
 def _check_grant(principal: Principal, role: str) -> None:
     if ADMIN not in principal.scopes or not may_grant(principal.role, role):
-        raise Forbidden(f"You cannot grant or change the {role} role.")
+        if role == "owner":
+            raise Forbidden("Only an owner can grant, change or disable the owner role.")
+        raise Forbidden(f"Only an owner or an admin can grant, change or disable the {role} role.")
 
 
 async def _member_to_change(tx: Tx, principal: Principal, user_id: str) -> db.UserRecord:
@@ -362,14 +388,14 @@ async def _member_to_change(tx: Tx, principal: Principal, user_id: str) -> db.Us
     await db.lock_tenant(tx, principal.tenant_id)
     user = await db.user_in_tenant(tx, principal.tenant_id, user_id)
     if user is None:
-        raise NotFound(f"No member with id {user_id!r}.")
+        raise NotFound(f"This tenant has no member with id {user_id!r}.")
     _check_grant(principal, user.role)
     return user
 
 
 async def _keep_an_owner(tx: Tx, tenant_id: str) -> None:
     if await db.active_owners(tx, tenant_id) == 0:
-        raise Conflict("A tenant keeps at least one active owner.")
+        raise Conflict("A tenant keeps at least one active owner: make another member owner first.")
 
 
 __all__ = ["ROLE_SCOPES", "CreatedApiKey", "Identity", "Invited", "TokenPair"]

@@ -190,14 +190,16 @@ class Keyring:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise Unauthenticated("The access token is malformed.") from None
+            raise Unauthenticated(
+                "The credential is neither an API key (tly_...) nor an access token."
+            ) from None
         kid = header.get("kid")
         if header.get("alg") not in ALGORITHMS or not isinstance(kid, str):
-            raise Unauthenticated("The access token's algorithm or key is not accepted.")
+            raise Unauthenticated("The access token was not issued by Tally; log in again.")
         await self._fresh(unknown_kid=kid not in self._keys)
         key = self._keys.get(kid)
         if key is None:
-            raise Unauthenticated("The access token was signed by an unknown key.")
+            raise Unauthenticated("The access token was signed by an unknown key; log in again.")
         try:
             payload = jwt.decode(
                 token,
@@ -214,14 +216,16 @@ class Keyring:
                 },
             )
         except jwt.PyJWTError:
-            raise Unauthenticated("The access token is not valid.") from None
+            raise Unauthenticated("The access token is not valid; log in again.") from None
         now_s = self._clock() // 1_000_000
         exp, iat = payload.get("exp"), payload.get("iat")
         if not isinstance(exp, int) or not isinstance(iat, int) or iat > now_s + 60:
-            raise Unauthenticated("The access token is not valid.")
+            raise Unauthenticated("The access token is not valid; log in again.")
         if exp <= now_s:
-            raise Unauthenticated("The access token has expired; refresh it.")
+            raise Unauthenticated(
+                "The access token has expired: get a new one from /v1/auth/refresh."
+            )
         sub, tid, sid = payload.get("sub"), payload.get("tid"), payload.get("sid")
         if not (isinstance(sub, str) and isinstance(tid, str) and isinstance(sid, str)):
-            raise Unauthenticated("The access token is not valid.")
+            raise Unauthenticated("The access token is not valid; log in again.")
         return AccessClaims(sub, tid, sid)

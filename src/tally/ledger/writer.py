@@ -86,10 +86,15 @@ class Writer:
         audit: AuditContext | None = None,
     ) -> JobResult:
         if self._closing:
-            raise Unavailable("The server is shutting down.", retry_after_seconds=1)
+            raise Unavailable(
+                "This server process is shutting down; nothing was changed. Retry (another "
+                "process, or this one restarted, will take it).",
+                retry_after_seconds=1,
+            )
         if self._queued_commands + len(commands) > self._queue_commands_max:
             raise Unavailable(
-                "The write queue is full; retry shortly.",
+                "This process's write queue is full; nothing was changed. Retry after "
+                "Retry-After seconds.",
                 retry_after_seconds=self._retry_after_seconds,
             )
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()

@@ -115,7 +115,9 @@ _PG_TYPES = {
 }
 
 
-NOTHING_CHANGED_DETAIL = "The database is unavailable; nothing was changed."
+NOTHING_CHANGED_DETAIL = (
+    "The database is unavailable; nothing was changed. Retry after Retry-After seconds."
+)
 # Found by the bank test: a PostgreSQL crashed while COMMIT was in flight can
 # have written the commit (it replays it on restart) without the answer reaching
 # us. Such a write is whole or absent, but which one only a retry can tell.
@@ -276,7 +278,7 @@ class PostgresStore(Store):
                 **self._connect_options(),
             )
         except _UNAVAILABLE as exc:
-            raise Unavailable("The database is unreachable.") from exc
+            raise Unavailable(NOTHING_CHANGED_DETAIL) from exc
 
     async def close(self) -> None:
         if self._writer_conn is not None:
@@ -306,7 +308,7 @@ class PostgresStore(Store):
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise Unavailable("The database is not connected.")
+            raise Unavailable(NOTHING_CHANGED_DETAIL)
         return self._pool
 
     def _unavailable(self, exc: BaseException, *, during_commit: bool = False) -> Unavailable:

@@ -153,7 +153,8 @@ class SqliteStore(Store):
             # "database is locked" past the busy timeout, disk I/O errors, a full disk.
             log.warning("sqlite unavailable: %s", exc)
             raise Unavailable(
-                "The database is busy or unavailable; nothing was changed.",
+                "The database is busy or unavailable; nothing was changed. Retry after "
+                "Retry-After seconds.",
                 retry_after_seconds=self._settings.db_unavailable_retry_after_seconds,
             ) from exc
 

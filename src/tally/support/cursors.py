@@ -55,7 +55,16 @@ def _decode(cursor: str, kind: str) -> str:
 
 
 def _invalid() -> ValidationFailed:
-    return ValidationFailed([FieldError("cursor", "invalid", "Not a cursor this server issued.")])
+    return ValidationFailed(
+        [
+            FieldError(
+                "cursor",
+                "invalid",
+                "Not a cursor this server issued: pass the next_cursor of the previous page "
+                "unchanged, or leave cursor out to start at the first page.",
+            )
+        ]
+    )
 
 
 @dataclass(frozen=True, slots=True)

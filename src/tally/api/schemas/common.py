@@ -6,13 +6,26 @@ from msgspec import Struct
 
 from tally.ledger.public import Timestamp
 
+# What each pattern a request field is decoded with means, in words. A refusal
+# quotes these (tally.api.field_errors), never the regular expression, and a test
+# holds every pattern of every request schema to having its words here.
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def pattern(regex: str, words: str) -> str:
+    """Register ``words`` (a sentence starting "Must") for ``regex``; return it."""
+    assert words.startswith("Must "), words
+    PATTERN_WORDS[regex] = words
+    return regex
+
+
 # No NUL anywhere a client's text is stored or compared: PostgreSQL's text and
 # jsonb cannot hold it.
-NO_NUL = "^[^\u0000]*$"
+NO_NUL = pattern("^[^\u0000]*$", "Must not contain a NUL character (U+0000).")
 
 
 class RequestBody(Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of request bodies: an unknown field is an error, never silently dropped."""
 
 
-__all__ = ["NO_NUL", "RequestBody", "Timestamp"]
+__all__ = ["NO_NUL", "PATTERN_WORDS", "RequestBody", "Timestamp", "pattern"]

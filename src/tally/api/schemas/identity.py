@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from tally.api.schemas.common import NO_NUL, RequestBody, Timestamp
+from tally.api.schemas.common import NO_NUL, RequestBody, Timestamp, pattern
 from tally.identity.passwords import PASSWORD_CHARS_MAX, PASSWORD_CHARS_MIN
 from tally.identity.repository import KeyRecord, UserRecord
 from tally.identity.roles import ALL_SCOPES
@@ -24,7 +24,12 @@ from tally.support.clock import format_time
 # the security tests), and no email, name or token has one.
 Email = Annotated[
     str,
-    Meta(min_length=5, max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"]),
+    Meta(
+        min_length=5,
+        max_length=254,
+        pattern=pattern(EMAIL_PATTERN, "Must be an email address, such as ada@example.com."),
+        examples=["ada@example.com"],
+    ),
 ]
 # Login takes any text as the email: a malformed one gets the very answer, after
 # the very work, of an unknown one (docs/security.md).

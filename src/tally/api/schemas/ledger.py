@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
-from tally.api.schemas.common import NO_NUL, RequestBody
+from tally.api.schemas.common import NO_NUL, RequestBody, pattern
 from tally.core.model import (
     AMOUNT_MAX,
     METADATA_KEY_CHARS_MAX,
@@ -31,7 +31,11 @@ Id = Annotated[
     Meta(
         min_length=1,
         max_length=ID_CHARS_MAX,
-        pattern=ID_PATTERN,
+        pattern=pattern(
+            ID_PATTERN,
+            "Must be 1-64 characters of letters, digits and . _ : -, starting with a "
+            "letter or a digit.",
+        ),
         description="1-64 characters: letters, digits and . _ : - (not first).",
     ),
 ]
@@ -48,7 +52,11 @@ Amount = Annotated[
 Currency = Annotated[
     str,
     Meta(
-        pattern=r"^[A-Z][A-Z0-9_]{0,15}(?![\s\S])",  # see ids.ID_PATTERN
+        pattern=pattern(
+            r"^[A-Z][A-Z0-9_]{0,15}(?![\s\S])",  # (?![\s\S]): see ids.ID_PATTERN
+            "Must be 1-16 characters of A-Z, 0-9 and _, starting with a letter: an ISO "
+            "4217 code such as USD, or your own unit such as POINTS, in capitals.",
+        ),
         description="An ISO 4217 code such as USD, or your own unit: 1-16 of A-Z, 0-9, _.",
         examples=["USD"],
     ),
