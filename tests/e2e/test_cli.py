@@ -9,6 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+import tally
+from tally.config import Settings
 from tests.e2e.conftest import StartServer, cli_create_tenant, run_tally
 
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -200,3 +202,129 @@ def test_one_tenants_key_cannot_see_another_tenants_accounts(
         assert client.get("/v1/accounts/mine", headers=_bearer(key_b)).status_code == 404
         listed = client.get("/v1/accounts", headers=_bearer(key_b)).json()
         assert listed["data"] == []
+
+
+# -- the operator's view: version, help, tenants and keys ----------------------------------
+
+COMMANDS = [
+    (),
+    ("serve",),
+    ("migrate",),
+    ("tenants",),
+    ("tenants", "create"),
+    ("tenants", "list"),
+    ("api-keys",),
+    ("api-keys", "list"),
+    ("api-keys", "revoke"),
+    ("audit",),
+    ("audit", "verify"),
+    ("audit", "head"),
+    ("signing-keys",),
+    ("signing-keys", "rotate"),
+]
+
+
+def test_version_prints_the_package_version(fresh_sqlite_url: str) -> None:
+    done = run_tally(fresh_sqlite_url, "--version")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"tally {tally.__version__}\n"
+
+
+def test_serve_help_shows_the_real_defaults_of_host_port_and_workers(
+    fresh_sqlite_url: str,
+) -> None:
+    done = run_tally(fresh_sqlite_url, "serve", "--help")
+
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())  # help wraps lines where the terminal ends
+    defaults = Settings.model_fields
+    for name, metavar in (("host", "ADDRESS"), ("port", "PORT"), ("workers", "N")):
+        assert f"--{name} {metavar}" in text, text
+        assert f"[default: {defaults[name].default}, or TALLY_{name.upper()} when set]" in text
+    assert "None" not in text
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "tally")
+def test_help_has_no_type_placeholder_for_a_flag(
+    fresh_sqlite_url: str, command: tuple[str, ...]
+) -> None:
+    done = run_tally(fresh_sqlite_url, *command, "--help")
+
+    assert done.returncode == 0, done.stderr
+    assert "<bool>" not in done.stdout, done.stdout
+    assert "Usage: tally" in done.stdout
+
+
+def test_tenants_list_prints_every_tenant_oldest_first(fresh_sqlite_url: str) -> None:
+    made = [cli_create_tenant(fresh_sqlite_url, name)[0] for name in ("Acme", "Globex")]
+
+    as_json = run_tally(fresh_sqlite_url, "tenants", "list", "--json")
+    as_text = run_tally(fresh_sqlite_url, "tenants", "list")
+
+    assert as_json.returncode == 0, as_json.stderr
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(r["tenant_id"], r["name"]) for r in rows] == list(
+        zip(made, ["Acme", "Globex"], strict=True)
+    )
+    assert all(r["created_at"].endswith("Z") for r in rows)
+    assert as_json.stderr.strip() == "2 tenant(s)"
+    assert [line.split()[0] for line in as_text.stdout.splitlines()] == made
+
+
+def test_api_keys_list_shows_prefixes_and_never_a_secret(fresh_sqlite_url: str) -> None:
+    tenant_id, api_key = cli_create_tenant(fresh_sqlite_url, "Acme")
+
+    done = run_tally(fresh_sqlite_url, "api-keys", "list", tenant_id, "--json")
+
+    assert done.returncode == 0, done.stderr
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert api_key.startswith(row["prefix"] + "_")
+    assert row["tenant_id"] == tenant_id and row["revoked_at"] is None
+    assert "admin" in row["scopes"]
+    secret = api_key.split("_", 2)[2]
+    assert secret not in done.stdout + done.stderr
+
+
+def test_api_keys_list_of_an_unknown_tenant_says_so_and_fails(fresh_sqlite_url: str) -> None:
+    done = run_tally(fresh_sqlite_url, "api-keys", "list", "ten_nope")
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert "no tenant has id 'ten_nope'" in done.stderr
+
+
+def test_api_keys_revoke_applies_at_once_and_is_audited(
+    fresh_sqlite_url: str, start_server: StartServer
+) -> None:
+    tenant_id, api_key = cli_create_tenant(fresh_sqlite_url, "Acme")
+    server = start_server(fresh_sqlite_url)
+    prefix = "_".join(api_key.split("_", 2)[:2])  # tly_<key id>
+    with httpx.Client(
+        base_url=server.base_url, headers=_bearer(api_key), timeout=HTTP_TIMEOUT_SECONDS
+    ) as api:
+        assert api.get("/v1/accounts").status_code == 200
+
+        done = run_tally(fresh_sqlite_url, "api-keys", "revoke", prefix)
+
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"revoked {prefix} (default) of {tenant_id} at ")
+        assert api.get("/v1/accounts").status_code == 401
+    listed = run_tally(fresh_sqlite_url, "api-keys", "list", tenant_id, "--json")
+    assert json.loads(listed.stdout)["revoked_at"] is not None
+    again = run_tally(fresh_sqlite_url, "api-keys", "revoke", prefix)
+    assert again.returncode == 0, again.stderr
+    with sqlite3.connect(fresh_sqlite_url.removeprefix("sqlite:///")) as db:
+        rows = db.execute(
+            "SELECT tenant_id, actor_type, action, object_id FROM audit_events"
+            " WHERE actor_type = 'operator'"
+        ).fetchall()
+    key_id = prefix.removeprefix("tly_")
+    assert rows == [(tenant_id, "operator", "revokeApiKey", key_id)] * 2
+
+
+def test_api_keys_revoke_of_an_unknown_key_says_so_and_fails(fresh_sqlite_url: str) -> None:
+    done = run_tally(fresh_sqlite_url, "api-keys", "revoke", "tly_aaaaaaaaaaaaaaaa")
+
+    assert done.returncode == 1
+    assert "no API key has id 'aaaaaaaaaaaaaaaa'" in done.stderr

@@ -2,7 +2,8 @@
 
 Every command that touches the database runs through the same services the
 server uses (``tally.identity.tenants``, ``tally.audit``, ``tally.storage.schema``),
-never SQL of its own.
+never SQL of its own. Help is plain text (typer's ``rich_markup_mode=None``): the
+rich panels label every flag ``<bool>``, which reads as a value to type.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -19,22 +20,51 @@ from tally import __version__
 from tally.audit import AuditLog, Verdict
 from tally.cli.server import serve
 from tally.config import Settings, get_settings
+from tally.identity import tenants as operator
+from tally.identity.repository import KeyRecord
 from tally.identity.tenants import create_tenant
 from tally.identity.tokens import rotate_signing_key
 from tally.storage import Store, make_store
 from tally.storage.schema import migrate as run_migrations
-from tally.support.clock import wall_clock_us
+from tally.support.clock import format_time, wall_clock_us
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Tally, a double-entry ledger service.", no_args_is_help=True)
+
+def _typer(help: str) -> typer.Typer:
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+app = _typer("Tally, a double-entry ledger service.")
 app.command()(serve)
-tenants = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+tenants = _typer("Tenants: make one with an API key, or list them.")
 app.add_typer(tenants, name="tenants")
-audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+api_keys = _typer("Any tenant's API keys: list them, revoke one.")
+app.add_typer(api_keys, name="api-keys")
+audit_app = _typer("The hash-chained audit log.")
 app.add_typer(audit_app, name="audit")
-signing_keys = typer.Typer(help="The keys that sign access tokens.", no_args_is_help=True)
+signing_keys = _typer("The keys that sign access tokens.")
 app.add_typer(signing_keys, name="signing-keys")
+AS_JSON = typer.Option("--json", help="Print one JSON object per line and nothing else.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tally {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Tally, a double-entry ledger service."""
+
 
 TENANT_NAME_CHARS_MAX = 200
 
@@ -67,8 +97,12 @@ async def new_tenant(settings: Settings, name: str) -> tuple[str, str]:
 
 @tenants.command("create")
 def tenants_create(
-    name: Annotated[str, typer.Argument(help="A name for people to recognise it by.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="A name for people to recognise it by.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object and nothing else.")
+    ] = False,
 ) -> None:
     """Create a tenant and an API key with every scope. The key is shown once."""
     if not 1 <= len(name) <= TENANT_NAME_CHARS_MAX:
@@ -83,6 +117,96 @@ def tenants_create(
     typer.echo(f"tenant_id: {tenant_id}")
     typer.echo(f"api_key:   {api_key}")
     typer.echo("Store the API key now: it is shown only this once.", err=True)
+
+
+@tenants.command("list")
+def tenants_list(as_json: Annotated[bool, AS_JSON] = False) -> None:
+    """List every tenant: id, created, name (oldest first)."""
+    settings = get_settings()
+    run_migrations(settings)
+
+    async def work(store: Store) -> int:
+        count = 0
+        async for t in operator.tenants(store):
+            count += 1
+            row = {"tenant_id": t.id, "name": t.name, "created_at": format_time(t.created_at_us)}
+            _emit(row, as_json, f"{t.id}  {row['created_at']}  {t.name}")
+        return count
+
+    count = asyncio.run(with_store(settings, work))
+    typer.echo(f"{count} tenant(s)", err=True)
+
+
+def _emit(row: dict[str, Any], as_json: bool, text: str) -> None:
+    sys.stdout.write((json.dumps(row) if as_json else text) + "\n")
+
+
+def _key_row(key: KeyRecord) -> dict[str, Any]:
+    revoked = None if key.revoked_at_us is None else format_time(key.revoked_at_us)
+    return {
+        "id": key.id,
+        "prefix": f"tly_{key.id}",
+        "tenant_id": key.tenant_id,
+        "name": key.name,
+        "scopes": key.scopes.split(),
+        "created_at": format_time(key.created_at_us),
+        "revoked_at": revoked,
+    }
+
+
+@api_keys.command("list")
+def api_keys_list(
+    tenant_id: Annotated[
+        str, typer.Argument(metavar="TENANT_ID", help="The tenant (tally tenants list).")
+    ],
+    as_json: Annotated[bool, AS_JSON] = False,
+) -> None:
+    """List a tenant's API keys, revoked ones too: prefix, name, scopes, state. Never
+    a secret (only its hash is stored)."""
+    settings = get_settings()
+    run_migrations(settings)
+
+    async def work(store: Store) -> int | None:
+        if await operator.tenant(store, tenant_id) is None:
+            return None
+        count = 0
+        async for key in operator.api_keys(store, tenant_id):
+            count += 1
+            row = _key_row(key)
+            state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+            text = f"{row['prefix']}  {state}  {' '.join(row['scopes'])}  {key.name}"
+            _emit(row, as_json, text)
+        return count
+
+    count = asyncio.run(with_store(settings, work))
+    if count is None:
+        typer.echo(f"no tenant has id {tenant_id!r}: see `tally tenants list`", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{count} API key(s)", err=True)
+
+
+@api_keys.command("revoke")
+def api_keys_revoke(
+    key: Annotated[
+        str, typer.Argument(metavar="KEY", help="The key's id, or its prefix tly_<id>.")
+    ],
+) -> None:
+    """Revoke an API key of any tenant, at once; recorded in that tenant's audit log
+    (actor: operator). Revoking a revoked key changes nothing."""
+    settings = get_settings()
+    run_migrations(settings)
+    key_id = key.removeprefix("tly_").split("_", 1)[0]
+    now_us = wall_clock_us()
+    found = asyncio.run(
+        with_store(settings, lambda store: operator.revoke_api_key(store, key_id, now_us))
+    )
+    if found is None:
+        typer.echo(f"no API key has id {key_id!r}: see `tally api-keys list TENANT_ID`", err=True)
+        raise typer.Exit(1)
+    row = _key_row(found)
+    typer.echo(
+        f"revoked {row['prefix']} ({found.name}) of {found.tenant_id} at {row['revoked_at']}"
+    )
 
 
 @audit_app.command("verify")

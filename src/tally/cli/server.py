@@ -6,16 +6,36 @@ from typing import Annotated, Any
 
 import typer
 
-from tally.config import get_settings
+from tally.config import Settings, get_settings
 from tally.storage.schema import SchemaNotReady, require_up_to_date
 from tally.storage.schema import migrate as run_migrations
 
 
+def _default(name: str) -> str:
+    """A setting's default as help shows it. The options themselves default to None,
+    so that the setting (its environment variable, else this default) decides."""
+    value = Settings.model_fields[name].default
+    return f"[default: {value}, or TALLY_{name.upper()} when set]"
+
+
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Server processes.", min=1)] = None,
-    migrate: Annotated[bool, typer.Option(help="Migrate the database first.")] = True,
+    host: Annotated[
+        str | None,
+        typer.Option(metavar="ADDRESS", help=f"Address to listen on. {_default('host')}"),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT", help=f"Port to listen on. {_default('port')}", min=1, max=65535
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(metavar="N", help=f"Server processes. {_default('workers')}", min=1),
+    ] = None,
+    migrate: Annotated[
+        bool, typer.Option(help="Migrate the database first (tally migrate).")
+    ] = True,
 ) -> None:
     """Run the HTTP server (uvicorn, with uvloop and httptools)."""
     import uvicorn

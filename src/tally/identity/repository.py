@@ -106,6 +106,27 @@ async def session_state(store: Store, session_id: str) -> SessionState | None:
     return SessionState(r[0], r[1], r[2], r[3], r[4] is not None, r[5])
 
 
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    id: str
+    name: str
+    created_at_us: int
+
+
+async def tenants_page(store: Store, after_id: str, limit: int) -> list[TenantRecord]:
+    rows = await store.fetch(
+        "SELECT id, name, created_at_us FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+        after_id,
+        limit,
+    )
+    return [TenantRecord(*r) for r in rows]
+
+
+async def tenant_by_id(store: Store, tenant_id: str) -> TenantRecord | None:
+    rows = await store.fetch("SELECT id, name, created_at_us FROM tenants WHERE id = $1", tenant_id)
+    return TenantRecord(*rows[0]) if rows else None
+
+
 async def insert_tenant(tx: Tx, tenant_id: str, name: str, now_us: int) -> None:
     await tx.execute(
         "INSERT INTO tenants (id, name, created_at_us) VALUES ($1, $2, $3)", tenant_id, name, now_us
@@ -274,6 +295,11 @@ async def api_keys_page(store: Store, tenant_id: str, after_id: str, limit: int)
         limit,
     )
     return [KeyRecord(*r) for r in rows]
+
+
+async def api_key_by_id(db: Store | Tx, key_id: str) -> KeyRecord | None:
+    rows = await db.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+    return KeyRecord(*rows[0]) if rows else None
 
 
 async def find_api_key(store: Store, key_id: str) -> KeyCheck | None:

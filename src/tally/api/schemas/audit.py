@@ -10,7 +10,8 @@ from tally.api.schemas.common import Timestamp
 
 
 class AuditActorOut(Struct):
-    type: Literal["user", "api_key", "anonymous"]
+    # operator: `tally api-keys revoke`, run by whoever has the database.
+    type: Literal["user", "api_key", "anonymous", "operator"]
     id: str | None
 
 
