@@ -50,33 +50,51 @@ def test_make_run_serves_and_the_readme_examples_work(tmp_path: Path) -> None:
     try:
         key = wait_for_key_and_server(server)
         commands = readme_curl_commands()
-        assert len(commands) == 6
+        assert len(commands) == 10
         outputs = []
+        # What the README tells the reader to export from an earlier answer.
+        shell_env = {**env, "KEY": key}
         for command in commands:
             done = subprocess.run(
                 ["bash", "-c", command.replace("localhost:8000", f"127.0.0.1:{port}")],
-                env={**env, "KEY": key},
+                env=shell_env,
                 capture_output=True,
                 text=True,
                 timeout=30,
                 check=True,
             )
-            outputs.append(json.loads(done.stdout))
+            output = json.loads(done.stdout)
+            outputs.append(output)
+            if "invitation_token" in output:
+                shell_env["INVITATION"] = output["invitation_token"]
+            if "access_token" in output:
+                shell_env["TOKEN"] = output["access_token"]
         alice = outputs[3]
         assert alice["id"] == "alice"
         assert alice["balance"] == {"posted": 1000, "pending": 0, "available": 1000}
-        signed_up, logged_in = outputs[4], outputs[5]
-        assert signed_up["tenant_id"].startswith("ten_")
+        assert_sign_up_made_a_tenant_of_its_own(server, outputs[4], outputs[5])
+        invited, accepted, logged_in, seen = outputs[6:10]
+        assert invited["member"]["status"] == "invited"
+        assert accepted["status"] == "active" and accepted["role"] == "viewer"
         assert logged_in["token_type"] == "Bearer"
-        me = httpx.get(
-            f"{server.base_url}/v1/me",
-            headers={"Authorization": f"Bearer {logged_in['access_token']}"},
-            timeout=10,
-        )
-        assert me.json()["id"] == signed_up["user_id"]
-        assert me.json()["role"] == "owner"
+        # The invited user is in the key's tenant: they see alice as she is.
+        assert seen == alice
     finally:
         stop_server(server)
+
+
+def assert_sign_up_made_a_tenant_of_its_own(
+    server: Server, signed_up: dict[str, str], logged_in: dict[str, str]
+) -> None:
+    """As the README says: the new user owns a new, empty tenant."""
+    assert signed_up["tenant_id"].startswith("ten_")
+    assert logged_in["token_type"] == "Bearer"
+    auth = {"Authorization": f"Bearer {logged_in['access_token']}"}
+    me = httpx.get(f"{server.base_url}/v1/me", headers=auth, timeout=10).json()
+    assert (me["id"], me["role"]) == (signed_up["user_id"], "owner")
+    assert me["tenant_id"] == signed_up["tenant_id"]
+    accounts = httpx.get(f"{server.base_url}/v1/accounts", headers=auth, timeout=10).json()
+    assert accounts["data"] == []
 
 
 def wait_for_key_and_server(server: Server) -> str:
