@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     idempotency_in_use_retry_after_seconds: int = 1
 
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # One line per request (tally.access, at info whatever log_level says). Off by
+    # default: it costs throughput (docs/performance.md has the measurement).
+    access_log: bool = False
 
     @field_validator("database_url")
     @classmethod

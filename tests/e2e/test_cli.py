@@ -328,3 +328,31 @@ def test_api_keys_revoke_of_an_unknown_key_says_so_and_fails(fresh_sqlite_url: s
 
     assert done.returncode == 1
     assert "no API key has id 'aaaaaaaaaaaaaaaa'" in done.stderr
+
+
+def test_serve_writes_one_access_line_per_request_when_asked(
+    fresh_sqlite_url: str, start_server: StartServer
+) -> None:
+    # At log level warning too: turning the access log on is its own, explicit choice.
+    server = start_server(fresh_sqlite_url, access_log="true", log_level="warning")
+
+    with httpx.Client(base_url=server.base_url, timeout=HTTP_TIMEOUT_SECONDS) as client:
+        ids = [client.get(path).headers["request-id"] for path in ("/healthz", "/v1/accounts")]
+
+    access = [line for line in server.log_text().splitlines() if " tally.access " in line]
+    # The start-up's readiness probes are logged as well; these are the test's two.
+    lines = [line for line in access if line.split("request_id=")[1].split()[0] in ids]
+    assert [line.split("request_id=")[1].split()[0] for line in lines] == ids
+    assert "route=/healthz" in lines[0] and "status=200" in lines[0]
+    assert "route=/v1/accounts" in lines[1] and "status=401" in lines[1]
+
+
+def test_serve_writes_no_access_line_by_default(
+    fresh_sqlite_url: str, start_server: StartServer
+) -> None:
+    server = start_server(fresh_sqlite_url)
+
+    with httpx.Client(base_url=server.base_url, timeout=HTTP_TIMEOUT_SECONDS) as client:
+        assert client.get("/healthz").status_code == 200
+
+    assert " tally.access " not in server.log_text()

@@ -56,7 +56,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
     app.router.redirect_slashes = False
     app.state.services = services
     app.add_middleware(
-        ApiMiddleware, router=ApiRouter(endpoints), cors_origins=services.settings.cors_origins
+        ApiMiddleware,
+        router=ApiRouter(endpoints),
+        cors_origins=services.settings.cors_origins,
+        access_log=services.settings.access_log,
     )
     return app
 

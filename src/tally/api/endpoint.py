@@ -24,6 +24,7 @@ from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tally.api import access_log
 from tally.api.parsing import (
     QueryNames,
     check_query_names,
@@ -211,9 +212,12 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
     errors, audit, measure."""
     settings = services.settings
     query = spec.query
+    logged = settings.access_log
 
     async def run(request: Request) -> Response:
         started = time.perf_counter()
+        if logged:
+            access_log.note(request.scope.get("state"), route=spec.path)
         ctx = None
         if spec.mutating:
             ctx = AuditContext(spec.operation_id, request_id_of(request), client_address(request))
@@ -251,6 +255,9 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
             await services.audit_appender.append(
                 ctx.row(response.status_code, code, services.clock())
             )
+        if logged and ctx is not None:
+            # Sign-up and login learn their caller only as they run.
+            _note_caller(request, ctx.tenant_id, ctx.actor_type, ctx.actor_id)
         REQUESTS.labels(spec.method, spec.path, response.status_code).inc()
         REQUEST_SECONDS.labels(spec.method, spec.path).observe(time.perf_counter() - started)
         return response
@@ -277,8 +284,19 @@ async def _admit(
     if ctx is not None:
         ctx.tenant_id = principal.tenant_id
         ctx.actor_type, ctx.actor_id = principal.actor_type, principal.actor_id
+    if services.settings.access_log:
+        _note_caller(request, principal.tenant_id, principal.actor_type, principal.actor_id)
     headers = await services.limits.for_credential(principal.actor_type, principal.actor_id)
     return principal, headers
+
+
+def _note_caller(
+    request: Request, tenant_id: str | None, actor_type: str, actor_id: str | None
+) -> None:
+    if tenant_id is None and actor_id is None:
+        return  # nobody known yet (a refused login, a bad credential)
+    actor = f"{actor_type}:{actor_id}" if actor_id is not None else actor_type
+    access_log.note(request.scope.get("state"), tenant_id=tenant_id, actor=actor)
 
 
 def _authorize(spec: RouteSpec, principal: Principal | None) -> None:

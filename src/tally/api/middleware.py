@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tally.api import access_log
 from tally.api.problems import problem_response
 from tally.api.router import ApiRouter, Dispatch
 from tally.errors import MalformedRequest
@@ -45,8 +47,11 @@ class ApiMiddleware:
     and the headers every API response should carry, CORS preflights included:
     CORS (when configured) runs inside this, around the dispatch."""
 
-    def __init__(self, app: ASGIApp, router: ApiRouter, cors_origins: list[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, router: ApiRouter, cors_origins: list[str], access_log: bool = False
+    ) -> None:
         self.app = app
+        self.access_log = access_log
         self.inner: ASGIApp = Dispatch(app, router)
         if cors_origins:  # off by default: only the origins an operator names
             self.inner = CORSMiddleware(
@@ -69,6 +74,41 @@ class ApiMiddleware:
                 request_id = text if _CLIENT_REQUEST_ID.match(text) else None
         request_id = request_id or new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
+        if self.access_log:
+            await self._logged(scope, receive, send, request_id)
+            return
+        await self._answer(scope, receive, send, request_id)
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """The request, timed, and its access line written when it ends."""
+        started = time.perf_counter()
+        status = 500  # unless a response starts: an exception escaped
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._answer(scope, receive, send_noting_status, request_id)
+        finally:
+            client = scope.get("client")
+            state = scope["state"]
+            # The /v1 endpoints note their route; Starlette's routes leave theirs here.
+            matched = getattr(scope.get("route"), "path", None)
+            if matched is not None:
+                state.setdefault(access_log.ROUTE, matched)
+            access_log.write(
+                state,
+                scope["method"],
+                scope["path"],
+                status,
+                time.perf_counter() - started,
+                client[0] if client else None,
+            )
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         https = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:

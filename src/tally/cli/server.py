@@ -87,5 +87,8 @@ def log_config(level: str) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"level": level.upper()},
             "uvicorn.access": {"level": "WARNING"},
+            # Tally's own access lines (TALLY_ACCESS_LOG) show whatever the level:
+            # turning them on is the operator's explicit choice.
+            "tally.access": {"level": "INFO"},
         },
     }
