@@ -36,10 +36,10 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## security-scan: bandit (no high-severity finding) and the dependencies' known vulnerabilities
+## security-scan: bandit (no high-severity finding) and the dependencies' known
+## vulnerabilities: pip-audit and PyPI's advisories, and plainly what each audited
 security-scan: $(INSTALLED)
 	$(BIN)/bandit -q -r src --severity-level high
-	$(BIN)/pip-audit --progress-spinner off
 	$(BIN)/python scripts/check_advisories.py
 
 pytest: $(INSTALLED)
