@@ -1,5 +1,6 @@
-"""The command line: ``tally serve``, ``tally migrate``, ``tally tenants create``,
-``tally audit verify|head``, ``tally signing-keys rotate``."""
+"""The command line: ``tally serve``, ``tally migrate``, ``tally tenants create|list``,
+``tally api-keys list|revoke``, ``tally audit verify|head``, ``tally signing-keys
+rotate``, ``tally --version``."""
 
 from tally.cli.admin import app
 
