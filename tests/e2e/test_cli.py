@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import tally
 from tests.e2e.conftest import StartServer, cli_create_tenant, run_tally
 
 HTTP_TIMEOUT_SECONDS = 10.0
+ACCESS_LINE_WAIT_SECONDS = 5.0
 
 
 @pytest.fixture
@@ -297,9 +299,15 @@ def test_serve_writes_one_access_line_per_request_when_asked(
     with httpx.Client(base_url=server.base_url, timeout=HTTP_TIMEOUT_SECONDS) as client:
         ids = [client.get(path).headers["request-id"] for path in ("/healthz", "/v1/accounts")]
 
-    access = [line for line in server.log_text().splitlines() if " tally.access " in line]
-    # The start-up's readiness probes are logged as well; these are the test's two.
-    lines = [line for line in access if line.split("request_id=")[1].split()[0] in ids]
+    # A line is written once its response has gone, so it may trail the answer.
+    deadline = time.monotonic() + ACCESS_LINE_WAIT_SECONDS
+    while True:
+        access = [line for line in server.log_text().splitlines() if " tally.access " in line]
+        # The start-up's readiness probes are logged as well; these are the test's two.
+        lines = [line for line in access if line.split("request_id=")[1].split()[0] in ids]
+        if len(lines) == len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert [line.split("request_id=")[1].split()[0] for line in lines] == ids
     assert "route=/healthz" in lines[0] and "status=200" in lines[0]
     assert "route=/v1/accounts" in lines[1] and "status=401" in lines[1]
