@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check pytest lint security-scan install clean bench bench-smoke soak sqlmap
+.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path soak sqlmap
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ bench: $(BENCH_INSTALLED)
 ## bench-smoke: the short benchmark CI runs (under a minute)
 bench-smoke: $(BENCH_INSTALLED)
 	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
+
+## bench-path: the request path in process, no HTTP server: CPU µs per transfer (under a minute)
+bench-path: $(BENCH_INSTALLED)
+	$(BIN)/python bench/request_path.py $(BENCH_PATH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
