@@ -172,10 +172,11 @@ def run_point(
         summary=summary,
         verdict=asdict(verdict),
     )
-    lat = point["latency_ms"]
+    lat, cpu = point["latency_ms"], point["cpu_us_per_transfer"]
     log(
         f"{label}: {point['transfers_per_s']:,.0f} transfers/s, p50 {lat['p50']} ms, "
-        f"p99 {lat['p99']} ms, errors {point['errors_total']}, "
+        f"p99 {lat['p99']} ms, errors {point['errors_total']}, CPU µs/transfer Tally "
+        f"{cpu['tally']} PostgreSQL {cpu['postgres']}, "
         f"invariants {'ok' if verdict.ok else 'VIOLATED: ' + '; '.join(verdict.violations)}"
     )
     return point
@@ -233,7 +234,10 @@ def run_pgbench(
                 work_dir=work,
             )
             p99 = run["latency_ms"]["p99"]
-            log(f"pgbench: {clients} clients: {run['tps']:,.0f} tps, p99 {p99} ms")
+            log(
+                f"pgbench: {clients} clients: {run['tps']:,.0f} tps, p99 {p99} ms, PostgreSQL "
+                f"CPU {run['postgres_cpu_us_per_transaction']} µs/transaction"
+            )
             out["runs"].append(run)
     finally:
         pg.drop_database(database)
