@@ -39,6 +39,9 @@ CLIENTS = (1, 16, 64, 256)
 PGBENCH_CLIENTS = (1, 16, 64)
 PGBENCH_CLIENTS_MAX = 64  # PostgreSQL's max_connections is 100 here, shared with others
 BATCH_SIZES = (100, 1000)
+# The hot-account point (Blnk's test): this share of transfers touches account a0000.
+HOT_PCT = 50
+HOT_CLIENTS = (64,)
 # Tally's per-process write queue (TALLY_WRITER_QUEUE_COMMANDS_MAX, default 20,000).
 # Past it, writes are answered 503 by design; a batch point whose transfers in
 # flight (clients x batch size) could fill half the server's queues is skipped.
@@ -58,6 +61,8 @@ class Plan:
     pgbench_clients: list[int]
     single_clients: list[int]
     batch_clients: dict[int, list[int]]
+    hot_clients: list[int]
+    hot_pct: int
     sqlite_clients: list[int]
     keep_logs: bool = False
     skipped: list[str] = field(default_factory=list)
@@ -86,6 +91,13 @@ def parse_args(argv: list[str] | None) -> Plan:
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip Tally on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip Tally on SQLite")
+    parser.add_argument(
+        "--hot-clients",
+        help="client counts of the hot-account point (64; smoke: none; '' for none)",
+    )
+    parser.add_argument(
+        "--hot-pct", type=int, default=HOT_PCT, help=f"hot point: %% touching a0000 ({HOT_PCT})"
+    )
     args = parser.parse_args(argv)
     if args.workers < 1 or args.wrk_threads < 1 or not 2 <= args.accounts <= 10_000:
         parser.error("--workers and --wrk-threads must be ≥ 1, --accounts 2…10000")
@@ -93,6 +105,12 @@ def parse_args(argv: list[str] | None) -> Plan:
     given = [int(c) for c in args.clients.split(",")] if args.clients else None
     if given is not None and not all(1 <= c <= 1000 for c in given):
         parser.error("--clients: each count must be 1…1000")
+    if args.hot_clients is None:
+        hot = [] if smoke else list(HOT_CLIENTS)
+    else:
+        hot = [int(c) for c in args.hot_clients.split(",") if c.strip()]
+    if not all(1 <= c <= 1000 for c in hot) or not 1 <= args.hot_pct <= 100:
+        parser.error("--hot-clients: each count 1…1000; --hot-pct 1…100")
     clients = given or ([16] if smoke else list(CLIENTS))
     plan = Plan(
         smoke=smoke,
@@ -110,6 +128,8 @@ def parse_args(argv: list[str] | None) -> Plan:
         ],
         single_clients=[] if args.no_postgres else clients,
         batch_clients={},
+        hot_clients=[] if args.no_postgres else hot,
+        hot_pct=args.hot_pct,
         sqlite_clients=[] if args.no_sqlite else clients,
         keep_logs=args.keep_logs,
     )
@@ -131,6 +151,9 @@ def parse_args(argv: list[str] | None) -> Plan:
 
 # -- one benchmark point -------------------------------------------------------------
 
+# (transfers per request, 0 for POST /v1/transfers; clients; % of transfers touching a0000)
+Point = tuple[int, int, int]
+
 
 @dataclass(slots=True)
 class Target:
@@ -143,10 +166,11 @@ class Target:
 
 
 def run_point(
-    plan: Plan, children: procs.Children, target: Target, batch_size: int, clients: int, work: Path
+    plan: Plan, children: procs.Children, target: Target, point: Point, work: Path
 ) -> dict[str, Any]:
     """A fresh tenant with funded accounts, one wrk run, then the invariant check."""
-    label = f"{target.backend} {'batch ' + str(batch_size) if batch_size else 'single'} c={clients}"
+    batch_size, clients, hot_pct = point
+    label = f"{target.backend} {report.endpoint(batch_size, hot_pct)} c={clients}"
     log(f"{label}: setting up {plan.accounts_n:,} accounts")
     _, api_key = server.create_tenant(target.database_url, f"bench {label}")
     book = ledger.Ledger(target.server.base_url, api_key, plan.accounts_n)
@@ -161,6 +185,7 @@ def run_point(
         duration_seconds=plan.duration_seconds,
         batch_size=batch_size,
         accounts_n=plan.accounts_n,
+        hot_pct=hot_pct,
         groups=target.groups,
         work_dir=work,
     )
@@ -169,6 +194,7 @@ def run_point(
         backend=target.backend,
         batch_size=batch_size,
         clients=clients,
+        hot_pct=hot_pct,
         summary=summary,
         verdict=asdict(verdict),
     )
@@ -186,22 +212,24 @@ def run_points(
     plan: Plan,
     children: procs.Children,
     target: Target,
-    points: list[tuple[int, int]],
+    points: list[Point],
     work: Path,
     results: dict[str, Any],
 ) -> None:
-    for batch_size, clients in points:
+    for point in points:
+        batch_size, clients, hot_pct = point
         try:
-            results["points"].append(run_point(plan, children, target, batch_size, clients, work))
+            results["points"].append(run_point(plan, children, target, point, work))
         except Exception as exc:
             log(f"point failed: {exc}")
             traceback.print_exc()
             results["points"].append(
                 {
                     "backend": target.backend,
-                    "endpoint": f"batch {batch_size}" if batch_size else "single",
+                    "endpoint": report.endpoint(batch_size, hot_pct),
                     "batch_size": batch_size,
                     "clients": clients,
+                    "hot_pct": hot_pct,
                     "error": f"{type(exc).__name__}: {exc}"[:2000],
                 }
             )
@@ -252,8 +280,9 @@ def run_tally_postgres(
     work: Path,
     results: dict[str, Any],
 ) -> None:
-    points = [(0, c) for c in plan.single_clients]
-    points += [(size, c) for size, cs in plan.batch_clients.items() for c in cs]
+    points = [(0, c, 0) for c in plan.single_clients]
+    points += [(0, c, plan.hot_pct) for c in plan.hot_clients]
+    points += [(size, c, 0) for size, cs in plan.batch_clients.items() for c in cs]
     if not points:
         return
     database = pg.create_database("tally_bench")
@@ -287,7 +316,8 @@ def run_tally_sqlite(
     running = server.serve(children, url, 1, work / "tally-sqlite.log")
     try:
         target = Target("sqlite", url, running, {"tally": (procs.tree(running.pid), False)})
-        run_points(plan, children, target, [(0, c) for c in plan.sqlite_clients], work, results)
+        points = [(0, c, 0) for c in plan.sqlite_clients]
+        run_points(plan, children, target, points, work, results)
     finally:
         server.stop(children, running)
         results["server_logs"]["sqlite"] = server.log_problems(running.log_path)
@@ -347,7 +377,10 @@ def smoke_failures(results: dict[str, Any]) -> list[str]:
     singles = {
         p["clients"]: p
         for p in results["points"]
-        if "error" not in p and p["backend"] == "postgresql" and p["batch_size"] == 0
+        if "error" not in p
+        and p["backend"] == "postgresql"
+        and p["batch_size"] == 0
+        and not p.get("hot_pct")
     }
     for p in results["points"]:
         if "error" in p or p["batch_size"] != 100:

@@ -13,6 +13,7 @@ TARGET_SINGLE_64_P99_MS_MAX = 25.0
 TARGET_SINGLE_1_P50_MS_MAX = 1.5
 TARGET_BATCH_1000_TPS_RATIO_MIN = 20.0
 TARGET_SQLITE_16_TPS_RATIO_MIN = 2.0
+TARGET_HOT_64_TPS_RATIO_MIN = 1.0
 TARGET_SINGLE_64_TALLY_CPU_US_MAX = 100.0
 TARGET_BATCH_1000_TALLY_CPU_US_MAX = 20.0
 
@@ -33,11 +34,17 @@ def _ms(value_us: float | None) -> float | None:
     return None if value_us is None else round(value_us / 1000, 3)
 
 
+def endpoint(batch_size: int, hot_pct: int = 0) -> str:
+    name = f"batch {batch_size}" if batch_size else "single"
+    return f"{name}, hot {hot_pct} %" if hot_pct else name
+
+
 def point_record(
     *,
     backend: str,
     batch_size: int,
     clients: int,
+    hot_pct: int = 0,
     summary: dict[str, Any],
     verdict: dict[str, Any],
 ) -> dict[str, Any]:
@@ -59,9 +66,10 @@ def point_record(
         item_errors = 0
     return {
         "backend": backend,
-        "endpoint": f"batch {batch_size}" if batch_size else "single",
+        "endpoint": endpoint(batch_size, hot_pct),
         "batch_size": batch_size,
         "clients": clients,
+        "hot_pct": hot_pct,
         "duration_s": round(duration_s, 3),
         "transfers_per_s": round(summary["created"] / duration_s, 1),
         "requests_per_s": round(summary["responses"] / duration_s, 1),
@@ -128,11 +136,14 @@ def attach_ratios(results: dict[str, Any]) -> None:
         }
 
 
-def _find(results: dict[str, Any], backend: str, batch_size: int, clients: int) -> Any:
+def _find(
+    results: dict[str, Any], backend: str, batch_size: int, clients: int, hot_pct: int = 0
+) -> Any:
+    wanted = (backend, batch_size, clients, hot_pct)
     for p in results["points"]:
         if "error" in p:
             continue
-        if (p["backend"], p["batch_size"], p["clients"]) == (backend, batch_size, clients):
+        if (p["backend"], p["batch_size"], p["clients"], p.get("hot_pct", 0)) == wanted:
             return p
     return None
 
@@ -173,6 +184,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"PostgreSQL, single transfers, 64 clients: Tally CPU ≤ "
             f"{TARGET_SINGLE_64_TALLY_CPU_US_MAX:g} µs per transfer",
             TARGET_SINGLE_64_TALLY_CPU_US_MAX,
+        )
+    )
+    hot_64 = next(
+        (
+            p
+            for p in results["points"]
+            if "error" not in p and p.get("hot_pct") and (p["batch_size"], p["clients"]) == (0, 64)
+        ),
+        None,
+    )
+    ratio = hot_64 and hot_64["vs_pgbench"]["tps_ratio"]
+    out.append(
+        _target(
+            f"PostgreSQL, single transfers, hot account "
+            f"({hot_64['hot_pct'] if hot_64 else '—'} % touch one account), 64 clients: "
+            f"≥ {TARGET_HOT_64_TPS_RATIO_MIN:g}x pgbench tps at 64 clients",
+            f"{hot_64['transfers_per_s']:,.0f} transfers/s" if hot_64 else "not measured",
+            ratio,
+            None if ratio is None else ratio >= TARGET_HOT_64_TPS_RATIO_MIN,
         )
     )
     single_1 = _find(results, "postgresql", 0, 1)
