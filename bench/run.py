@@ -46,6 +46,11 @@ HOT_CLIENTS = (64,)
 # Past it, writes are answered 503 by design; a batch point whose transfers in
 # flight (clients x batch size) could fill half the server's queues is skipped.
 WRITER_QUEUE_COMMANDS_MAX = 20_000
+# The smoke run's CPU ceilings, µs of Tally CPU per transfer: loose enough for a
+# noisy 2-core CI machine (issue 10 measured ~540 single, ~80 batched, and targets
+# 100 and 20), tight enough to catch a request path several times slower.
+SMOKE_CPU_US_PER_SINGLE_MAX = 2_000.0
+SMOKE_CPU_US_PER_BATCHED_MAX = 600.0
 
 
 @dataclass(slots=True)
@@ -374,6 +379,7 @@ def smoke_failures(results: dict[str, Any]) -> list[str]:
                 f"{p['backend']} {p['endpoint']} c={p['clients']}: {p['errors_total']} errors "
                 f"(statuses {p['statuses']}, socket {p['socket_errors']})"
             )
+    failures += cpu_ceiling_failures(results)
     singles = {
         p["clients"]: p
         for p in results["points"]
@@ -390,6 +396,28 @@ def smoke_failures(results: dict[str, Any]) -> list[str]:
             failures.append(
                 f"batch 100 at {p['clients']} clients: {p['transfers_per_s']:,.0f} transfers/s, "
                 f"not above single transfers' {single['transfers_per_s']:,.0f}"
+            )
+    return failures
+
+
+def cpu_ceiling_failures(results: dict[str, Any]) -> list[str]:
+    """The smoke run's ceilings on Tally CPU per transfer, each figure logged."""
+    failures = []
+    for p in results["points"]:
+        if "error" in p:
+            continue
+        ceiling = SMOKE_CPU_US_PER_BATCHED_MAX if p["batch_size"] else SMOKE_CPU_US_PER_SINGLE_MAX
+        cpu = p["cpu_us_per_transfer"]["tally"]
+        label = f"{p['backend']} {p['endpoint']} c={p['clients']}"
+        ok = cpu is not None and cpu <= ceiling
+        log(
+            f"CPU ceiling: {label}: Tally {'—' if cpu is None else f'{cpu:,.0f}'} µs/transfer "
+            f"(ceiling {ceiling:,.0f}): {'ok' if ok else 'EXCEEDED'}"
+        )
+        if not ok:
+            failures.append(
+                f"{label}: Tally CPU {cpu} µs per transfer, above the smoke ceiling "
+                f"{ceiling:,.0f} (or not measured)"
             )
     return failures
 
