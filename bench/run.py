@@ -58,6 +58,7 @@ class Plan:
     smoke: bool
     duration_seconds: int
     workers: int
+    http_server: str
     wrk_threads: int
     accounts_n: int
     postgres_url: str
@@ -77,6 +78,12 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="the short CI run (< 60 s)")
     parser.add_argument("--workers", type=int, default=2, help="tally processes on PostgreSQL (2)")
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="tally serve --server: the HTTP server (uvicorn)",
+    )
     parser.add_argument("--duration", type=int, help="seconds per point (15; smoke: 3)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="results dir")
     parser.add_argument("--clients", help="comma-separated client counts (1,16,64,256)")
@@ -121,6 +128,7 @@ def parse_args(argv: list[str] | None) -> Plan:
         smoke=smoke,
         duration_seconds=args.duration or (3 if smoke else 15),
         workers=args.workers,
+        http_server=args.server,
         wrk_threads=args.wrk_threads,
         accounts_n=args.accounts,
         postgres_url=args.postgres_url,
@@ -294,8 +302,9 @@ def run_tally_postgres(
     url = pg.url_for(database)
     try:
         server.migrate(url)
-        log(f"tally on PostgreSQL ({database}), {plan.workers} workers")
-        running = server.serve(children, url, plan.workers, work / "tally-postgresql.log")
+        log(f"tally on PostgreSQL ({database}), {plan.workers} {plan.http_server} workers")
+        log_path = work / "tally-postgresql.log"
+        running = server.serve(children, url, plan.workers, log_path, plan.http_server)
         try:
             groups = {
                 "tally": (procs.tree(running.pid), False),
@@ -317,8 +326,8 @@ def run_tally_sqlite(
         return
     url = f"sqlite:///{work / 'tally-bench.db'}"
     server.migrate(url)
-    log("tally on SQLite, 1 worker")
-    running = server.serve(children, url, 1, work / "tally-sqlite.log")
+    log(f"tally on SQLite, 1 {plan.http_server} worker")
+    running = server.serve(children, url, 1, work / "tally-sqlite.log", plan.http_server)
     try:
         target = Target("sqlite", url, running, {"tally": (procs.tree(running.pid), False)})
         points = [(0, c, 0) for c in plan.sqlite_clients]
@@ -467,6 +476,7 @@ def _new_results(plan: Plan, stamp: str) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "git": _git(),
             "workers": plan.workers,
+            "http_server": plan.http_server,
             "duration_s": plan.duration_seconds,
             "wrk_threads": plan.wrk_threads,
             "accounts": plan.accounts_n,

@@ -295,7 +295,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"(fsync={meta['postgres'].get('fsync', '?')}, "
         f"synchronous_commit={meta['postgres'].get('synchronous_commit', '?')}, "
         f"shared_buffers={meta['postgres'].get('shared_buffers', '?')}). "
-        f"Tally {meta['git']}, {meta['workers']} worker(s) on PostgreSQL, 1 on SQLite; "
+        f"Tally {meta['git']} under {meta.get('http_server', 'uvicorn')}, "
+        f"{meta['workers']} worker(s) on PostgreSQL, 1 on SQLite; "
         f"{meta['duration_s']} s per point; wrk {meta['wrk_threads']} thread(s); "
         f"{meta['accounts']:,} no-overdraft accounts funded from one bank account.",
         "",
