@@ -124,7 +124,7 @@ def profile_path(
         sys.executable, str(BENCH_DIR / "request_path.py"),
         "--clients", "0" if args.batch else str(args.clients),
         "--batch", str(args.batch), "--batch-clients", str(args.clients),
-        "--seconds", str(args.seconds + 2), "--hot-pct", str(args.hot_pct),
+        "--seconds", str(args.seconds + 2), "--rounds", "1", "--hot-pct", str(args.hot_pct),
         "--accounts", str(args.accounts), "--postgres-url", args.postgres_url,
         "--json", str(results),
     ]  # fmt: skip

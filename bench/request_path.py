@@ -42,6 +42,7 @@ import os
 import random
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -395,40 +396,73 @@ class Window:
 
 @dataclass(slots=True)
 class Row:
+    """One scenario over its rounds: totals, and each per-transfer figure as the
+    median of the rounds' (with the Tally figure's range, the noise to read it by)."""
+
     scenario: str
     clients: int
+    rounds: int
     requests: int
     transfers: int
     wall_s: float
     transfers_per_s: float
     tally_cpu_us_per_transfer: float | None
+    tally_cpu_us_per_transfer_min: float | None
+    tally_cpu_us_per_transfer_max: float | None
     postgres_cpu_us_per_transfer: float | None
     tally_cpu_percent: float
     machine_cpu_percent: float
     exceeds_credits: int
     errors: int
     error_samples: list[str]
+    per_round: list[dict[str, float | None]]
 
 
-def row(scenario: str, clients: int, out: Outcome, window: dict[str, float | None]) -> Row:
+def _per_round(out: Outcome, window: dict[str, float | None]) -> dict[str, float | None]:
     wall = window["wall_s"] or 1e-9
     tally = window["tally_cpu_s"] or 0.0
     pg = window["postgres_cpu_s"]
     n = out.transfers
+    return {
+        "transfers": n,
+        "wall_s": round(wall, 3),
+        "transfers_per_s": round(n / wall, 1),
+        "tally_cpu_us_per_transfer": round(tally / n * 1e6, 1) if n else None,
+        "postgres_cpu_us_per_transfer": round(pg / n * 1e6, 1) if n and pg is not None else None,
+        "tally_cpu_percent": round(100 * tally / wall, 1),
+        "machine_cpu_percent": round(100 * (window["machine_cpu_s"] or 0.0) / wall, 1),
+    }
+
+
+def _median(rounds: list[dict[str, float | None]], name: str) -> float | None:
+    values = [v for r in rounds if (v := r[name]) is not None]
+    return round(statistics.median(values), 1) if values else None
+
+
+def row(
+    scenario: str, clients: int, measured: list[tuple[Outcome, dict[str, float | None]]]
+) -> Row:
+    rounds = [_per_round(out, window) for out, window in measured]
+    tally = [v for r in rounds if (v := r["tally_cpu_us_per_transfer"]) is not None]
+    errors = [sample for out, _ in measured for sample in out.error_samples]
     return Row(
         scenario=scenario,
         clients=clients,
-        requests=out.requests,
-        transfers=n,
-        wall_s=round(wall, 2),
-        transfers_per_s=round(n / wall, 1),
-        tally_cpu_us_per_transfer=round(tally / n * 1e6, 1) if n else None,
-        postgres_cpu_us_per_transfer=round(pg / n * 1e6, 1) if n and pg is not None else None,
-        tally_cpu_percent=round(100 * tally / wall, 1),
-        machine_cpu_percent=round(100 * (window["machine_cpu_s"] or 0.0) / wall, 1),
-        exceeds_credits=out.exceeds_credits,
-        errors=out.errors,
-        error_samples=out.error_samples,
+        rounds=len(rounds),
+        requests=sum(out.requests for out, _ in measured),
+        transfers=sum(out.transfers for out, _ in measured),
+        wall_s=round(sum(r["wall_s"] or 0.0 for r in rounds), 2),
+        transfers_per_s=_median(rounds, "transfers_per_s") or 0.0,
+        tally_cpu_us_per_transfer=_median(rounds, "tally_cpu_us_per_transfer"),
+        tally_cpu_us_per_transfer_min=min(tally, default=None),
+        tally_cpu_us_per_transfer_max=max(tally, default=None),
+        postgres_cpu_us_per_transfer=_median(rounds, "postgres_cpu_us_per_transfer"),
+        tally_cpu_percent=_median(rounds, "tally_cpu_percent") or 0.0,
+        machine_cpu_percent=_median(rounds, "machine_cpu_percent") or 0.0,
+        exceeds_credits=sum(out.exceeds_credits for out, _ in measured),
+        errors=sum(out.errors for out, _ in measured),
+        error_samples=errors[:5],
+        per_round=rounds,
     )
 
 
@@ -437,23 +471,27 @@ async def measure(
     send: Send,
     transfers: Transfers,
     clients: int,
-    window: Window,
+    postgres_cpu: procs.Finder | None,
     args: argparse.Namespace,
     per_request: int,
-) -> tuple[Outcome, dict[str, float | None], Outcome]:
-    """A warm-up (caches, prepared statements, the pool), then the measured window."""
+) -> tuple[list[tuple[Outcome, dict[str, float | None]]], Outcome]:
+    """A warm-up (caches, prepared statements, the pool), then ``--rounds`` windows."""
     warm = await drive(client, send, transfers, clients, seconds=WARM_UP_SECONDS, requests_max=None)
     requests_max = -(-args.count // per_request) if args.count else None
-    window.start()
-    out = await drive(
-        client,
-        send,
-        transfers,
-        clients,
-        seconds=None if requests_max else args.seconds,
-        requests_max=requests_max,
-    )
-    return out, window.stop(), warm
+    measured = []
+    for _ in range(args.rounds):
+        window = Window(postgres_cpu)
+        window.start()
+        out = await drive(
+            client,
+            send,
+            transfers,
+            clients,
+            seconds=None if requests_max else args.seconds,
+            requests_max=requests_max,
+        )
+        measured.append((out, window.stop()))
+    return measured, warm
 
 
 async def null_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -503,11 +541,9 @@ async def run_app(settings: Settings, args: argparse.Namespace, pg: procs.Finder
             )
         for name, send, clients, per_request in plans:
             log(f"{name}: {clients} clients, warm-up {WARM_UP_SECONDS:g} s, then measuring")
-            out, window, warm = await measure(
-                client, send, transfers, clients, Window(pg), args, per_request
-            )
-            moved += out.moved_amount + warm.moved_amount
-            results["rows"].append(row(name, clients, out, window))
+            measured, warm = await measure(client, send, transfers, clients, pg, args, per_request)
+            moved += warm.moved_amount + sum(out.moved_amount for out, _ in measured)
+            results["rows"].append(row(name, clients, measured))
             if warm.errors:
                 results["violations"].append(f"{name} warm-up: {warm.errors} errors")
         results["violations"] += await verify(client, args.accounts, moved)
@@ -536,7 +572,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     header = ["scenario", "clients", "transfers", "s", "transfers/s",
-              "Tally CPU µs/transfer", "PostgreSQL CPU µs/transfer", "Tally CPU %",
+              "Tally CPU µs/transfer (min-max)", "PostgreSQL CPU µs/transfer", "Tally CPU %",
               "machine CPU %", "errors"]  # fmt: skip
     rows = [
         [
@@ -545,7 +581,11 @@ def table(results: dict[str, Any]) -> str:
             f"{r.transfers:,}",
             f"{r.wall_s:.1f}",
             f"{r.transfers_per_s:,.0f}",
-            "—" if r.tally_cpu_us_per_transfer is None else f"{r.tally_cpu_us_per_transfer:,.1f}",
+            _figure_range(
+                r.tally_cpu_us_per_transfer,
+                r.tally_cpu_us_per_transfer_min,
+                r.tally_cpu_us_per_transfer_max,
+            ),
             "—"
             if r.postgres_cpu_us_per_transfer is None
             else f"{r.postgres_cpu_us_per_transfer:,.1f}",
@@ -563,7 +603,8 @@ def table(results: dict[str, Any]) -> str:
     lines.insert(
         0,
         f"request path in process ({meta['backend']}, {meta['git']}, {meta['cpus']} CPUs, "
-        f"load {meta['load_1m']:.1f}, hot {meta['hot_pct']} %):",
+        f"load {meta['load_1m']:.1f}, hot {meta['hot_pct']} %; medians of {meta['rounds']} "
+        "rounds):",
     )
     lines.append(
         f"the driver alone (a null app): {meta['driver_us_per_request']:.1f} µs per request, "
@@ -574,6 +615,12 @@ def table(results: dict[str, Any]) -> str:
         "invariants: " + ("ok" if not violations else "VIOLATED: " + "; ".join(violations))
     )
     return "\n".join(lines)
+
+
+def _figure_range(median: float | None, low: float | None, high: float | None) -> str:
+    if median is None or low is None or high is None:
+        return "—"
+    return f"{median:,.1f} ({low:,.0f}-{high:,.0f})"
 
 
 def _line(cells: list[str], widths: list[int]) -> str:
@@ -608,12 +655,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batch", type=int, default=1000, help="transfers per batch request (1000; 0: skip)"
     )
     parser.add_argument("--batch-clients", type=int, default=4, help="batch coroutines (4)")
-    parser.add_argument(
-        "--seconds", type=float, default=10.0, help="measured seconds per scenario (10)"
-    )
-    parser.add_argument(
-        "--count", type=int, help="measure this many transfers per scenario instead"
-    )
+    parser.add_argument("--rounds", type=int, default=3, help="measured windows per scenario (3)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per window (4)")
+    parser.add_argument("--count", type=int, help="each window: this many transfers instead")
     parser.add_argument("--accounts", type=int, default=1000, help="funded accounts (1000)")
     parser.add_argument("--hot-pct", type=int, default=0, help="%% of transfers touching a0000 (0)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -633,6 +677,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--accounts 2…10000, --hot-pct 0…100")
     if args.count is not None and args.count < 1:
         parser.error("--count must be ≥ 1")
+    if not 1 <= args.rounds <= 20 or not 0 < args.seconds <= 600:
+        parser.error("--rounds 1…20, --seconds up to 600")
     return args
 
 
@@ -646,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load_1m": os.getloadavg()[0],
         "hot_pct": args.hot_pct,
+        "rounds": args.rounds,
         "driver_us_per_request": uvloop.run(driver_overhead_us(args.clients or 1, args.accounts)),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
