@@ -54,11 +54,17 @@ def _group_processes(pgid: int) -> dict[int, tuple[str, int]]:
     return found
 
 
-def _is_worker(pid: int) -> bool:
-    """A uvicorn worker is a multiprocessing child (``spawn_main``); the group also
-    holds multiprocessing's resource tracker, which serves nothing."""
+def _is_worker(pid: int, master: int) -> bool:
+    """A uvicorn worker is a multiprocessing child (``spawn_main``); a granian worker
+    (``tally serve --server granian``) is forked, so its command line is the
+    master's own. The group also holds multiprocessing's resource tracker, which
+    serves nothing."""
     try:
-        return b"spawn_main" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        return (
+            b"spawn_main" in cmdline
+            or cmdline == (Path("/proc") / str(master) / "cmdline").read_bytes()
+        )
     except OSError:
         return False
 
@@ -157,11 +163,11 @@ class ChaosServer:
         return sorted(
             pid
             for pid, (state, parent) in _group_processes(master).items()
-            if parent == master and state != "Z" and _is_worker(pid)
+            if parent == master and state != "Z" and _is_worker(pid, master)
         )
 
     def kill_worker(self, rng: random.Random) -> int:
-        """SIGKILL one worker; uvicorn's supervisor starts another in its place.
+        """SIGKILL one worker; the server's supervisor starts another in its place.
         Returns the pid killed."""
         workers = self.workers_alive()
         assert workers, f"no worker to kill in group {self.current.pid}"
@@ -178,7 +184,7 @@ class ChaosServer:
                 return
             time.sleep(0.1)
         raise AssertionError(
-            f"uvicorn did not replace a killed worker in {timeout_seconds} s:\n{self.log_tail()}"
+            f"the server did not replace a killed worker in {timeout_seconds} s:\n{self.log_tail()}"
         )
 
     def stop(self) -> None:

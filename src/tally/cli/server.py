@@ -94,7 +94,8 @@ def _run_granian(settings: Settings, host: str, port: int, workers: int) -> None
     On SIGTERM or SIGINT granian stops accepting, lets requests in flight finish and
     runs each worker's lifespan shutdown (queued writes commit); a worker still
     running GRACEFUL_SHUTDOWN_SECONDS later is killed. A worker that dies is
-    started again, as uvicorn's supervisor does."""
+    started again, as uvicorn's supervisor does, except that granian (2.8) exits
+    altogether when one dies again within 5.5 s of its restart."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
