@@ -25,6 +25,7 @@ import asyncpg
 
 from tally.config import Settings
 from tally.errors import Unavailable
+from tally.storage.notifications import PostgresNotifications, stamp
 from tally.storage.records import StoredKey
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
@@ -253,6 +254,9 @@ class PostgresStore(Store):
         # The writer's own connection: it runs one transaction at a time, so it
         # needs no pool, and keeping it skips a pool round trip (reset) per batch.
         self._writer_conn: asyncpg.Connection | None = None
+        self.notifications: PostgresNotifications = PostgresNotifications(
+            self._dsn, connect_timeout_seconds=settings.db_connect_timeout_seconds
+        )
 
     def _connect_options(self) -> dict[str, Any]:
         s = self._settings
@@ -323,13 +327,20 @@ class PostgresStore(Store):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        tx: _PostgresTx | None = None
+        committed = False
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                yield _PostgresTx(conn)
+                tx = _PostgresTx(conn, self.notifications)
+                yield tx
+            committed = True
         except asyncpg.exceptions.UniqueViolationError as exc:
             raise UniqueViolation(str(exc)) from exc
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from exc
+        finally:
+            if tx is not None and tx.sent:
+                await self.notifications.echo(tx.sent, wait=committed)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
@@ -431,8 +442,16 @@ class PostgresStore(Store):
 
 
 class _PostgresTx:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, notifications: PostgresNotifications) -> None:
         self._conn = conn
+        self._notifications = notifications
+        self.sent: list[str] = []
+
+    async def notify(self, channel: str, message: str) -> None:
+        payload = stamp(message)
+        self._notifications.expect([payload])
+        self.sent.append(payload)
+        await self._conn.execute("SELECT pg_notify($1, $2)", channel, payload)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         return list(await self._conn.fetch(sql, *args))

@@ -318,6 +318,9 @@ class _SqliteTx:
         count: int = await self._call(lambda: self._conn.execute(sqlite_sql, args).rowcount)
         return count
 
+    async def notify(self, channel: str, message: str) -> None:
+        """One process: nobody else to tell (storage.notifications)."""
+
     async def _call(self, fn: Any) -> Any:
         try:
             return await self._store._run(self._store._writer, fn)

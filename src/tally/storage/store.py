@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from tally.core import Account, Transfer
+from tally.storage.notifications import Notifications
 from tally.storage.records import BalanceRecord, EventRecord, StoredKey, TransferFilter
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
@@ -44,6 +45,12 @@ class Tx(Protocol):
         """Run one statement; return the number of rows it changed."""
         ...
 
+    async def notify(self, channel: str, message: str) -> None:
+        """Tell every server process ``message`` on ``channel`` if, and when, this
+        transaction commits (storage.notifications); the block that opened the
+        transaction returns only once the message has gone out."""
+        ...
+
 
 _SELECT_BALANCES = (
     "SELECT version, transfer_id, debits_pending, debits_posted, credits_pending,"
@@ -54,6 +61,9 @@ _SELECT_BALANCES = (
 
 class Store(abc.ABC):
     """A database holding Tally's ledger; one per server process."""
+
+    # What this database can tell every server process (none on SQLite).
+    notifications: Notifications = Notifications()
 
     # -- lifecycle ------------------------------------------------------------------
 
