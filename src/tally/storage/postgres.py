@@ -240,6 +240,13 @@ _LOCK_ACCOUNTS = (
 )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """What a pooled connection needs between two uses: nothing. asyncpg's default
+    reset (``RESET ALL``, ``UNLISTEN *``, advisory unlocks) is a round trip per
+    read, and nothing in Tally changes a pooled session's state: every statement
+    is one transaction, every setting comes from ``server_settings``."""
+
+
 def _transpose(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     if not rows:
         return [[] for _ in range(width)]
@@ -279,6 +286,7 @@ class PostgresStore(Store):
                 # even while the database is down, and recovers when it returns.
                 min_size=0,
                 max_size=self._settings.db_pool_size,
+                reset=_keep_session,
                 **self._connect_options(),
             )
         except _UNAVAILABLE as exc:
@@ -353,6 +361,10 @@ class PostgresStore(Store):
 
     def metadata_key_arg(self, key: str) -> str:
         return key
+
+    def json_rows(self, param: int, columns: list[tuple[str, str]]) -> str:
+        values = ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(columns))
+        return f"SELECT {values} FROM jsonb_array_elements(${param}::jsonb) AS e"
 
     # -- writes -------------------------------------------------------------------------
 

@@ -174,6 +174,10 @@ class SqliteStore(Store):
     def metadata_key_arg(self, key: str) -> str:
         return "$." + json.dumps(key)
 
+    def json_rows(self, param: int, columns: list[tuple[str, str]]) -> str:
+        values = ", ".join(f"value ->> {i} AS {name}" for i, (name, _) in enumerate(columns))
+        return f"SELECT {values} FROM json_each(${param})"
+
     # -- writes -------------------------------------------------------------------------
 
     async def transact(self, steps: Steps[T]) -> T:

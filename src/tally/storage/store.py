@@ -110,6 +110,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def metadata_key_arg(self, key: str) -> str: ...
 
+    @abc.abstractmethod
+    def json_rows(self, param: int, columns: list[tuple[str, str]]) -> str:
+        """A SELECT of the rows of parameter ``param``, a JSON array of arrays
+        (``json.dumps``), with ``columns`` as (name, PostgreSQL type): a whole set
+        of rows in one parameter, for one statement instead of one per row."""
+
     # -- reads ------------------------------------------------------------------------
 
     async def find_idempotency_key(self, tenant_id: str, key: str, now_us: int) -> StoredKey | None:
