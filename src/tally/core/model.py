@@ -153,6 +153,16 @@ class Transfer:
     def evolve(self, **changes: object) -> Transfer:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def as_of(self, event_type: str) -> Transfer:
+        """The transfer as it was when an event of ``event_type`` about it happened.
+
+        A transfer changes at most once after it is created: a pending one is
+        posted, voided or expired, and then never again. So only the creation of a
+        pending transfer saw something other than what the transfer is now."""
+        if event_type == "transfer.created" and self.pending:
+            return self.evolve(status=TransferStatus.PENDING, resolved_at_us=None)
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class BalanceChange:

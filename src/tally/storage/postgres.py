@@ -50,6 +50,7 @@ from tally.storage.unit_of_work import (
     FindKeys,
     Key,
     LockAccounts,
+    LockAndRead,
     ReadCounters,
     ReadTransfers,
     Step,
@@ -252,6 +253,27 @@ _LOCK_ACCOUNTS = (
     " ORDER BY k.n"
 )
 
+# _LOCK_ACCOUNTS, then _SELECT_TRANSFERS, as one statement (unit_of_work.LockAndRead):
+# each row is (is an account, the account's columns, the transfer's columns), the
+# other object's columns NULL. Append runs the branches in order, so the locks are
+# taken first, in id order.
+_TRANSFER_AT = 1 + len(ACCOUNT_COLUMNS)
+
+
+def _nulls(names: Sequence[str]) -> str:
+    return ", ".join(f"NULL::{_PG_TYPES.get(n, 'bigint')}" for n in names)
+
+
+_LOCK_AND_READ = (
+    f"(SELECT true, {columns(ACCOUNT_COLUMNS, 'a')}, {_nulls(TRANSFER_COLUMNS)}"
+    " FROM unnest($2::text[]) WITH ORDINALITY AS k(id, n),"
+    " LATERAL (SELECT * FROM accounts WHERE tenant_id = $1 AND id = k.id FOR UPDATE) AS a"
+    " ORDER BY k.n)"
+    f" UNION ALL (SELECT false, {_nulls(ACCOUNT_COLUMNS)}, {columns(TRANSFER_COLUMNS, 't')}"
+    " FROM unnest($3::text[]) AS k(id),"
+    " LATERAL (SELECT * FROM transfers WHERE tenant_id = $1 AND id = k.id) AS t)"
+)
+
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """What a pooled connection needs between two uses: nothing. asyncpg's default
@@ -394,6 +416,8 @@ class PostgresStore(Store):
             return await self._per_tenant(conn, _SELECT_TRANSFERS, step.keys, transfer_from_row)
         if isinstance(step, LockAccounts):
             return await self._per_tenant(conn, _LOCK_ACCOUNTS, step.keys, account_from_row)
+        if isinstance(step, LockAndRead):
+            return await self._lock_and_read(conn, step)
         if isinstance(step, ReadCounters):
             # The write statement adds the tenant's counter, under the tenant's
             # lock (see _write_sql): the rows are numbered from 0 until then.
@@ -413,6 +437,25 @@ class PostgresStore(Store):
         for tenant_id, ids in by_tenant(keys).items():
             found += [(tenant_id, from_row(r)) for r in await conn.fetch(sql, tenant_id, ids)]
         return found
+
+    @staticmethod
+    async def _lock_and_read(
+        conn: asyncpg.Connection, step: LockAndRead
+    ) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        """One statement per tenant, tenants in id order (the global lock order)."""
+        lock, read = by_tenant(step.lock), by_tenant(step.read)
+        accounts: list[tuple[str, Any]] = []
+        transfers: list[tuple[str, Any]] = []
+        for tenant_id in sorted(lock.keys() | read.keys()):
+            rows = await conn.fetch(
+                _LOCK_AND_READ, tenant_id, lock.get(tenant_id, []), read.get(tenant_id, [])
+            )
+            for r in rows:
+                if r[0]:
+                    accounts.append((tenant_id, account_from_row(r[1:_TRANSFER_AT])))
+                else:
+                    transfers.append((tenant_id, transfer_from_row(r[_TRANSFER_AT:])))
+        return accounts, transfers
 
     @staticmethod
     async def _stored_keys(

@@ -47,6 +47,7 @@ from tally.storage.unit_of_work import (
     FindKeys,
     Key,
     LockAccounts,
+    LockAndRead,
     ReadCounters,
     ReadTransfers,
     Step,
@@ -206,6 +207,11 @@ class SqliteStore(Store):
             return self._select_by_tenant(conn, step.keys, "transfers", transfer_from_row)
         if isinstance(step, LockAccounts):
             return self._select_by_tenant(conn, step.keys, "accounts", account_from_row)
+        if isinstance(step, LockAndRead):
+            return (
+                self._select_by_tenant(conn, step.lock, "accounts", account_from_row),
+                self._select_by_tenant(conn, step.read, "transfers", transfer_from_row),
+            )
         if isinstance(step, ReadCounters):
             return dict(
                 conn.execute(

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from tally.core import Account, Transfer
 from tally.storage.notifications import Notifications
-from tally.storage.records import BalanceRecord, EventRecord, StoredKey, TransferFilter
+from tally.storage.records import BalanceRecord, StoredEvent, StoredKey, TransferFilter
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
     TRANSFER_COLUMNS,
@@ -223,15 +223,20 @@ class Store(abc.ABC):
         )
         return BalanceRecord(*rows[0]) if rows else None
 
-    async def list_events(self, tenant_id: str, *, after: int, limit: int) -> list[EventRecord]:
+    async def list_events(self, tenant_id: str, *, after: int, limit: int) -> list[StoredEvent]:
         rows = await self.fetch(
-            "SELECT sequence, type, created_at_us, data FROM events"
-            " WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+            f"SELECT e.sequence, e.type, e.created_at_us, e.data, {columns(TRANSFER_COLUMNS, 't')}"
+            " FROM events AS e LEFT JOIN transfers AS t"
+            " ON t.tenant_id = e.tenant_id AND t.id = e.object_id"
+            " WHERE e.tenant_id = $1 AND e.sequence > $2 ORDER BY e.sequence LIMIT $3",
             tenant_id,
             after,
             limit,
         )
-        return [EventRecord(*r) for r in rows]
+        return [
+            StoredEvent(r[0], r[1], r[2], r[3], None if r[4] is None else transfer_from_row(r[4:]))
+            for r in rows
+        ]
 
     async def due_pending_transfers(self, now_us: int, limit: int) -> list[tuple[str, str]]:
         """(tenant, transfer id) of pending transfers past their deadline."""
