@@ -96,7 +96,7 @@ async def users_page(store: Store, tenant_id: str, after_id: str, limit: int) ->
 
 
 async def session_state(store: Store, session_id: str) -> SessionState | None:
-    rows = await store.fetch(
+    rows = await store.fetch_point(
         "SELECT u.id, u.tenant_id, u.role, u.status, s.revoked_at_us, s.expires_at_us"
         " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
         session_id,
@@ -308,7 +308,7 @@ async def api_key_by_id(db: Store | Tx, key_id: str) -> KeyRecord | None:
 
 
 async def find_api_key(store: Store, key_id: str) -> KeyCheck | None:
-    rows = await store.fetch(
+    rows = await store.fetch_point(
         "SELECT id, tenant_id, secret_sha256, scopes, revoked_at_us FROM api_keys WHERE id = $1",
         key_id,
     )
