@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check pytest lint security-scan install clean bench bench-smoke soak sqlmap
+.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path profile soak sqlmap
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,15 @@ bench: $(BENCH_INSTALLED)
 ## bench-smoke: the short benchmark CI runs (under a minute)
 bench-smoke: $(BENCH_INSTALLED)
 	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
+
+## bench-path: the request path in process, no HTTP server: CPU µs per transfer (under a minute)
+bench-path: $(BENCH_INSTALLED)
+	$(BIN)/python bench/request_path.py $(BENCH_PATH_ARGS)
+
+## profile: py-spy on tally serve under wrk (single transfers, 64 clients): a flame graph
+## and the top functions in bench/results/profile-* (about a minute)
+profile: $(BENCH_INSTALLED)
+	$(BIN)/python bench/profile.py $(PROFILE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -39,10 +39,18 @@ CLIENTS = (1, 16, 64, 256)
 PGBENCH_CLIENTS = (1, 16, 64)
 PGBENCH_CLIENTS_MAX = 64  # PostgreSQL's max_connections is 100 here, shared with others
 BATCH_SIZES = (100, 1000)
+# The hot-account point (Blnk's test): this share of transfers touches account a0000.
+HOT_PCT = 50
+HOT_CLIENTS = (64,)
 # Tally's per-process write queue (TALLY_WRITER_QUEUE_COMMANDS_MAX, default 20,000).
 # Past it, writes are answered 503 by design; a batch point whose transfers in
 # flight (clients x batch size) could fill half the server's queues is skipped.
 WRITER_QUEUE_COMMANDS_MAX = 20_000
+# The smoke run's CPU ceilings, µs of Tally CPU per transfer: loose enough for a
+# noisy 2-core CI machine (issue 10 measured ~540 single, ~80 batched, and targets
+# 100 and 20), tight enough to catch a request path several times slower.
+SMOKE_CPU_US_PER_SINGLE_MAX = 2_000.0
+SMOKE_CPU_US_PER_BATCHED_MAX = 600.0
 
 
 @dataclass(slots=True)
@@ -50,6 +58,7 @@ class Plan:
     smoke: bool
     duration_seconds: int
     workers: int
+    http_server: str
     wrk_threads: int
     accounts_n: int
     postgres_url: str
@@ -58,6 +67,8 @@ class Plan:
     pgbench_clients: list[int]
     single_clients: list[int]
     batch_clients: dict[int, list[int]]
+    hot_clients: list[int]
+    hot_pct: int
     sqlite_clients: list[int]
     keep_logs: bool = False
     skipped: list[str] = field(default_factory=list)
@@ -67,6 +78,12 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="the short CI run (< 60 s)")
     parser.add_argument("--workers", type=int, default=2, help="tally processes on PostgreSQL (2)")
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="tally serve --server: the HTTP server (uvicorn)",
+    )
     parser.add_argument("--duration", type=int, help="seconds per point (15; smoke: 3)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="results dir")
     parser.add_argument("--clients", help="comma-separated client counts (1,16,64,256)")
@@ -86,6 +103,13 @@ def parse_args(argv: list[str] | None) -> Plan:
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip Tally on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip Tally on SQLite")
+    parser.add_argument(
+        "--hot-clients",
+        help="client counts of the hot-account point (64; smoke: none; '' for none)",
+    )
+    parser.add_argument(
+        "--hot-pct", type=int, default=HOT_PCT, help=f"hot point: %% touching a0000 ({HOT_PCT})"
+    )
     args = parser.parse_args(argv)
     if args.workers < 1 or args.wrk_threads < 1 or not 2 <= args.accounts <= 10_000:
         parser.error("--workers and --wrk-threads must be ≥ 1, --accounts 2…10000")
@@ -93,11 +117,18 @@ def parse_args(argv: list[str] | None) -> Plan:
     given = [int(c) for c in args.clients.split(",")] if args.clients else None
     if given is not None and not all(1 <= c <= 1000 for c in given):
         parser.error("--clients: each count must be 1…1000")
+    if args.hot_clients is None:
+        hot = [] if smoke else list(HOT_CLIENTS)
+    else:
+        hot = [int(c) for c in args.hot_clients.split(",") if c.strip()]
+    if not all(1 <= c <= 1000 for c in hot) or not 1 <= args.hot_pct <= 100:
+        parser.error("--hot-clients: each count 1…1000; --hot-pct 1…100")
     clients = given or ([16] if smoke else list(CLIENTS))
     plan = Plan(
         smoke=smoke,
         duration_seconds=args.duration or (3 if smoke else 15),
         workers=args.workers,
+        http_server=args.server,
         wrk_threads=args.wrk_threads,
         accounts_n=args.accounts,
         postgres_url=args.postgres_url,
@@ -110,6 +141,8 @@ def parse_args(argv: list[str] | None) -> Plan:
         ],
         single_clients=[] if args.no_postgres else clients,
         batch_clients={},
+        hot_clients=[] if args.no_postgres else hot,
+        hot_pct=args.hot_pct,
         sqlite_clients=[] if args.no_sqlite else clients,
         keep_logs=args.keep_logs,
     )
@@ -131,6 +164,9 @@ def parse_args(argv: list[str] | None) -> Plan:
 
 # -- one benchmark point -------------------------------------------------------------
 
+# (transfers per request, 0 for POST /v1/transfers; clients; % of transfers touching a0000)
+Point = tuple[int, int, int]
+
 
 @dataclass(slots=True)
 class Target:
@@ -143,10 +179,11 @@ class Target:
 
 
 def run_point(
-    plan: Plan, children: procs.Children, target: Target, batch_size: int, clients: int, work: Path
+    plan: Plan, children: procs.Children, target: Target, point: Point, work: Path
 ) -> dict[str, Any]:
     """A fresh tenant with funded accounts, one wrk run, then the invariant check."""
-    label = f"{target.backend} {'batch ' + str(batch_size) if batch_size else 'single'} c={clients}"
+    batch_size, clients, hot_pct = point
+    label = f"{target.backend} {report.endpoint(batch_size, hot_pct)} c={clients}"
     log(f"{label}: setting up {plan.accounts_n:,} accounts")
     _, api_key = server.create_tenant(target.database_url, f"bench {label}")
     book = ledger.Ledger(target.server.base_url, api_key, plan.accounts_n)
@@ -161,6 +198,7 @@ def run_point(
         duration_seconds=plan.duration_seconds,
         batch_size=batch_size,
         accounts_n=plan.accounts_n,
+        hot_pct=hot_pct,
         groups=target.groups,
         work_dir=work,
     )
@@ -169,13 +207,15 @@ def run_point(
         backend=target.backend,
         batch_size=batch_size,
         clients=clients,
+        hot_pct=hot_pct,
         summary=summary,
         verdict=asdict(verdict),
     )
-    lat = point["latency_ms"]
+    lat, cpu = point["latency_ms"], point["cpu_us_per_transfer"]
     log(
         f"{label}: {point['transfers_per_s']:,.0f} transfers/s, p50 {lat['p50']} ms, "
-        f"p99 {lat['p99']} ms, errors {point['errors_total']}, "
+        f"p99 {lat['p99']} ms, errors {point['errors_total']}, CPU µs/transfer Tally "
+        f"{cpu['tally']} PostgreSQL {cpu['postgres']}, "
         f"invariants {'ok' if verdict.ok else 'VIOLATED: ' + '; '.join(verdict.violations)}"
     )
     return point
@@ -185,22 +225,24 @@ def run_points(
     plan: Plan,
     children: procs.Children,
     target: Target,
-    points: list[tuple[int, int]],
+    points: list[Point],
     work: Path,
     results: dict[str, Any],
 ) -> None:
-    for batch_size, clients in points:
+    for point in points:
+        batch_size, clients, hot_pct = point
         try:
-            results["points"].append(run_point(plan, children, target, batch_size, clients, work))
+            results["points"].append(run_point(plan, children, target, point, work))
         except Exception as exc:
             log(f"point failed: {exc}")
             traceback.print_exc()
             results["points"].append(
                 {
                     "backend": target.backend,
-                    "endpoint": f"batch {batch_size}" if batch_size else "single",
+                    "endpoint": report.endpoint(batch_size, hot_pct),
                     "batch_size": batch_size,
                     "clients": clients,
+                    "hot_pct": hot_pct,
                     "error": f"{type(exc).__name__}: {exc}"[:2000],
                 }
             )
@@ -233,7 +275,10 @@ def run_pgbench(
                 work_dir=work,
             )
             p99 = run["latency_ms"]["p99"]
-            log(f"pgbench: {clients} clients: {run['tps']:,.0f} tps, p99 {p99} ms")
+            log(
+                f"pgbench: {clients} clients: {run['tps']:,.0f} tps, p99 {p99} ms, PostgreSQL "
+                f"CPU {run['postgres_cpu_us_per_transaction']} µs/transaction"
+            )
             out["runs"].append(run)
     finally:
         pg.drop_database(database)
@@ -248,16 +293,18 @@ def run_tally_postgres(
     work: Path,
     results: dict[str, Any],
 ) -> None:
-    points = [(0, c) for c in plan.single_clients]
-    points += [(size, c) for size, cs in plan.batch_clients.items() for c in cs]
+    points = [(0, c, 0) for c in plan.single_clients]
+    points += [(0, c, plan.hot_pct) for c in plan.hot_clients]
+    points += [(size, c, 0) for size, cs in plan.batch_clients.items() for c in cs]
     if not points:
         return
     database = pg.create_database("tally_bench")
     url = pg.url_for(database)
     try:
         server.migrate(url)
-        log(f"tally on PostgreSQL ({database}), {plan.workers} workers")
-        running = server.serve(children, url, plan.workers, work / "tally-postgresql.log")
+        log(f"tally on PostgreSQL ({database}), {plan.workers} {plan.http_server} workers")
+        log_path = work / "tally-postgresql.log"
+        running = server.serve(children, url, plan.workers, log_path, plan.http_server)
         try:
             groups = {
                 "tally": (procs.tree(running.pid), False),
@@ -279,11 +326,12 @@ def run_tally_sqlite(
         return
     url = f"sqlite:///{work / 'tally-bench.db'}"
     server.migrate(url)
-    log("tally on SQLite, 1 worker")
-    running = server.serve(children, url, 1, work / "tally-sqlite.log")
+    log(f"tally on SQLite, 1 {plan.http_server} worker")
+    running = server.serve(children, url, 1, work / "tally-sqlite.log", plan.http_server)
     try:
         target = Target("sqlite", url, running, {"tally": (procs.tree(running.pid), False)})
-        run_points(plan, children, target, [(0, c) for c in plan.sqlite_clients], work, results)
+        points = [(0, c, 0) for c in plan.sqlite_clients]
+        run_points(plan, children, target, points, work, results)
     finally:
         server.stop(children, running)
         results["server_logs"]["sqlite"] = server.log_problems(running.log_path)
@@ -340,10 +388,14 @@ def smoke_failures(results: dict[str, Any]) -> list[str]:
                 f"{p['backend']} {p['endpoint']} c={p['clients']}: {p['errors_total']} errors "
                 f"(statuses {p['statuses']}, socket {p['socket_errors']})"
             )
+    failures += cpu_ceiling_failures(results)
     singles = {
         p["clients"]: p
         for p in results["points"]
-        if "error" not in p and p["backend"] == "postgresql" and p["batch_size"] == 0
+        if "error" not in p
+        and p["backend"] == "postgresql"
+        and p["batch_size"] == 0
+        and not p.get("hot_pct")
     }
     for p in results["points"]:
         if "error" in p or p["batch_size"] != 100:
@@ -353,6 +405,28 @@ def smoke_failures(results: dict[str, Any]) -> list[str]:
             failures.append(
                 f"batch 100 at {p['clients']} clients: {p['transfers_per_s']:,.0f} transfers/s, "
                 f"not above single transfers' {single['transfers_per_s']:,.0f}"
+            )
+    return failures
+
+
+def cpu_ceiling_failures(results: dict[str, Any]) -> list[str]:
+    """The smoke run's ceilings on Tally CPU per transfer, each figure logged."""
+    failures = []
+    for p in results["points"]:
+        if "error" in p:
+            continue
+        ceiling = SMOKE_CPU_US_PER_BATCHED_MAX if p["batch_size"] else SMOKE_CPU_US_PER_SINGLE_MAX
+        cpu = p["cpu_us_per_transfer"]["tally"]
+        label = f"{p['backend']} {p['endpoint']} c={p['clients']}"
+        ok = cpu is not None and cpu <= ceiling
+        log(
+            f"CPU ceiling: {label}: Tally {'—' if cpu is None else f'{cpu:,.0f}'} µs/transfer "
+            f"(ceiling {ceiling:,.0f}): {'ok' if ok else 'EXCEEDED'}"
+        )
+        if not ok:
+            failures.append(
+                f"{label}: Tally CPU {cpu} µs per transfer, above the smoke ceiling "
+                f"{ceiling:,.0f} (or not measured)"
             )
     return failures
 
@@ -402,6 +476,7 @@ def _new_results(plan: Plan, stamp: str) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "git": _git(),
             "workers": plan.workers,
+            "http_server": plan.http_server,
             "duration_s": plan.duration_seconds,
             "wrk_threads": plan.wrk_threads,
             "accounts": plan.accounts_n,

@@ -42,12 +42,13 @@ def run_wrk(
     duration_seconds: int,
     batch_size: int,
     accounts_n: int,
+    hot_pct: int = 0,
     groups: dict[str, tuple[procs.Finder, bool]],
     work_dir: Path,
 ) -> dict[str, Any]:
     """Run wrk once; returns the Lua summary plus CPU/memory of every group and wrk."""
     threads = max(1, min(threads, clients))
-    name = f"wrk-b{batch_size}-c{clients}-{secrets.token_hex(3)}"
+    name = f"wrk-b{batch_size}-c{clients}-h{hot_pct}-{secrets.token_hex(3)}"
     out_json = work_dir / f"{name}.json"
     log = work_dir / f"{name}.out"
     env = dict(os.environ)
@@ -57,6 +58,7 @@ def run_wrk(
         BENCH_BATCH=str(batch_size),
         BENCH_ACCOUNTS=str(accounts_n),
         BENCH_RUN=secrets.token_hex(3),
+        BENCH_HOT_PCT=str(hot_pct),
     )
     argv = [
         wrk_path(), "-t", str(threads), "-c", str(clients), "-d", f"{duration_seconds}s",

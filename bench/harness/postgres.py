@@ -153,15 +153,21 @@ def pgbench_run(
     latencies = _latencies_us(work_dir, prefix.name)
     failed = _FAILED.search(text)
     processed = _PROCESSED.search(text)
+    transactions = int(processed.group(1)) if processed else None
+    pg_cpu_seconds = usage["postgres"]["cpu_seconds"]
     return {
         "clients": clients,
         "threads": threads,
         "duration_s": duration_seconds,
         "tps": float(tps.group(1)),
-        "transactions": int(processed.group(1)) if processed else None,
+        "transactions": transactions,
         "failed_transactions": int(failed.group(1)) if failed else 0,
         "latency_ms": _percentiles_ms(latencies),
         "resources": usage,
+        # The yardstick for Tally's PostgreSQL CPU per transfer.
+        "postgres_cpu_us_per_transaction": round(pg_cpu_seconds / transactions * 1e6, 1)
+        if transactions
+        else None,
     }
 
 

@@ -13,10 +13,30 @@ TARGET_SINGLE_64_P99_MS_MAX = 25.0
 TARGET_SINGLE_1_P50_MS_MAX = 1.5
 TARGET_BATCH_1000_TPS_RATIO_MIN = 20.0
 TARGET_SQLITE_16_TPS_RATIO_MIN = 2.0
+TARGET_HOT_64_TPS_RATIO_MIN = 1.0
+TARGET_SINGLE_64_TALLY_CPU_US_MAX = 100.0
+TARGET_BATCH_1000_TALLY_CPU_US_MAX = 20.0
+
+
+def cpu_us_per(resources: dict[str, Any], group: str, count: int | None) -> float | None:
+    """A group's CPU seconds over the window, in µs per transfer (or transaction).
+
+    The window is the load generator's run; for Tally, every process of the
+    server (the supervisor and its workers). What the servers still committed after
+    wrk stopped is in the CPU but not in the count, a small overstatement."""
+    usage = resources.get(group)
+    if not usage or not count:
+        return None
+    return round(usage["cpu_seconds"] / count * 1e6, 1)
 
 
 def _ms(value_us: float | None) -> float | None:
     return None if value_us is None else round(value_us / 1000, 3)
+
+
+def endpoint(batch_size: int, hot_pct: int = 0) -> str:
+    name = f"batch {batch_size}" if batch_size else "single"
+    return f"{name}, hot {hot_pct} %" if hot_pct else name
 
 
 def point_record(
@@ -24,6 +44,7 @@ def point_record(
     backend: str,
     batch_size: int,
     clients: int,
+    hot_pct: int = 0,
     summary: dict[str, Any],
     verdict: dict[str, Any],
 ) -> dict[str, Any]:
@@ -45,9 +66,10 @@ def point_record(
         item_errors = 0
     return {
         "backend": backend,
-        "endpoint": f"batch {batch_size}" if batch_size else "single",
+        "endpoint": endpoint(batch_size, hot_pct),
         "batch_size": batch_size,
         "clients": clients,
+        "hot_pct": hot_pct,
         "duration_s": round(duration_s, 3),
         "transfers_per_s": round(summary["created"] / duration_s, 1),
         "requests_per_s": round(summary["responses"] / duration_s, 1),
@@ -78,6 +100,10 @@ def point_record(
         "wrk_threads": summary["wrk_threads"],
         "load_generator_saturated": summary["load_generator_saturated"],
         "resources": summary["resources"],
+        "cpu_us_per_transfer": {
+            group: cpu_us_per(summary["resources"], group, summary["created"])
+            for group in ("tally", "postgres")
+        },
         "invariants": verdict,
     }
 
@@ -110,11 +136,14 @@ def attach_ratios(results: dict[str, Any]) -> None:
         }
 
 
-def _find(results: dict[str, Any], backend: str, batch_size: int, clients: int) -> Any:
+def _find(
+    results: dict[str, Any], backend: str, batch_size: int, clients: int, hot_pct: int = 0
+) -> Any:
+    wanted = (backend, batch_size, clients, hot_pct)
     for p in results["points"]:
         if "error" in p:
             continue
-        if (p["backend"], p["batch_size"], p["clients"]) == (backend, batch_size, clients):
+        if (p["backend"], p["batch_size"], p["clients"], p.get("hot_pct", 0)) == wanted:
             return p
     return None
 
@@ -149,6 +178,33 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             None if p99 is None else p99 < TARGET_SINGLE_64_P99_MS_MAX,
         )
     )
+    out.append(
+        _cpu_target(
+            single_64,
+            f"PostgreSQL, single transfers, 64 clients: Tally CPU ≤ "
+            f"{TARGET_SINGLE_64_TALLY_CPU_US_MAX:g} µs per transfer",
+            TARGET_SINGLE_64_TALLY_CPU_US_MAX,
+        )
+    )
+    hot_64 = next(
+        (
+            p
+            for p in results["points"]
+            if "error" not in p and p.get("hot_pct") and (p["batch_size"], p["clients"]) == (0, 64)
+        ),
+        None,
+    )
+    ratio = hot_64 and hot_64["vs_pgbench"]["tps_ratio"]
+    out.append(
+        _target(
+            f"PostgreSQL, single transfers, hot account "
+            f"({hot_64['hot_pct'] if hot_64 else '—'} % touch one account), 64 clients: "
+            f"≥ {TARGET_HOT_64_TPS_RATIO_MIN:g}x pgbench tps at 64 clients",
+            f"{hot_64['transfers_per_s']:,.0f} transfers/s" if hot_64 else "not measured",
+            ratio,
+            None if ratio is None else ratio >= TARGET_HOT_64_TPS_RATIO_MIN,
+        )
+    )
     single_1 = _find(results, "postgresql", 0, 1)
     p50 = single_1 and single_1["latency_ms"]["p50"]
     out.append(
@@ -173,6 +229,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             None if ratio is None else ratio >= TARGET_BATCH_1000_TPS_RATIO_MIN,
         )
     )
+    out.append(
+        _cpu_target(
+            best_batch,
+            f"PostgreSQL, batch 1,000/request: Tally CPU ≤ "
+            f"{TARGET_BATCH_1000_TALLY_CPU_US_MAX:g} µs per transfer (the best point)",
+            TARGET_BATCH_1000_TALLY_CPU_US_MAX,
+        )
+    )
     sqlite_16 = _find(results, "sqlite", 0, 16)
     ratio = sqlite_16 and sqlite_16["vs_pgbench"]["tps_ratio"]
     out.append(
@@ -185,6 +249,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+def _cpu_target(point: dict[str, Any] | None, name: str, bound_us: float) -> dict[str, Any]:
+    """A bound on Tally's CPU per transfer: the ratio is measured / bound (below 1 is good)."""
+    cpu = point and point["cpu_us_per_transfer"]["tally"]
+    return _target(
+        name,
+        f"{cpu:,.0f} µs" if cpu is not None else "not measured",
+        _ratio(cpu, bound_us),
+        None if cpu is None else cpu <= bound_us,
+    )
 
 
 # -- markdown ----------------------------------------------------------------------
@@ -220,7 +295,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"(fsync={meta['postgres'].get('fsync', '?')}, "
         f"synchronous_commit={meta['postgres'].get('synchronous_commit', '?')}, "
         f"shared_buffers={meta['postgres'].get('shared_buffers', '?')}). "
-        f"Tally {meta['git']}, {meta['workers']} worker(s) on PostgreSQL, 1 on SQLite; "
+        f"Tally {meta['git']} under {meta.get('http_server', 'uvicorn')}, "
+        f"{meta['workers']} worker(s) on PostgreSQL, 1 on SQLite; "
         f"{meta['duration_s']} s per point; wrk {meta['wrk_threads']} thread(s); "
         f"{meta['accounts']:,} no-overdraft accounts funded from one bank account.",
         "",
@@ -240,7 +316,8 @@ def markdown(results: dict[str, Any]) -> str:
     if pg["runs"]:
         lines += _table(
             ["clients", "tps", "p50 ms", "p95 ms", "p99 ms", "max ms", "failed",
-             "CPU % pgbench / postgres / machine", "peak MiB postgres"],
+             "PostgreSQL CPU µs/transaction", "CPU % pgbench / postgres / machine",
+             "peak MiB postgres"],
             [_pgbench_row(p) for p in pg["runs"]],
         )  # fmt: skip
     else:
@@ -249,7 +326,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += _table(
         ["backend", "endpoint", "clients", "transfers/s", "req/s", "x pgbench tps",
          "p50 ms", "p95 ms", "p99 ms", "max ms", "p99 x pgbench", "errors",
-         "exceeds_credits", "CPU % tally / postgres / wrk / machine",
+         "exceeds_credits", "Tally CPU µs/transfer", "PostgreSQL CPU µs/transfer",
+         "CPU % tally / postgres / wrk / machine",
          "peak MiB tally / postgres / wrk", "invariants"],
         [_point_row(p) for p in results["points"]],
     )  # fmt: skip
@@ -280,6 +358,7 @@ def _pgbench_row(p: dict[str, Any]) -> list[str]:
         _num(lat["p99"], ".2f"),
         _num(lat["max"], ".1f"),
         str(p["failed_transactions"]),
+        _num(p.get("postgres_cpu_us_per_transaction"), ",.0f"),
         " / ".join(_num(res[g]["cpu_percent"], ".0f") for g in ("pgbench", "postgres", "machine")),
         _num(res["postgres"]["memory_mib_peak"], ".0f"),
     ]
@@ -287,7 +366,7 @@ def _pgbench_row(p: dict[str, Any]) -> list[str]:
 
 def _point_row(p: dict[str, Any]) -> list[str]:
     if "error" in p:
-        return [p["backend"], p["endpoint"], str(p["clients"]), "**failed**", *[""] * 11,
+        return [p["backend"], p["endpoint"], str(p["clients"]), "**failed**", *[""] * 13,
                 "**error**"]  # fmt: skip
     lat, vs = p["latency_ms"], p["vs_pgbench"]
     inv = p["invariants"]
@@ -305,6 +384,8 @@ def _point_row(p: dict[str, Any]) -> list[str]:
         _x(vs["p99_ratio"]),
         str(p["errors_total"]) if not p["errors_total"] else f"**{p['errors_total']}**",
         str(p["exceeds_credits"]),
+        _num(p["cpu_us_per_transfer"]["tally"], ",.0f"),
+        _num(p["cpu_us_per_transfer"]["postgres"], ",.0f"),
         _usage(p["resources"], "cpu_percent", ".0f"),
         _usage(p["resources"], "memory_mib_peak", ".0f"),
         "ok" if inv["ok"] else "**VIOLATED**",
@@ -323,6 +404,10 @@ def _notes(results: dict[str, Any]) -> list[str]:
         "business outcome), failed batch items other than `exceeds_credits`, socket "
         "errors (connect, read, write, timeout), answers the script could not match, and "
         "`exists` answers (every client id is new, so there should be none).",
+        "- CPU µs/transfer = the group's CPU seconds while wrk ran (Tally: the `tally serve` "
+        "supervisor and every worker; PostgreSQL: the postmaster, this database's backends "
+        "and the shared WAL writer, checkpointer and background writer) / transfers "
+        "created; for pgbench, PostgreSQL's per TPC-B transaction.",
         "- invariants: Σ debits = Σ credits (posted and pending) over the tenant's accounts, "
         "no limited account overdrawn, every account's totals equal to the sum of its "
         "transfers, and the transfers and amounts committed within what wrk counted "

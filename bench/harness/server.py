@@ -76,14 +76,21 @@ class Server:
         return self.proc.pid
 
 
-def serve(children: procs.Children, database_url: str, workers: int, log_path: Path) -> Server:
-    """Start ``tally serve --no-migrate`` on a free port and wait for /readyz."""
+def serve(
+    children: procs.Children,
+    database_url: str,
+    workers: int,
+    log_path: Path,
+    http_server: str = "uvicorn",
+) -> Server:
+    """Start ``tally serve --no-migrate --server HTTP_SERVER`` on a free port and wait
+    for /readyz."""
     port = procs.free_port()
     log = log_path.open("ab")
     proc = children.start(
         [
             str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(workers), "--no-migrate",
+            "--workers", str(workers), "--no-migrate", "--server", http_server,
         ],
         env=tally_env(database_url),
         log=log,

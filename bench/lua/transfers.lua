@@ -24,6 +24,8 @@
 --   BENCH_ACCOUNTS   number of accounts a0000.. to move money between (default 1000)
 --   BENCH_AMOUNT_MAX largest transfer amount, minor units (default 10000)
 --   BENCH_RUN        a tag that makes this run's transfer ids unique (default: the time)
+--   BENCH_HOT_PCT    % of new transfers with account a0000 on one side, the other side
+--                    random (default 0; Blnk's hot-account test uses 50)
 
 local api_key = os.getenv("BENCH_API_KEY")
 local out_path = os.getenv("BENCH_OUT")
@@ -31,6 +33,7 @@ local batch_size = tonumber(os.getenv("BENCH_BATCH") or "0")
 local accounts_n = tonumber(os.getenv("BENCH_ACCOUNTS") or "1000")
 local amount_max = tonumber(os.getenv("BENCH_AMOUNT_MAX") or "10000")
 local run_tag = os.getenv("BENCH_RUN") or tostring(os.time())
+local hot_pct = tonumber(os.getenv("BENCH_HOT_PCT") or "0")
 
 local PENDING_PCT = 15      -- of new transfers
 local WITH_ID_PCT = 50      -- of single-phase transfers
@@ -76,6 +79,11 @@ local function new_transfer()
    local debit = math.random(0, accounts_n - 1)
    local credit = math.random(0, accounts_n - 2)
    if credit >= debit then credit = credit + 1 end
+   if hot_pct > 0 and math.random(100) <= hot_pct then
+      -- a0000 on a random side, so that it neither drains nor piles up
+      local other = math.random(1, accounts_n - 1)
+      if math.random(2) == 1 then debit, credit = 0, other else debit, credit = other, 0 end
+   end
    local amount = math.random(1, amount_max)
    local body = string.format('"debit_account_id":"a%04d","credit_account_id":"a%04d","amount":%d',
                               debit, credit, amount)

@@ -67,6 +67,10 @@ def tally_env(database_url: str, **settings: str) -> dict[str, str]:
     # raised out of their way (it still runs); tests/security tests the limits.
     env["TALLY_RATE_LIMIT_PER_SECOND"] = str(LOAD_RATE_PER_SECOND)
     env["TALLY_RATE_LIMIT_BURST"] = str(LOAD_RATE_PER_SECOND)
+    # TALLY_TEST_HTTP_SERVER=granian runs these servers under granian instead of
+    # the default (tally serve --server): the suite is how a server earns the default.
+    if os.environ.get("TALLY_TEST_HTTP_SERVER"):
+        env["TALLY_HTTP_SERVER"] = os.environ["TALLY_TEST_HTTP_SERVER"]
     for name, value in settings.items():
         env[f"TALLY_{name.upper()}"] = value
     return env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -9,6 +10,15 @@ import typer
 from tally.config import Settings, get_settings
 from tally.storage.schema import SchemaNotReady, require_up_to_date
 from tally.storage.schema import migrate as run_migrations
+
+APP_FACTORY = "tally.api.app:app_factory"
+# How long a stopping worker lets requests in flight finish (then the writer drains).
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+class HttpServer(StrEnum):
+    uvicorn = "uvicorn"
+    granian = "granian"
 
 
 def _default(name: str) -> str:
@@ -36,10 +46,16 @@ def serve(
     migrate: Annotated[
         bool, typer.Option(help="Migrate the database first (tally migrate).")
     ] = True,
+    server: Annotated[
+        HttpServer,
+        typer.Option(
+            envvar="TALLY_HTTP_SERVER",
+            help="The HTTP server that runs the app: uvicorn (httptools) or granian "
+            "(its ASGI interface); both on uvloop.",
+        ),
+    ] = HttpServer.uvicorn,
 ) -> None:
-    """Run the HTTP server (uvicorn, with uvloop and httptools)."""
-    import uvicorn
-
+    """Run the HTTP server (uvicorn or granian, on uvloop)."""
     settings = get_settings()
     if migrate:
         run_migrations(settings)
@@ -48,20 +64,56 @@ def serve(
     except SchemaNotReady as exc:
         typer.echo(f"tally serve: {exc}", err=True)
         raise typer.Exit(1) from None
+    run = _run_granian if server is HttpServer.granian else _run_uvicorn
+    run(settings, host or settings.host, port or settings.port, workers or settings.workers)
+
+
+def _run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
     uvicorn.run(
-        "tally.api.app:app_factory",
+        APP_FACTORY,
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
+        host=host,
+        port=port,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         proxy_headers=False,
     )
+
+
+def _run_granian(settings: Settings, host: str, port: int, workers: int) -> None:
+    """The same app under granian's ASGI interface: one process per worker (even one),
+    each with its own lifespan, so its own writer and pool, as under uvicorn.
+
+    On SIGTERM or SIGINT granian stops accepting, lets requests in flight finish and
+    runs each worker's lifespan shutdown (queued writes commit); a worker still
+    running GRACEFUL_SHUTDOWN_SECONDS later is killed. A worker that dies is
+    started again, as uvicorn's supervisor does."""
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+
+    Granian(
+        APP_FACTORY,
+        factory=True,
+        address=host,
+        port=port,
+        workers=workers,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,  # as uvicorn's httptools: no HTTP/2 sniffing per connection
+        log_level=LogLevels(settings.log_level),
+        log_dictconfig=log_config(settings.log_level),
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS,
+    ).serve()
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -87,6 +139,7 @@ def log_config(level: str) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"level": level.upper()},
             "uvicorn.access": {"level": "WARNING"},
+            "granian.access": {"level": "WARNING"},
             # Tally's own access lines (TALLY_ACCESS_LOG) show whatever the level:
             # turning them on is the operator's explicit choice.
             "tally.access": {"level": "INFO"},
