@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     jwt_issuer: str = "tally"
     jwt_audience: str = "tally-api"
     signing_key_reload_seconds: float = Field(default=60.0, gt=0, le=3_600)
+    # API keys and sessions read by authentication, kept per process on PostgreSQL
+    # and dropped at once on every change (identity.credentials); 0 turns it off.
+    credential_cache_seconds: float = Field(default=30.0, ge=0, le=3_600)
 
     # Rate limits: token buckets (capacity = burst, refilled at rate_per_second).
     # Shared through Redis when redis_url is set; per process otherwise.

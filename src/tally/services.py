@@ -3,7 +3,8 @@
 An entry point (the REST app today; gRPC, GraphQL and the event streams next)
 takes a ``Services`` and calls its members: ``ledger`` and ``identity`` for the
 use cases, ``authenticator``, ``limits`` and ``audit_appender`` for what every
-request goes through, ``audit_log`` for reading the log. ``start`` opens the
+request goes through, ``audit_log`` for reading the log, ``notifications`` for
+what one process tells the others. ``start`` opens the
 database and starts the batching writer and the background rounds (expiry of
 pending transfers, the idempotency purge, the audit sealer); ``stop`` finishes
 queued writes and closes everything, in that order.
@@ -20,6 +21,7 @@ from tally.audit import Appender, AuditLog
 from tally.config import Settings
 from tally.errors import TallyError
 from tally.identity.authentication import Authenticator
+from tally.identity.credentials import CredentialCache
 from tally.identity.passwords import PasswordHasher
 from tally.identity.service import Identity
 from tally.identity.tokens import Keyring
@@ -65,7 +67,11 @@ class Services:
             reload_seconds=s.signing_key_reload_seconds,
             clock=clock,
         )
-        self.authenticator = Authenticator(store, self.keyring)
+        self.notifications = store.notifications
+        self.credentials = CredentialCache(
+            self.notifications, ttl_seconds=s.credential_cache_seconds
+        )
+        self.authenticator = Authenticator(store, self.keyring, self.credentials)
         self.identity = Identity(
             store,
             PasswordHasher(
@@ -92,6 +98,7 @@ class Services:
     async def start(self) -> None:
         _tune_garbage_collector()
         await self.store.open()
+        await self.notifications.start()
         try:
             await self.keyring.load()
         except TallyError as exc:  # the database is away: the first token will load them
@@ -130,6 +137,7 @@ class Services:
         await self.writer.stop()
         await self.audit_appender.stop()
         await self._limiter.close()
+        await self.notifications.stop()
         await self.store.close()
 
 

@@ -102,3 +102,19 @@ def test_the_openapi_document_says_balances_is_a_list_or_one_balance(api: Api) -
     ok = document["paths"]["/v1/accounts/{id}/balances"]["get"]["responses"]["200"]
     refs = [s["$ref"] for s in ok["content"]["application/json"]["schema"]["oneOf"]]
     assert refs == ["#/components/schemas/BalanceList", "#/components/schemas/BalanceSnapshotOut"]
+
+
+def test_a_transfer_event_shows_the_transfer_as_it_was_answered_then(api: Api) -> None:
+    # Transfer events reference their transfer rather than copy it (migration
+    # 0005): a hold's creation must still read "pending" after it was voided.
+    api.account("x")
+    api.account("y", normal_balance="debit")
+    plain = api.transfer("y", "x", 5, id="t1", metadata={"order": "42"})
+    hold = api.transfer("y", "x", 7, id="h", pending=True, timeout_seconds=3600)
+    void = api.post("/v1/transfers/h/void", {"id": "h-void"})
+    assert void.status_code == 201, void.text
+    assert api.get("/v1/transfers/h").json()["status"] == "voided"
+    events = api.get("/v1/events").json()["data"]
+    by_id = {e["data"]["id"]: e["data"] for e in events if e["type"] == "transfer.created"}
+    assert by_id == {"t1": plain, "h": hold, "h-void": void.json()}
+    assert by_id["h"]["status"] == "pending"

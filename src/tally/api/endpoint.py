@@ -213,6 +213,10 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
     settings = services.settings
     query = spec.query
     logged = settings.access_log
+    # prometheus_client's labels() validates and hashes its arguments on every
+    # call: bind the route's children once (a status's on first use).
+    seconds = REQUEST_SECONDS.labels(spec.method, spec.path)
+    counted: dict[int, Any] = {}
 
     async def run(request: Request) -> Response:
         started = time.perf_counter()
@@ -258,8 +262,12 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
         if logged and ctx is not None:
             # Sign-up and login learn their caller only as they run.
             _note_caller(request, ctx.tenant_id, ctx.actor_type, ctx.actor_id)
-        REQUESTS.labels(spec.method, spec.path, response.status_code).inc()
-        REQUEST_SECONDS.labels(spec.method, spec.path).observe(time.perf_counter() - started)
+        status = response.status_code
+        counter = counted.get(status)
+        if counter is None:
+            counter = counted[status] = REQUESTS.labels(spec.method, spec.path, status)
+        counter.inc()
+        seconds.observe(time.perf_counter() - started)
         return response
 
     run.__name__ = spec.operation_id

@@ -44,16 +44,20 @@ async def seal(store: Store, rows_max: int) -> int:
             " ORDER BY id LIMIT $1",
             rows_max,
         )
+        sealed = []
         for row in rows:
             seq += 1
             previous = chain_hash(previous, seq, row[1:])
-            await tx.execute(
-                "UPDATE audit_events SET chain_seq = $2, chain_hash = $3 WHERE id = $1",
-                row[0],
-                seq,
-                previous,
-            )
+            sealed.append((row[0], seq, previous))
         if rows:
+            # One statement for the round, not one per row (it was a tenth of the
+            # server's CPU under load: docs/performance.md).
+            await tx.execute(
+                "UPDATE audit_events SET chain_seq = s.seq, chain_hash = s.hash FROM ("
+                + store.json_rows(1, [("id", "bigint"), ("seq", "bigint"), ("hash", "text")])
+                + ") AS s WHERE audit_events.id = s.id",
+                json.dumps(sealed),
+            )
             await tx.execute(
                 "UPDATE audit_chain SET head_seq = $1, head_hash = $2 WHERE id = 1", seq, previous
             )

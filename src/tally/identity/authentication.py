@@ -4,9 +4,10 @@ Anything that does not start like an API key (``tally.identity.api_keys``) is
 taken for an access token (``tally.identity.tokens``): its signature and expiry
 are checked in memory, then its session and user are read.
 
-Both reads happen on every request, with no cache: a revoked key, a logged-out
-session, a disabled user or a changed role takes effect on the very next
-request, in every process. Each is one primary-key lookup.
+Both reads are one primary-key lookup, kept per process on PostgreSQL by
+``tally.identity.credentials``: a revoked key, a logged-out session, a disabled
+user or a changed role still takes effect on the very next request, in every
+process, because the change itself tells every process to drop its copy.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hmac
 from tally.errors import Unauthenticated
 from tally.identity import repository as db
 from tally.identity.api_keys import KEY_PREFIX, split_api_key
+from tally.identity.credentials import CredentialCache, key_message, session_message
 from tally.identity.principals import Principal
 from tally.identity.roles import ROLE_SCOPES
 from tally.identity.tokens import Keyring, sha256_hex
@@ -36,9 +38,14 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class Authenticator:
-    def __init__(self, store: Store, keyring: Keyring | None) -> None:
+    def __init__(
+        self, store: Store, keyring: Keyring | None, cache: CredentialCache | None = None
+    ) -> None:
         self._store = store
         self._keyring = keyring
+        self._cache = (
+            cache if cache is not None else CredentialCache(store.notifications, ttl_seconds=0)
+        )
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an ``Authorization`` header, or Unauthenticated."""
@@ -54,7 +61,13 @@ class Authenticator:
         if parts is None:
             raise Unauthenticated("That is not a Tally API key (tly_<key id>_<secret>).")
         key_id, secret = parts
-        record = await db.find_api_key(self._store, key_id)
+        name = key_message(key_id)
+        record: db.KeyCheck | None = self._cache.get(name)
+        if record is None:
+            generation = self._cache.generation
+            record = await db.find_api_key(self._store, key_id)
+            if record is not None:
+                self._cache.put(name, record, user_id="", read_in=generation)
         # compare_digest even when the key id is unknown, so timing does not tell.
         expected = record.secret_sha256 if record is not None else "0" * 64
         matches = hmac.compare_digest(expected, sha256_hex(secret))
@@ -65,7 +78,13 @@ class Authenticator:
     async def _access_token(self, token: str) -> Principal:
         assert self._keyring is not None
         claims = await self._keyring.verify(token)
-        state = await db.session_state(self._store, claims.session_id)
+        name = session_message(claims.session_id)
+        state: db.SessionState | None = self._cache.get(name)
+        if state is None:
+            generation = self._cache.generation
+            state = await db.session_state(self._store, claims.session_id)
+            if state is not None:
+                self._cache.put(name, state, user_id=state.user_id, read_in=generation)
         if (
             state is None
             or state.revoked

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tally.identity.credentials import CHANNEL, key_message, session_message, user_message
 from tally.storage import Store
 from tally.storage.store import Tx
 
@@ -95,7 +96,7 @@ async def users_page(store: Store, tenant_id: str, after_id: str, limit: int) ->
 
 
 async def session_state(store: Store, session_id: str) -> SessionState | None:
-    rows = await store.fetch(
+    rows = await store.fetch_point(
         "SELECT u.id, u.tenant_id, u.role, u.status, s.revoked_at_us, s.expires_at_us"
         " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
         session_id,
@@ -163,6 +164,8 @@ async def set_user(tx: Tx, user_id: str, now_us: int, **fields: Any) -> None:
         now_us,
         *(fields[n] for n in names),
     )
+    # A role, a status or a password: every session of the user is read afresh.
+    await tx.notify(CHANNEL, user_message(user_id))
 
 
 async def active_owners(tx: Tx, tenant_id: str) -> int:
@@ -222,6 +225,7 @@ async def revoke_sessions(
 ) -> int:  # fmt: skip
     """End one session, or all of a user's but ``keep_session_id``."""
     if session_id is not None:
+        await tx.notify(CHANNEL, session_message(session_id))
         return await tx.execute(
             "UPDATE sessions SET revoked_at_us = $2, revoked_reason = $3"
             " WHERE id = $1 AND revoked_at_us IS NULL",
@@ -229,6 +233,7 @@ async def revoke_sessions(
             now_us,
             reason,
         )
+    await tx.notify(CHANNEL, user_message(user_id))
     return await tx.execute(
         "UPDATE sessions SET revoked_at_us = $2, revoked_reason = $3"
         " WHERE user_id = $1 AND revoked_at_us IS NULL AND id <> $4",
@@ -303,7 +308,7 @@ async def api_key_by_id(db: Store | Tx, key_id: str) -> KeyRecord | None:
 
 
 async def find_api_key(store: Store, key_id: str) -> KeyCheck | None:
-    rows = await store.fetch(
+    rows = await store.fetch_point(
         "SELECT id, tenant_id, secret_sha256, scopes, revoked_at_us FROM api_keys WHERE id = $1",
         key_id,
     )
@@ -320,6 +325,7 @@ async def revoke_api_key(tx: Tx, tenant_id: str, key_id: str, now_us: int) -> bo
     )
     if not rows:
         return False
+    await tx.notify(CHANNEL, key_message(key_id))
     await tx.execute(
         "UPDATE api_keys SET revoked_at_us = $3 WHERE tenant_id = $1 AND id = $2"
         " AND revoked_at_us IS NULL",

@@ -27,10 +27,11 @@ from tally.core import (
 )
 from tally.errors import IdempotencyKeyInUse, IdempotencyKeyReused, NotFound
 from tally.ledger.idempotency import Claim
+from tally.ledger.public import object_json
 from tally.ledger.transaction import Answer, JobResult
 from tally.ledger.writer import Writer
 from tally.storage import Store, TransferFilter
-from tally.storage.records import BalanceRecord, EventRecord, StoredResponse
+from tally.storage.records import BalanceRecord, EventRecord, StoredEvent, StoredResponse
 from tally.support.clock import Clock
 from tally.support.cursors import Page, decode_cursor, page_of
 
@@ -234,7 +235,18 @@ class Ledger:
     ) -> Page[EventRecord]:
         start = decode_cursor(cursor) if cursor else after
         rows = await self.store.list_events(tenant_id, after=start, limit=limit + 1)
-        return page_of(rows, limit, lambda e: e.sequence)
+        return page_of([_event(r) for r in rows], limit, lambda e: e.sequence)
+
+
+def _event(stored: StoredEvent) -> EventRecord:
+    """Every event with its object's public JSON: an account event's stored copy,
+    or a transfer event's transfer as it was then (migration 0005)."""
+    if stored.data is not None:
+        data = stored.data
+    else:
+        assert stored.transfer is not None, "a transfer event's transfer is never deleted"
+        data = object_json(stored.transfer.as_of(stored.type)).decode()
+    return EventRecord(stored.sequence, stored.type, stored.created_at_us, data)
 
 
 def _written(result: JobResult) -> Written:

@@ -22,9 +22,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from tally.config import Settings
 from tally.errors import Unavailable
+from tally.storage.notifications import PostgresNotifications, stamp
 from tally.storage.records import StoredKey
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
@@ -48,6 +50,7 @@ from tally.storage.unit_of_work import (
     FindKeys,
     Key,
     LockAccounts,
+    LockAndRead,
     ReadCounters,
     ReadTransfers,
     Step,
@@ -60,6 +63,8 @@ from tally.storage.unit_of_work import (
 )
 
 log = logging.getLogger(__name__)
+
+_encode_json = msgspec.json.encode
 
 # Worth another attempt: the transaction lost a race and rolled back whole.
 _RETRYABLE = (
@@ -128,38 +133,51 @@ COMMIT_LOST_DETAIL = (
 )
 
 
-def _arrays(names: Sequence[str], first: int) -> str:
-    """``$first::type[], …``: one array parameter per column, for ``unnest``."""
-    return ", ".join(f"${first + i}::{_PG_TYPES.get(n, 'bigint')}[]" for i, n in enumerate(names))
+def _rows(names: Sequence[str], param: int) -> str:
+    """The rows of JSON parameter ``$param`` (an array of arrays, in ``names``'
+    order) as a table ``u`` with typed columns.
+
+    One JSON text per part, rather than one typed array per column: asyncpg
+    encodes a dozen arrays of a batch's values element by element, which cost
+    more of Tally's CPU than everything else in the statement (py-spy, issue 10);
+    msgspec writes the JSON in one C call, and PostgreSQL parses it once.
+    """
+    values = ", ".join(f"{_column(i, n)} AS {n}" for i, n in enumerate(names))
+    return f"(SELECT {values} FROM jsonb_array_elements(${param}::text::jsonb) AS e) AS u"
 
 
-def _insert(table: str, names: Sequence[str], first: int) -> str:
+def _column(i: int, name: str) -> str:
+    kind = _PG_TYPES.get(name, "bigint")
+    if kind == "bytea":  # msgspec writes bytes as base64
+        return f"decode(e->>{i}, 'base64')"
+    return f"(e->>{i})::{kind}"
+
+
+def _insert(table: str, names: Sequence[str], param: int) -> str:
     # A "sequence" column arrives as an offset from the tenant's counter, which the
     # statement's first part (``seq``) advances: see _write_sql.
     values = ", ".join(f"seq.base + u.{n}" if n == "sequence" else f"u.{n}" for n in names)
     return (
         f"INSERT INTO {table} (tenant_id, {columns(names)})"
-        f" SELECT $1, {values} FROM unnest({_arrays(names, first)}) AS u({columns(names)}), seq"
+        f" SELECT $1, {values} FROM {_rows(names, param)}, seq"
     )
 
 
-def _update_accounts(first: int) -> str:
+def _update_accounts(param: int) -> str:
     return (
         "UPDATE accounts AS a SET "
         + ", ".join(f"{n} = u.{n}" for n in ACCOUNT_COLUMNS[1:])
-        + f" FROM unnest({_arrays(ACCOUNT_COLUMNS, first)}) AS u({columns(ACCOUNT_COLUMNS)})"
-        " WHERE a.tenant_id = $1 AND a.id = u.id"
+        + f" FROM {_rows(ACCOUNT_COLUMNS, param)} WHERE a.tenant_id = $1 AND a.id = u.id"
     )
 
 
 _TRANSFER_STATE = ("id", "status", "resolved_at_us")
 
 
-def _update_transfers(first: int) -> str:
+def _update_transfers(param: int) -> str:
     return (
         "UPDATE transfers AS t SET status = u.status, resolved_at_us = u.resolved_at_us"
-        f" FROM unnest({_arrays(_TRANSFER_STATE, first)}) AS u({columns(_TRANSFER_STATE)})"
-        " WHERE t.tenant_id = $1 AND t.id = u.id"
+        f" FROM {_rows(_TRANSFER_STATE, param)} WHERE t.tenant_id = $1 AND t.id = u.id"
     )
 
 
@@ -189,19 +207,16 @@ def _write_sql(parts: tuple[str, ...]) -> str:
     never see a sequence before the ones below it commit: the next batch can
     take the counter only after this one commits.
 
-    Then each part is a data-modifying CTE over ``unnest``ed arrays (``$1`` is the
-    tenant, then each part's arrays in turn). Constraint checks run at the end of
-    the statement, after every part.
+    Then each part is a data-modifying CTE over its rows, one JSON parameter
+    each (``$1`` is the tenant, then each part's rows in turn: see ``_rows``).
+    Constraint checks run at the end of the statement, after every part.
     """
     ctes = [
         "seq AS (UPDATE tenants SET event_sequence = event_sequence + $2 WHERE id = $1"
         " RETURNING event_sequence - $2 AS base)"
     ]
-    first = 3
-    for name in parts:
-        names, build = _WRITES[name]
-        ctes.append(f"{name} AS ({build(first)})")
-        first += len(names)
+    for param, name in enumerate(parts, start=3):
+        ctes.append(f"{name} AS ({_WRITES[name][1](param)})")
     return f"WITH {', '.join(ctes)} SELECT base FROM seq"
 
 
@@ -238,11 +253,33 @@ _LOCK_ACCOUNTS = (
     " ORDER BY k.n"
 )
 
+# _LOCK_ACCOUNTS, then _SELECT_TRANSFERS, as one statement (unit_of_work.LockAndRead):
+# each row is (is an account, the account's columns, the transfer's columns), the
+# other object's columns NULL. Append runs the branches in order, so the locks are
+# taken first, in id order.
+_TRANSFER_AT = 1 + len(ACCOUNT_COLUMNS)
 
-def _transpose(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(column) for column in zip(*rows, strict=True)]
+
+def _nulls(names: Sequence[str]) -> str:
+    return ", ".join(f"NULL::{_PG_TYPES.get(n, 'bigint')}" for n in names)
+
+
+_LOCK_AND_READ = (
+    f"(SELECT true, {columns(ACCOUNT_COLUMNS, 'a')}, {_nulls(TRANSFER_COLUMNS)}"
+    " FROM unnest($2::text[]) WITH ORDINALITY AS k(id, n),"
+    " LATERAL (SELECT * FROM accounts WHERE tenant_id = $1 AND id = k.id FOR UPDATE) AS a"
+    " ORDER BY k.n)"
+    f" UNION ALL (SELECT false, {_nulls(ACCOUNT_COLUMNS)}, {columns(TRANSFER_COLUMNS, 't')}"
+    " FROM unnest($3::text[]) AS k(id),"
+    " LATERAL (SELECT * FROM transfers WHERE tenant_id = $1 AND id = k.id) AS t)"
+)
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """What a pooled connection needs between two uses: nothing. asyncpg's default
+    reset (``RESET ALL``, ``UNLISTEN *``, advisory unlocks) is a round trip per
+    read, and nothing in Tally changes a pooled session's state: every statement
+    is one transaction, every setting comes from ``server_settings``."""
 
 
 class PostgresStore(Store):
@@ -253,6 +290,9 @@ class PostgresStore(Store):
         # The writer's own connection: it runs one transaction at a time, so it
         # needs no pool, and keeping it skips a pool round trip (reset) per batch.
         self._writer_conn: asyncpg.Connection | None = None
+        self.notifications: PostgresNotifications = PostgresNotifications(
+            self._dsn, connect_timeout_seconds=settings.db_connect_timeout_seconds
+        )
 
     def _connect_options(self) -> dict[str, Any]:
         s = self._settings
@@ -275,6 +315,7 @@ class PostgresStore(Store):
                 # even while the database is down, and recovers when it returns.
                 min_size=0,
                 max_size=self._settings.db_pool_size,
+                reset=_keep_session,
                 **self._connect_options(),
             )
         except _UNAVAILABLE as exc:
@@ -323,13 +364,20 @@ class PostgresStore(Store):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        tx: _PostgresTx | None = None
+        committed = False
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                yield _PostgresTx(conn)
+                tx = _PostgresTx(conn, self.notifications)
+                yield tx
+            committed = True
         except asyncpg.exceptions.UniqueViolationError as exc:
             raise UniqueViolation(str(exc)) from exc
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from exc
+        finally:
+            if tx is not None and tx.sent:
+                await self.notifications.echo(tx.sent, wait=committed)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
@@ -342,6 +390,10 @@ class PostgresStore(Store):
 
     def metadata_key_arg(self, key: str) -> str:
         return key
+
+    def json_rows(self, param: int, columns: list[tuple[str, str]]) -> str:
+        values = ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(columns))
+        return f"SELECT {values} FROM jsonb_array_elements(${param}::jsonb) AS e"
 
     # -- writes -------------------------------------------------------------------------
 
@@ -364,6 +416,8 @@ class PostgresStore(Store):
             return await self._per_tenant(conn, _SELECT_TRANSFERS, step.keys, transfer_from_row)
         if isinstance(step, LockAccounts):
             return await self._per_tenant(conn, _LOCK_ACCOUNTS, step.keys, account_from_row)
+        if isinstance(step, LockAndRead):
+            return await self._lock_and_read(conn, step)
         if isinstance(step, ReadCounters):
             # The write statement adds the tenant's counter, under the tenant's
             # lock (see _write_sql): the rows are numbered from 0 until then.
@@ -383,6 +437,25 @@ class PostgresStore(Store):
         for tenant_id, ids in by_tenant(keys).items():
             found += [(tenant_id, from_row(r)) for r in await conn.fetch(sql, tenant_id, ids)]
         return found
+
+    @staticmethod
+    async def _lock_and_read(
+        conn: asyncpg.Connection, step: LockAndRead
+    ) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        """One statement per tenant, tenants in id order (the global lock order)."""
+        lock, read = by_tenant(step.lock), by_tenant(step.read)
+        accounts: list[tuple[str, Any]] = []
+        transfers: list[tuple[str, Any]] = []
+        for tenant_id in sorted(lock.keys() | read.keys()):
+            rows = await conn.fetch(
+                _LOCK_AND_READ, tenant_id, lock.get(tenant_id, []), read.get(tenant_id, [])
+            )
+            for r in rows:
+                if r[0]:
+                    accounts.append((tenant_id, account_from_row(r[1:_TRANSFER_AT])))
+                else:
+                    transfers.append((tenant_id, transfer_from_row(r[_TRANSFER_AT:])))
+        return accounts, transfers
 
     @staticmethod
     async def _stored_keys(
@@ -417,10 +490,8 @@ class PostgresStore(Store):
         parts = tuple(name for name in _WRITES if rows[name])
         if not parts:
             return  # every command of this tenant was refused: nothing to write
-        arrays = [
-            column for name in parts for column in _transpose(rows[name], len(_WRITES[name][0]))
-        ]
-        await conn.execute(_write_sql(parts), w.tenant_id, w.sequences_used, *arrays)
+        documents = [_encode_json(rows[name]).decode() for name in parts]
+        await conn.execute(_write_sql(parts), w.tenant_id, w.sequences_used, *documents)
 
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         try:
@@ -431,8 +502,16 @@ class PostgresStore(Store):
 
 
 class _PostgresTx:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, notifications: PostgresNotifications) -> None:
         self._conn = conn
+        self._notifications = notifications
+        self.sent: list[str] = []
+
+    async def notify(self, channel: str, message: str) -> None:
+        payload = stamp(message)
+        self._notifications.expect([payload])
+        self.sent.append(payload)
+        await self._conn.execute("SELECT pg_notify($1, $2)", channel, payload)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         return list(await self._conn.fetch(sql, *args))

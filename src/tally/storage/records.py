@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tally.core import Transfer
+
 
 @dataclass(frozen=True, slots=True)
 class BalanceRecord:
@@ -26,6 +28,18 @@ class EventRecord:
     type: str
     created_at_us: int
     data: str  # the object's public JSON as it was after the change
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An events row: an account event carries its copy (``data``); a transfer
+    event, its transfer, read with it (migration 0005)."""
+
+    sequence: int
+    type: str
+    created_at_us: int
+    data: str | None
+    transfer: Transfer | None
 
 
 @dataclass(frozen=True, slots=True)

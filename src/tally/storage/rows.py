@@ -65,7 +65,9 @@ BALANCE_COLUMNS = (
     "credits_posted",
     "created_at_us",
 )
-EVENT_COLUMNS = ("sequence", "type", "created_at_us", "data")
+# data: an account event's copy of its account; object_id: a transfer event's
+# transfer, which is not copied (migration 0005).
+EVENT_COLUMNS = ("sequence", "type", "created_at_us", "data", "object_id")
 KEY_COLUMNS = (
     "key",
     "fingerprint",
@@ -192,8 +194,8 @@ def balance_row(change: BalanceChange) -> tuple[Any, ...]:
     )
 
 
-def event_row(e: Event, data: str) -> tuple[Any, ...]:
-    return (e.sequence, e.type, e.created_at_us, data)
+def event_row(e: Event, data: str | None) -> tuple[Any, ...]:
+    return (e.sequence, e.type, e.created_at_us, data, e.data.id if data is None else None)
 
 
 def key_row(

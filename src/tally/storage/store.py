@@ -17,7 +17,8 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from tally.core import Account, Transfer
-from tally.storage.records import BalanceRecord, EventRecord, StoredKey, TransferFilter
+from tally.storage.notifications import Notifications
+from tally.storage.records import BalanceRecord, StoredEvent, StoredKey, TransferFilter
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
     TRANSFER_COLUMNS,
@@ -44,6 +45,12 @@ class Tx(Protocol):
         """Run one statement; return the number of rows it changed."""
         ...
 
+    async def notify(self, channel: str, message: str) -> None:
+        """Tell every server process ``message`` on ``channel`` if, and when, this
+        transaction commits (storage.notifications); the block that opened the
+        transaction returns only once the message has gone out."""
+        ...
+
 
 _SELECT_BALANCES = (
     "SELECT version, transfer_id, debits_pending, debits_posted, credits_pending,"
@@ -54,6 +61,9 @@ _SELECT_BALANCES = (
 
 class Store(abc.ABC):
     """A database holding Tally's ledger; one per server process."""
+
+    # What this database can tell every server process (none on SQLite).
+    notifications: Notifications = Notifications()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -93,6 +103,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
 
+    async def fetch_point(self, sql: str, *args: Any) -> list[Row]:
+        """A read of one row by its key (a credential, an account, a transfer): the
+        same as ``fetch``, where an adapter can serve it more cheaply."""
+        return await self.fetch(sql, *args)
+
     @abc.abstractmethod
     def metadata_equals(self, key_param: int, value_param: int) -> str:
         """SQL that is true when metadata[key] = value, with the key as a param."""
@@ -100,10 +115,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def metadata_key_arg(self, key: str) -> str: ...
 
+    @abc.abstractmethod
+    def json_rows(self, param: int, columns: list[tuple[str, str]]) -> str:
+        """A SELECT of the rows of parameter ``param``, a JSON array of arrays
+        (``json.dumps``), with ``columns`` as (name, PostgreSQL type): a whole set
+        of rows in one parameter, for one statement instead of one per row."""
+
     # -- reads ------------------------------------------------------------------------
 
     async def find_idempotency_key(self, tenant_id: str, key: str, now_us: int) -> StoredKey | None:
-        rows = await self.fetch(
+        rows = await self.fetch_point(
             "SELECT fingerprint, status_code, headers, body FROM idempotency_keys"
             " WHERE tenant_id = $1 AND key = $2 AND expires_at_us > $3",
             tenant_id,
@@ -113,7 +134,7 @@ class Store(abc.ABC):
         return stored_key_from_row(rows[0]) if rows else None
 
     async def get_account(self, tenant_id: str, account_id: str) -> Account | None:
-        rows = await self.fetch(
+        rows = await self.fetch_point(
             f"SELECT {columns(ACCOUNT_COLUMNS)} FROM accounts WHERE tenant_id = $1 AND id = $2",
             tenant_id,
             account_id,
@@ -150,7 +171,7 @@ class Store(abc.ABC):
         return [account_from_row(r) for r in rows]
 
     async def get_transfer(self, tenant_id: str, transfer_id: str) -> Transfer | None:
-        rows = await self.fetch(
+        rows = await self.fetch_point(
             f"SELECT {columns(TRANSFER_COLUMNS)} FROM transfers WHERE tenant_id = $1 AND id = $2",
             tenant_id,
             transfer_id,
@@ -207,15 +228,20 @@ class Store(abc.ABC):
         )
         return BalanceRecord(*rows[0]) if rows else None
 
-    async def list_events(self, tenant_id: str, *, after: int, limit: int) -> list[EventRecord]:
+    async def list_events(self, tenant_id: str, *, after: int, limit: int) -> list[StoredEvent]:
         rows = await self.fetch(
-            "SELECT sequence, type, created_at_us, data FROM events"
-            " WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+            f"SELECT e.sequence, e.type, e.created_at_us, e.data, {columns(TRANSFER_COLUMNS, 't')}"
+            " FROM events AS e LEFT JOIN transfers AS t"
+            " ON t.tenant_id = e.tenant_id AND t.id = e.object_id"
+            " WHERE e.tenant_id = $1 AND e.sequence > $2 ORDER BY e.sequence LIMIT $3",
             tenant_id,
             after,
             limit,
         )
-        return [EventRecord(*r) for r in rows]
+        return [
+            StoredEvent(r[0], r[1], r[2], r[3], None if r[4] is None else transfer_from_row(r[4:]))
+            for r in rows
+        ]
 
     async def due_pending_transfers(self, now_us: int, limit: int) -> list[tuple[str, str]]:
         """(tenant, transfer id) of pending transfers past their deadline."""

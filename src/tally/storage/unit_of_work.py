@@ -57,6 +57,21 @@ class LockAccounts:
 
 
 @dataclass(frozen=True, slots=True)
+class LockAndRead:
+    """``LockAccounts(lock)`` then ``ReadTransfers(read)``, in one round trip where
+    the database can. Answer: ``(accounts, transfers)`` as those two would.
+
+    Only for a batch that resolves no pending transfer: in one statement the read
+    may see the snapshot from before the locks were granted. That is safe when the
+    transfers are read only to find a create that repeats an id (a transfer
+    committed meanwhile makes the insert collide, and the transaction runs again),
+    not when a post or void must see its hold's current state."""
+
+    lock: list[Key]
+    read: list[Key]
+
+
+@dataclass(frozen=True, slots=True)
 class ReadCounters:
     """Answer: ``dict[tenant_id, int]``, the event sequence each tenant's new rows
     count from. (PostgreSQL answers 0 and adds the counter in the write itself,
@@ -71,8 +86,9 @@ class TenantWrite:
 
     tenant_id: str
     changes: Changes = field(default_factory=Changes)
-    # The public JSON of each event's object, in the order of changes.events.
-    event_data: list[str] = field(default_factory=list)
+    # The public JSON of each event's account, in the order of changes.events;
+    # None for a transfer event, which references its transfer (migration 0005).
+    event_data: list[str | None] = field(default_factory=list)
     # How far the tenant's event counter moves (the sequences the core used).
     sequences_used: int = 0
     keys: list[KeyRow] = field(default_factory=list)
@@ -88,7 +104,7 @@ class Write:
     now_us: int
 
 
-Step = FindKeys | ReadTransfers | LockAccounts | ReadCounters | Write
+Step = FindKeys | ReadTransfers | LockAccounts | LockAndRead | ReadCounters | Write
 Steps = Generator[Step, Any, T]
 
 
