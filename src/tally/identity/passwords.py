@@ -15,7 +15,6 @@ import unicodedata
 from functools import lru_cache
 
 import argon2
-from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from tally.errors import FieldError, ValidationFailed
 
@@ -31,7 +30,13 @@ PARALLELISM = 1
 @lru_cache(maxsize=1)
 def _common_passwords() -> frozenset[str]:
     """The 30,000 most common passwords of the zxcvbn project's leaked-password
-    list, lower-cased (a common password with capitals is still common)."""
+    list, lower-cased (a common password with capitals is still common).
+
+    Loaded on the first password checked, not at import: the list and its
+    dictionaries are about 12 MiB that a server process answering only API keys
+    never needs."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
     return frozenset(p.lower() for p in FREQUENCY_LISTS["passwords"])
 
 
