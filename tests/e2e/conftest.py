@@ -207,11 +207,13 @@ def tally_server(
     *,
     workers: int = 1,
     migrate: bool = True,
+    port: int | None = None,
     **settings: str,
 ) -> Iterator[Server]:
-    """``tally serve`` on a free 127.0.0.1 port, ready (``/readyz`` is 200) when
-    yielded and always stopped afterwards, workers included."""
-    port = free_port()
+    """``tally serve`` on a free 127.0.0.1 port (or ``port``: a restart where the
+    last one served), ready (``/readyz`` is 200) when yielded and always stopped
+    afterwards, workers included."""
+    port = port or free_port()
     args = [str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--workers", str(workers)]
     if not migrate:
@@ -235,7 +237,13 @@ def tally_server(
 
 class StartServer(Protocol):
     def __call__(
-        self, database_url: str, *, workers: int = 1, migrate: bool = True, **settings: str
+        self,
+        database_url: str,
+        *,
+        workers: int = 1,
+        migrate: bool = True,
+        port: int | None = None,
+        **settings: str,
     ) -> Server: ...
 
 
@@ -261,11 +269,18 @@ def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sta
     with contextlib.ExitStack() as stack:
 
         def start(
-            database_url: str, *, workers: int = 1, migrate: bool = True, **settings: str
+            database_url: str,
+            *,
+            workers: int = 1,
+            migrate: bool = True,
+            port: int | None = None,
+            **settings: str,
         ) -> Server:
             log_path = tmp_path / f"tally-serve-{len(servers)}.log"
             server = stack.enter_context(
-                tally_server(database_url, log_path, workers=workers, migrate=migrate, **settings)
+                tally_server(
+                    database_url, log_path, workers=workers, migrate=migrate, port=port, **settings
+                )
             )
             servers.append(server)
             return server

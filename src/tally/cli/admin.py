@@ -1,4 +1,4 @@
-"""The ``tally`` command: the server and the operator's tasks.
+"""The server's commands: ``serve``, ``migrate`` and the operator's tasks.
 
 Every command that touches the database runs through the same services the
 server uses (``tally.identity.tenants``, ``tally.audit``, ``tally.storage.schema``),
@@ -16,8 +16,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tally import __version__
 from tally.audit import AuditLog, Verdict
+from tally.cli.root import AS_JSON, app, emit, typer_app
 from tally.cli.server import serve
 from tally.config import Settings, get_settings
 from tally.identity import tenants as operator
@@ -31,39 +31,15 @@ from tally.support.clock import format_time, wall_clock_us
 T = TypeVar("T")
 
 
-def _typer(help: str) -> typer.Typer:
-    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
-
-
-app = _typer("Tally, a double-entry ledger service.")
 app.command()(serve)
-tenants = _typer("Tenants: make one with an API key, or list them.")
+tenants = typer_app("Tenants: make one with an API key, or list them.")
 app.add_typer(tenants, name="tenants")
-api_keys = _typer("Any tenant's API keys: list them, revoke one.")
+api_keys = typer_app("Any tenant's API keys: list them, revoke one.")
 app.add_typer(api_keys, name="api-keys")
-audit_app = _typer("The hash-chained audit log.")
+audit_app = typer_app("The hash-chained audit log.")
 app.add_typer(audit_app, name="audit")
-signing_keys = _typer("The keys that sign access tokens.")
+signing_keys = typer_app("The keys that sign access tokens.")
 app.add_typer(signing_keys, name="signing-keys")
-AS_JSON = typer.Option("--json", help="Print one JSON object per line and nothing else.")
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(f"tally {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
-        ),
-    ] = False,
-) -> None:
-    """Tally, a double-entry ledger service."""
 
 
 TENANT_NAME_CHARS_MAX = 200
@@ -130,15 +106,11 @@ def tenants_list(as_json: Annotated[bool, AS_JSON] = False) -> None:
         async for t in operator.tenants(store):
             count += 1
             row = {"tenant_id": t.id, "name": t.name, "created_at": format_time(t.created_at_us)}
-            _emit(row, as_json, f"{t.id}  {row['created_at']}  {t.name}")
+            emit(row, as_json, f"{t.id}  {row['created_at']}  {t.name}")
         return count
 
     count = asyncio.run(with_store(settings, work))
     typer.echo(f"{count} tenant(s)", err=True)
-
-
-def _emit(row: dict[str, Any], as_json: bool, text: str) -> None:
-    sys.stdout.write((json.dumps(row) if as_json else text) + "\n")
 
 
 def _key_row(key: KeyRecord) -> dict[str, Any]:
@@ -175,7 +147,7 @@ def api_keys_list(
             row = _key_row(key)
             state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
             text = f"{row['prefix']}  {state}  {' '.join(row['scopes'])}  {key.name}"
-            _emit(row, as_json, text)
+            emit(row, as_json, text)
         return count
 
     count = asyncio.run(with_store(settings, work))
@@ -256,4 +228,4 @@ def signing_keys_rotate() -> None:
     typer.echo(f"signing with {kid}")
 
 
-__all__ = ["__version__", "app", "new_tenant"]
+__all__ = ["app", "new_tenant"]

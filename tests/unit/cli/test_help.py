@@ -26,6 +26,21 @@ COMMANDS = [
     ("audit", "head"),
     ("signing-keys",),
     ("signing-keys", "rotate"),
+    ("login",),
+    ("logout",),
+    ("accounts",),
+    ("accounts", "create"),
+    ("accounts", "list"),
+    ("accounts", "show"),
+    ("transfers",),
+    ("transfers", "create"),
+    ("transfers", "post"),
+    ("transfers", "void"),
+    ("transfers", "list"),
+    ("events",),
+    ("events", "tail"),
+    ("import",),
+    ("export",),
 ]
 
 
