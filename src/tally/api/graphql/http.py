@@ -63,7 +63,7 @@ class GraphQLRequest(msgspec.Struct, forbid_unknown_fields=True):
 
     query: str
     variables: dict[str, Any] | None = None
-    operationName: str | None = None  # noqa: N815 (the protocol's name)
+    operationName: str | None = None
     extensions: dict[str, Any] | None = None
 
 
@@ -129,7 +129,7 @@ async def _read(request: Request, body_bytes_max: int) -> tuple[GraphQLRequest, 
     return decode(raw, GraphQLRequest), raw
 
 
-async def _run(  # noqa: PLR0913
+async def _run(
     services: Services,
     schema: Schema,
     limits: Limits,

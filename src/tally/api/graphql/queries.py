@@ -112,7 +112,7 @@ class Query:
         )
         return connection(
             page, [Account.of(a) for a in page.items], [a.sequence for a in page.items]
-        )  # type: ignore[arg-type]
+        )
 
     @strawberry.field(description="One transfer (scope transfers:read).")
     async def transfer(self, info: Info, id: str) -> Transfer:
@@ -121,7 +121,7 @@ class Query:
         return Transfer.of(await ctx.services.ledger.get_transfer(ctx.tenant_id, object_id(id)))
 
     @strawberry.field(description="Transfers (scope transfers:read), as GET /v1/transfers.")
-    async def transfers(  # noqa: PLR0913
+    async def transfers(
         self,
         info: Info,
         first: int | None = None,
@@ -145,7 +145,7 @@ class Query:
             ctx.tenant_id, f, limit=_size(info, first), cursor=_text("after", after, 128)
         )
         nodes = [Transfer.of(t) for t in page.items]
-        return connection(page, nodes, [t.sequence for t in page.items])  # type: ignore[arg-type]
+        return connection(page, nodes, [t.sequence for t in page.items])
 
     @strawberry.field(
         description="An account's totals after each change, newest first (scope accounts:read)."
@@ -165,7 +165,7 @@ class Query:
     async def events(
         self,
         info: Info,
-        after_sequence: Int64 = 0,  # type: ignore[assignment]
+        after_sequence: Int64 = 0,
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Event]:
@@ -181,4 +181,4 @@ class Query:
             cursor=_text("after", after, 128),
         )
         nodes = [Event.from_out(event_out(e), msgspec.json.decode(e.data)) for e in page.items]
-        return connection(page, nodes, [e.sequence for e in page.items])  # type: ignore[arg-type]
+        return connection(page, nodes, [e.sequence for e in page.items])

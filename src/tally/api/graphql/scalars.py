@@ -10,7 +10,7 @@ object as it was.
 
 from __future__ import annotations
 
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType, TypeAlias
 
 import strawberry
 from graphql import GraphQLError
@@ -44,8 +44,20 @@ def _int64_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> 
     return _int64(int(node.value))
 
 
-Int64 = strawberry.scalar(
-    NewType("Int64", int),
+# The names the schema's types are written with; ``SCALARS`` says what each is to
+# GraphQL (the schema's scalar_overrides), so the types stay plain to mypy.
+# To mypy they are the plain types they hold.
+if TYPE_CHECKING:
+    Int64: TypeAlias = int
+    Metadata: TypeAlias = dict[str, str]
+    JSONObject: TypeAlias = dict[str, Any]
+else:
+    Int64 = NewType("Int64", int)
+    Metadata = NewType("Metadata", dict)
+    JSONObject = NewType("JSONObject", dict)
+
+_INT64 = strawberry.scalar(
+    NewType("_Int64", int),
     name="Int64",
     description="A signed 64-bit integer, written as a JSON number: amounts and totals "
     "in minor units (cents), sequences and versions.",
@@ -75,8 +87,8 @@ def _metadata_literal(node: ValueNode, variables: dict[str, Any] | None = None) 
     return {f.name.value: _literal_value(f.value) for f in node.fields}
 
 
-Metadata = strawberry.scalar(
-    NewType("Metadata", object),
+_METADATA = strawberry.scalar(
+    NewType("_Metadata", object),
     name="Metadata",
     description="An object of at most 50 string keys (1-64 characters) to string values "
     "(at most 512 characters).",
@@ -90,11 +102,13 @@ def _output_only(value: Any, variables: Any = None) -> Any:
     raise GraphQLError("JSONObject is returned by the server, never sent to it.")
 
 
-JSONObject = strawberry.scalar(
-    NewType("JSONObject", object),
+_JSON_OBJECT = strawberry.scalar(
+    NewType("_JSONObject", object),
     name="JSONObject",
     description="A JSON object: an event's account or transfer as it was after the change.",
     serialize=lambda value: value,
     parse_value=_output_only,
     parse_literal=_output_only,
 )
+
+SCALARS: dict[object, Any] = {Int64: _INT64, Metadata: _METADATA, JSONObject: _JSON_OBJECT}

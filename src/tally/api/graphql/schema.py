@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 
 from tally.api.graphql.mutations import Mutation
 from tally.api.graphql.queries import Query
+from tally.api.graphql.scalars import SCALARS
 from tally.config import Settings
 from tally.errors import TallyError
 
@@ -37,7 +38,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         extensions.append(MaxTokensLimiter(max_token_count=settings.graphql_tokens_max))
         if not settings.graphql_introspection:
             extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
-    return Schema(query=Query, mutation=Mutation, extensions=extensions)
+    return Schema(query=Query, mutation=Mutation, extensions=extensions, scalar_overrides=SCALARS)
 
 
 def schema_text() -> str:

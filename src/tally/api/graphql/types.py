@@ -9,7 +9,7 @@ route that serves that data would.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 
@@ -52,7 +52,7 @@ class Connection(Generic[T]):
     page_info: PageInfo
 
 
-def connection(page: Page[object], nodes: list[T], positions: list[int]) -> Connection[T]:
+def connection(page: Page[Any], nodes: list[T], positions: list[int]) -> Connection[T]:
     edges = [Edge(cursor=encode_cursor(p), node=n) for p, n in zip(positions, nodes, strict=True)]
     return Connection(
         edges=edges,
@@ -279,7 +279,7 @@ def balance_connection(
                 created_at=s.created_at,
             )
         )
-    return connection(page, nodes, [r.version for r in page.items])  # type: ignore[arg-type]
+    return connection(page, nodes, [r.version for r in page.items])
 
 
 @strawberry.type(description="An immutable record of a state change (api.md §1).")
@@ -292,5 +292,5 @@ class Event:
     )
 
     @classmethod
-    def from_out(cls, e: EventOut, data: object) -> Event:
+    def from_out(cls, e: EventOut, data: dict[str, Any]) -> Event:
         return cls(sequence=e.sequence, type=e.type, created_at=e.created_at, data=data)
