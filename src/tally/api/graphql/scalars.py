@@ -57,7 +57,6 @@ else:
     JSONObject = NewType("JSONObject", dict)
 
 _INT64 = strawberry.scalar(
-    NewType("_Int64", int),
     name="Int64",
     description="A signed 64-bit integer, written as a JSON number: amounts and totals "
     "in minor units (cents), sequences and versions.",
@@ -88,7 +87,6 @@ def _metadata_literal(node: ValueNode, variables: dict[str, Any] | None = None) 
 
 
 _METADATA = strawberry.scalar(
-    NewType("_Metadata", object),
     name="Metadata",
     description="An object of at most 50 string keys (1-64 characters) to string values "
     "(at most 512 characters).",
@@ -103,7 +101,6 @@ def _output_only(value: Any, variables: Any = None) -> Any:
 
 
 _JSON_OBJECT = strawberry.scalar(
-    NewType("_JSONObject", object),
     name="JSONObject",
     description="A JSON object: an event's account or transfer as it was after the change.",
     serialize=lambda value: value,

@@ -9,6 +9,7 @@ import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from tally.api.graphql.mutations import Mutation
@@ -35,10 +36,16 @@ class Schema(strawberry.Schema):
 def build_schema(settings: Settings | None = None) -> Schema:
     extensions: list[Any] = []
     if settings is not None:
-        extensions.append(MaxTokensLimiter(max_token_count=settings.graphql_tokens_max))
+        tokens_max = settings.graphql_tokens_max
+        extensions.append(lambda: MaxTokensLimiter(max_token_count=tokens_max))
         if not settings.graphql_introspection:
-            extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
-    return Schema(query=Query, mutation=Mutation, extensions=extensions, scalar_overrides=SCALARS)
+            extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=extensions,
+        config=StrawberryConfig(scalar_map=SCALARS),
+    )
 
 
 def schema_text() -> str:
