@@ -174,7 +174,10 @@ async def _run(
     out: dict[str, Any] = {}
     if result.errors:
         out["errors"] = [error_json(e) for e in result.errors]
-    if result.data is not None or not result.errors:
+    # data is null once execution started (an error has a path), absent when the
+    # document was refused before it (GraphQL spec §7.1.2).
+    errors = result.errors or []
+    if result.data is not None or not errors or any(e.path for e in errors):
         out["data"] = result.data
     headers = {"idempotent-replayed": "true"} if ctx.replayed else {}
     return _answer(out, headers)
