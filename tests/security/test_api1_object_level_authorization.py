@@ -289,7 +289,8 @@ def test_graphql_nested_fields_reach_only_the_callers_own_tenant(
     for name in ("src", "dst"):  # the same ids as tenant A's, in tenant B
         made = graphql(
             caller,
-            f'mutation {{ createAccount(input: {{id: "{name}-{suffix}", currency: "EUR"}}) {{ id }} }}',
+            f'mutation {{ createAccount(input: {{id: "{name}-{suffix}", currency: "EUR"}})'
+            " { id } }",
         )
         assert "errors" not in made, made
     out = graphql(
@@ -317,8 +318,10 @@ def test_graphql_mutations_naming_another_tenants_objects_touch_none_of_them(
     attempts = {
         'mutation { postTransfer(id: "hold") { id } }': "pending_transfer_not_found",
         'mutation { voidTransfer(id: "hold") { id } }': "pending_transfer_not_found",
-        'mutation { createTransfer(input: {debitAccountId: "src", creditAccountId: "dst", amount: 1}) { id } }': "debit_account_not_found",
-        'mutation { createTransferBatch(input: {transfers: [{pendingId: "hold", action: "void"}]}) { results { error { code } } } }': "",
+        "mutation { createTransfer(input: {"
+        'debitAccountId: "src", creditAccountId: "dst", amount: 1}) { id } }': "debit_account_not_found",
+        "mutation { createTransferBatch(input: {"
+        'transfers: [{pendingId: "hold", action: "void"}]}) { results { error { code } } } }': "",
     }  # fmt: skip
     for mutation, expected in attempts.items():
         out = graphql(caller, mutation)

@@ -292,12 +292,14 @@ GRAPHQL_READS = {
     '{ transfer(id: "paid") { debitAccount { id } } }': ("transfers:read", "accounts:read"),
     '{ account(id: "src") { balanceHistory { nodes { version } } } }': ("accounts:read",),
 }
+GRAPHQL_TRANSFER = '{debitAccountId: "src", creditAccountId: "dst", amount: 1}'
 GRAPHQL_WRITES = {
     'mutation { createAccount(input: {id: "gql-fl", currency: "USD"}) { id } }': "accounts:write",
-    'mutation { createTransfer(input: {debitAccountId: "src", creditAccountId: "dst", amount: 1}) { id } }': "transfers:write",
+    "mutation { createTransfer(input: " + GRAPHQL_TRANSFER + ") { id } }": "transfers:write",
     'mutation { postTransfer(id: "hold") { id } }': "transfers:write",
     'mutation { voidTransfer(id: "hold") { id } }': "transfers:write",
-    'mutation { createTransferBatch(input: {transfers: [{debitAccountId: "src", creditAccountId: "dst", amount: 1}]}) { results { status } } }': "transfers:write",
+    "mutation { createTransferBatch(input: {transfers: [" + GRAPHQL_TRANSFER + "]})"
+    " { results { status } } }": "transfers:write",
 }  # fmt: skip
 
 
