@@ -319,7 +319,9 @@ def test_graphql_mutations_naming_another_tenants_objects_touch_none_of_them(
         'mutation { postTransfer(id: "hold") { id } }': "pending_transfer_not_found",
         'mutation { voidTransfer(id: "hold") { id } }': "pending_transfer_not_found",
         "mutation { createTransfer(input: {"
-        'debitAccountId: "src", creditAccountId: "dst", amount: 1}) { id } }': "debit_account_not_found",
+        'debitAccountId: "src", creditAccountId: "dst", amount: 1}) { id } }': (
+            "debit_account_not_found"
+        ),
         "mutation { createTransferBatch(input: {"
         'transfers: [{pendingId: "hold", action: "void"}]}) { results { error { code } } } }': "",
     }  # fmt: skip
