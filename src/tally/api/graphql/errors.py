@@ -43,9 +43,11 @@ def error_json(error: GraphQLError) -> dict[str, Any]:
         out = tally_error_json(original)
     elif original is None or isinstance(original, GraphQLError) or error.path is None:
         # An invalid document or variable: no resolver ran for it.
-        code = "malformed_request" if isinstance(error, GraphQLSyntaxError) else "validation_error"
-        extensions = {"code": code, **(error.extensions or {})}
-        out = {"message": error.message, "extensions": extensions}
+        message, code = error.message, "validation_error"
+        if isinstance(error, GraphQLSyntaxError):
+            reason = message.removeprefix("Syntax Error: ")
+            message, code = f"The query is not valid GraphQL: {reason}", "malformed_request"
+        out = {"message": message, "extensions": {"code": code, **(error.extensions or {})}}
     else:
         out = {"message": UNEXPECTED, "extensions": {"code": "internal_error"}}
     if error.locations:

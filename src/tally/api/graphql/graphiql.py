@@ -31,8 +31,6 @@ ASSETS = (
     ("graphiql.min.js", "text/javascript"),
     ("init.js", "text/javascript"),
 )
-# The files never change within a release: a browser may keep them a day.
-_ASSET_CACHE = "public, max-age=86400"
 
 
 def asset_path(name: str) -> str:
@@ -69,7 +67,9 @@ def graphiql_routes() -> list[Route]:
         async def serve_asset(
             request: Request, content: bytes = content, media_type: str = media_type
         ) -> Response:
-            return Response(content, media_type=media_type, headers={"Cache-Control": _ASSET_CACHE})
+            # Cache-Control stays the API's no-store (docs/security.md): the files are
+            # small beside what a page of GraphQL results weighs.
+            return Response(content, media_type=media_type)
 
         routes.append(Route(asset_path(name), serve_asset, methods=["GET"]))
     return routes

@@ -33,7 +33,7 @@ from tally.api import access_log
 from tally.api.endpoint import REQUEST_SECONDS, REQUESTS, UNEXPECTED, admit, client_address
 from tally.api.graphql.context import Context, Loaders
 from tally.api.graphql.errors import error_json, tally_error_json
-from tally.api.graphql.limits import Limits, check, operation_of
+from tally.api.graphql.limits import LimitExceeded, Limits, check, operation_of
 from tally.api.graphql.schema import Schema, build_schema
 from tally.api.parsing import QueryNames, check_query_names, decode, idempotency_key, read_body
 from tally.api.problems import problem, request_id_of
@@ -145,6 +145,9 @@ async def _run(
         check(document, operation, variables, limits)
     except GraphQLError as error:  # a syntax error, or a limit
         return _answer({"errors": [error_json(error)]})
+    except RecursionError:  # fragments nested thousands deep (a raised token limit)
+        nested = LimitExceeded("depth", "The query's fragments are nested too deeply.")
+        return _answer({"errors": [error_json(nested)]})
     mutation = operation.operation is OperationType.MUTATION
     if operation.operation is not OperationType.QUERY and request.method == "GET":
         raise MethodNotAllowed(

@@ -43,8 +43,8 @@ from graphql.language import (
 _PAGED_DEFAULTS = {"lastTransfers": 10}
 _CONNECTIONS = frozenset({"accounts", "transfers", "events", "balanceHistory"})
 _LEAVES = frozenset({"edges", "nodes", "node", "pageInfo"})
-# A fragment spread inside itself is refused by validation; this bounds the walk
-# before validation has run.
+# Fragments spread many times over multiply the walk; this bounds it before
+# validation has run (the cost limit refuses such a document anyway).
 _SPREADS_MAX = 1_000
 
 
@@ -135,20 +135,24 @@ class _Walk:
         self.depth_seen = 0
         self.spreads = 0
 
-    def fields(self, selection_set: SelectionSetNode | None) -> list[FieldNode]:
-        """The fields of a selection set, fragments inlined."""
+    def fields(
+        self, selection_set: SelectionSetNode | None, within: frozenset[str] = frozenset()
+    ) -> list[FieldNode]:
+        """The fields of a selection set, fragments inlined. A fragment spread
+        inside itself (refused by validation, which runs later) is not followed."""
         found: list[FieldNode] = []
         for node in selection_set.selections if selection_set else ():
             if isinstance(node, FieldNode):
                 found.append(node)
             elif isinstance(node, InlineFragmentNode):
-                found.extend(self.fields(node.selection_set))
+                found.extend(self.fields(node.selection_set, within))
             elif isinstance(node, FragmentSpreadNode):
+                name = node.name.value
                 self.spreads += 1
-                fragment = self.fragments.get(node.name.value)
-                if fragment is None or self.spreads > _SPREADS_MAX:
+                fragment = self.fragments.get(name)
+                if fragment is None or name in within or self.spreads > _SPREADS_MAX:
                     continue  # validation names the unknown fragment or the cycle
-                found.extend(self.fields(fragment.selection_set))
+                found.extend(self.fields(fragment.selection_set, within | {name}))
         return found
 
     def cost(self, selection_set: SelectionSetNode | None, depth: int) -> int:
