@@ -3,9 +3,7 @@ the request's idempotency claim, and the request's dataloaders."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from strawberry.dataloader import DataLoader
 
@@ -74,8 +72,6 @@ class Context:
     loaders: Loaders
     # Set when a mutation answered with a stored response (Idempotent-Replayed).
     replayed: bool = False
-    # Mutations that refused before writing, to record in the audit log.
-    audit_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
     @property
     def tenant_id(self) -> str:
@@ -83,6 +79,3 @@ class Context:
 
     def require(self, scope: str) -> None:
         require_scope(self.principal, scope)
-
-
-Resolve = Callable[..., Awaitable[Any]]

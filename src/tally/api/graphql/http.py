@@ -183,6 +183,15 @@ async def _run(
     if result.data is not None or not errors or any(e.path for e in errors):
         out["data"] = result.data
     headers = {"idempotent-replayed": "true"} if ctx.replayed else {}
+    # A field refused for a passing reason (a key in use, a full queue, a database
+    # away) says when to retry, in the header REST sends too.
+    waits = [
+        e.original_error.retry_after_seconds
+        for e in errors
+        if isinstance(e.original_error, TallyError) and e.original_error.retry_after_seconds
+    ]
+    if waits:
+        headers["retry-after"] = str(max(waits))
     return _answer(out, headers)
 
 
