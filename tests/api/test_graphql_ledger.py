@@ -297,3 +297,18 @@ def test_balance_history_and_events_read_as_rest_does(funded: GraphQL) -> None:
     assert events[0]["data"]["id"] == "bank"
     later = funded.data("{ events(afterSequence: 3) { nodes { sequence } } }")["events"]["nodes"]
     assert [e["sequence"] for e in later] == [events[3]["sequence"]]
+
+
+def test_accounts_filter_by_metadata_as_rest_does(gql: GraphQL) -> None:
+    for name, team in (("m1", "a"), ("m2", "b")):
+        gql.data(
+            "mutation M($input: CreateAccountInput!) { createAccount(input: $input) { id } }",
+            {"input": {"id": name, "currency": "USD", "metadata": {"team": team}}},
+        )
+    query = "query Q($m: Metadata) { accounts(metadata: $m) { nodes { id } } }"
+    nodes = gql.data(query, {"m": {"team": "b"}})["accounts"]["nodes"]
+    assert nodes == [{"id": "m2"}]
+    error = gql.error(query, {"m": {f"k{i}": "v" for i in range(11)}})
+    assert code(error) == "validation_error"
+    error = gql.error(query, {"m": {"k" * 65: "v"}})
+    assert code(error) == "validation_error"

@@ -8,11 +8,12 @@ the same maximum; ``after`` as its ``cursor``).
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 import msgspec
 import strawberry
 
-from tally.api.graphql.scalars import Int64
+from tally.api.graphql.scalars import Int64, Metadata
 from tally.api.graphql.types import (
     Account,
     BalanceSnapshot,
@@ -24,6 +25,7 @@ from tally.api.graphql.types import (
     connection,
     page_size,
 )
+from tally.api.parsing import checked_metadata_filters
 from tally.api.routes.events import AFTER_MAX, event_out
 from tally.errors import FieldError, NotFound, ValidationFailed
 from tally.storage import TransferFilter
@@ -78,6 +80,16 @@ def _time(name: str, value: str | None) -> int | None:
         raise ValidationFailed([FieldError(name, "invalid", message)]) from None
 
 
+def _metadata_filters(metadata: dict[str, Any] | None) -> dict[str, str]:
+    """REST's ``metadata[key]=value`` filters (the same checks), as one object."""
+    if metadata is None:
+        return {}
+    if len(metadata) > 10 or not all(isinstance(v, str) for v in metadata.values()):
+        message = "metadata is an object of at most 10 string keys to string values."
+        raise ValidationFailed([FieldError("metadata", "invalid", message)])
+    return checked_metadata_filters((f"metadata.{k}"[:80], k, v) for k, v in metadata.items())
+
+
 def _size(info: Info, first: int | None) -> int:
     s = info.context.services.settings
     return page_size(first, s.page_limit_max, s.page_limit_default)
@@ -91,7 +103,10 @@ class Query:
         ctx.require("accounts:read")
         return Account.of(await ctx.services.ledger.get_account(ctx.tenant_id, object_id(id)))
 
-    @strawberry.field(description="Accounts, oldest first (scope accounts:read).")
+    @strawberry.field(
+        description="Accounts, oldest first (scope accounts:read); metadata: each key must "
+        "have this value (at most 10), as REST's metadata[key]=value."
+    )
     async def accounts(
         self,
         info: Info,
@@ -99,16 +114,18 @@ class Query:
         after: str | None = None,
         currency: str | None = None,
         status: AccountStatus | None = None,
+        metadata: Metadata | None = None,
     ) -> Connection[Account]:
         ctx = info.context
         ctx.require("accounts:read")
+        filters = _metadata_filters(metadata)
         page = await ctx.services.ledger.list_accounts(
             ctx.tenant_id,
             limit=_size(info, first),
             cursor=_text("after", after, 128),
             currency=_text("currency", currency, 16),
             status=None if status is None else status.value,
-            metadata={},
+            metadata=filters,
         )
         return connection(
             page, [Account.of(a) for a in page.items], [a.sequence for a in page.items]
