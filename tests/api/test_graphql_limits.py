@@ -225,3 +225,17 @@ def test_introspection_follows_its_setting(api: Api, database_url: str) -> None:
         error = out["errors"][0]
         assert code(error) == "validation_error"
         assert "introspection" in error["message"].lower()
+
+
+def test_a_post_is_held_to_rests_header_and_parameter_rules_whatever_its_operation(
+    api: Api,
+) -> None:
+    query = {"query": "{ accounts { nodes { id } } }"}
+    r = api.post("/graphql", query, headers={"Idempotency-Key": "bad\tkey"})
+    assert r.status_code == 400, r.text
+    assert code(r.json()["errors"][0]) == "idempotency_key_invalid"
+    r = api.post("/graphql", query, headers={"Idempotency-Key": "fine"})
+    assert r.status_code == 200, r.text  # a query ignores a well-formed key
+    r = api.post("/graphql?debug=1", query)
+    assert r.status_code == 422, r.text
+    assert "debug" in r.json()["errors"][0]["message"]

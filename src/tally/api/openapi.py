@@ -289,9 +289,13 @@ def _graphql_operation(method: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": ref}},
         }
     else:
+        text = {"type": "string"}
+        json_object = {"application/json": {"schema": {"type": "object"}}}
         operation["parameters"] = [
-            {"name": name, "in": "query", "required": name == "query", "schema": {"type": "string"}}
-            for name in ("query", "variables", "operationName", "extensions")
+            {"name": "query", "in": "query", "required": True, "schema": text},
+            {"name": "variables", "in": "query", "required": False, "content": json_object},
+            {"name": "operationName", "in": "query", "required": False, "schema": text},
+            {"name": "extensions", "in": "query", "required": False, "content": json_object},
         ]
     operation["responses"] = responses
     return operation

@@ -55,6 +55,7 @@ PATH = "/graphql"
 _GET_PARAMETERS = QueryNames(
     frozenset({"query", "variables", "operationName", "extensions"}), frozenset()
 )
+_POST_PARAMETERS = QueryNames(frozenset(), frozenset())
 _JSON = "application/json"
 
 
@@ -87,8 +88,8 @@ def graphql_route(services: Services) -> Route:
         try:
             principal, limit_headers = await admit(services, request, None)
             assert principal is not None, "admit with auth either finds a caller or raises"
-            body, raw = await _read(request, s.body_bytes_max)
-            response = await _run(services, schema, limits, request, principal, body, raw)
+            body, raw, key = await _read(request, s.body_bytes_max)
+            response = await _run(services, schema, limits, request, principal, body, raw, key)
         except TallyError as error:
             response = error_response(error, request)
         except Exception:
@@ -104,7 +105,8 @@ def graphql_route(services: Services) -> Route:
     return Route(PATH, serve, methods=["GET", "POST"])
 
 
-async def _read(request: Request, body_bytes_max: int) -> tuple[GraphQLRequest, bytes]:
+async def _read(request: Request, body_bytes_max: int) -> tuple[GraphQLRequest, bytes, str | None]:
+    """The request, its raw body (for the idempotency fingerprint) and its key."""
     if request.method == "GET":
         check_query_names(request, _GET_PARAMETERS)
         params = request.query_params
@@ -113,7 +115,11 @@ async def _read(request: Request, body_bytes_max: int) -> tuple[GraphQLRequest, 
             raise ValidationFailed([FieldError("query", "required", "Send the query in query=.")])
         text = params.get("variables")
         variables = None if text is None else decode(text.encode(), dict[str, Any])
-        return GraphQLRequest(query, variables, params.get("operationName")), b""
+        return GraphQLRequest(query, variables, params.get("operationName")), b"", None
+    # As on every REST write: no query parameter, and a malformed key is a 400
+    # whatever the body (a query ignores a well-formed one).
+    check_query_names(request, _POST_PARAMETERS)
+    key = idempotency_key(request.headers.getlist("idempotency-key"))
     raw = await read_body(request, body_bytes_max)
     if raw.lstrip()[:1] == b"[":
         raise ValidationFailed(
@@ -126,7 +132,7 @@ async def _read(request: Request, body_bytes_max: int) -> tuple[GraphQLRequest, 
                 )
             ]
         )
-    return decode(raw, GraphQLRequest), raw
+    return decode(raw, GraphQLRequest), raw, key
 
 
 async def _run(
@@ -137,6 +143,7 @@ async def _run(
     principal: Principal,
     body: GraphQLRequest,
     raw: bytes,
+    key: str | None,
 ) -> Response:
     variables = body.variables or {}
     try:
@@ -155,7 +162,6 @@ async def _run(
         )
     claim = None
     if mutation:
-        key = idempotency_key(request.headers.getlist("idempotency-key"))
         if key is None and services.settings.require_idempotency_key:
             raise IdempotencyKeyRequired("Send an Idempotency-Key header with a mutation.")
         if key is not None:
