@@ -46,6 +46,25 @@ class Settings(BaseSettings):
     expiry_interval_seconds: float = Field(default=1.0, gt=0, le=5)
     expiry_batch_max: int = Field(default=1_000, ge=1)
 
+    # Webhooks (docs/webhooks.md). Delivery runs in every server process that has
+    # webhooks_deliver on; the live ones share the endpoints by rendezvous hashing.
+    webhooks_deliver: bool = True
+    # Local development and tests only: allow http:// and loopback addresses.
+    webhooks_allow_loopback: bool = False
+    webhooks_poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    webhooks_attempt_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhooks_lease_margin_seconds: float = Field(default=10.0, gt=0, le=600)
+    webhooks_attempts_max: int = Field(default=14, ge=1, le=50)
+    webhooks_retry_base_seconds: float = Field(default=10.0, gt=0, le=3_600)
+    webhooks_retry_delay_max_seconds: float = Field(default=43_200.0, gt=0, le=86_400)
+    webhooks_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    webhooks_concurrency_max: int = Field(default=32, ge=1, le=1_000)
+    webhooks_fill_batch_max: int = Field(default=500, ge=1, le=10_000)
+    webhooks_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
+    webhooks_worker_ttl_seconds: float = Field(default=10.0, gt=0, le=600)
+    webhooks_secret_overlap_seconds: int = Field(default=86_400, ge=0, le=7 * 86_400)
+    webhooks_endpoints_per_tenant_max: int = Field(default=100, ge=1, le=10_000)
+
     # Users, sessions and tokens (docs/security.md). Passwords: Argon2id, never below
     # OWASP's floor (19 MiB, two passes, one lane).
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024)
