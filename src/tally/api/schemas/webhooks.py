@@ -40,6 +40,7 @@ EventTypes = Annotated[
         min_length=1,
         max_length=len(EVENT_TYPES),
         description='The event types delivered; "*" for all of them.',
+        extra_json_schema={"uniqueItems": True},
     ),
 ]
 Description = Annotated[str, Meta(max_length=DESCRIPTION_CHARS_MAX, pattern=NO_NUL)]
