@@ -22,10 +22,12 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 
 import httpx
 import msgspec
+from prometheus_client import Counter, Histogram
 
 from tally.ledger import Ledger
 from tally.storage import Store
@@ -39,6 +41,16 @@ from tally.webhooks.signing import signed_headers
 
 log = logging.getLogger(__name__)
 US = 1_000_000
+ATTEMPTS = Counter(
+    "tally_webhook_attempts",
+    "Webhook delivery attempts: the attempt's outcome, and the delivery's state after it.",
+    ("outcome", "delivery_status"),
+)
+ATTEMPT_SECONDS = Histogram(
+    "tally_webhook_attempt_seconds",
+    "Time of one webhook delivery attempt.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 
 class EventBody(msgspec.Struct):
@@ -80,6 +92,7 @@ class Dispatcher:
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # by endpoint id
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
         self._client = new_client()
@@ -88,7 +101,14 @@ class Dispatcher:
             self.round,
             interval_seconds=self._s.poll_interval_seconds,
             batch_max=self._s.concurrency_max,
+            wake=self._wake,
         )
+
+    def wake(self) -> None:
+        """Run the next round now rather than at the end of the poll interval: an
+        event committed (the events hub can call this), or an attempt finished, so
+        that the endpoint's next delivery need not wait for the poll."""
+        self._wake.set()
 
     async def stop(self) -> None:
         """Stop attempting; an attempt cut short keeps its lease, which expires,
@@ -152,6 +172,7 @@ class Dispatcher:
             log.exception("webhook delivery %s failed", c.delivery.id)
         finally:
             self._in_flight.pop(c.endpoint.id, None)
+            self.wake()
 
     async def _attempt(self, c: Claim) -> Result:
         body = await self._body(c)
@@ -160,12 +181,16 @@ class Dispatcher:
             return Result("failed", now_us, None, "the event no longer exists")
         headers = signed_headers(c.endpoint.secrets_at(now_us), c.delivery.id, now_us // US, body)
         assert self._client is not None, "started"
+        started = time.perf_counter()
         done = await attempt(
             self._client, c.endpoint.url, body, headers,
             allow_loopback=self._s.allow_loopback,
             timeout_seconds=self._s.attempt_timeout_seconds,
         )  # fmt: skip
-        return decide(done, c.delivery.attempts + 1, self._clock(), self._s.backoff)
+        ATTEMPT_SECONDS.observe(time.perf_counter() - started)
+        result = decide(done, c.delivery.attempts + 1, self._clock(), self._s.backoff)
+        ATTEMPTS.labels("succeeded" if done.succeeded else "failed", result.status).inc()
+        return result
 
     async def _body(self, c: Claim) -> bytes | None:
         sequence = c.delivery.event_sequence
