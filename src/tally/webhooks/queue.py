@@ -113,7 +113,9 @@ async def claim(
             " OR EXISTS (SELECT 1 FROM webhook_deliveries AS d WHERE d.endpoint_id = w.id"
             " AND d.status = 'pending' AND d.next_attempt_at_us <= $2"
             " AND (d.lease_expires_at_us IS NULL OR d.lease_expires_at_us <= $2)))"
-            f" ORDER BY id LIMIT $3{store.skip_locked}",
+            # Random order: when more endpoints have work than this worker may
+            # attempt at once, none is left behind for long.
+            f" ORDER BY random() LIMIT $3{store.skip_locked}",
             ids_arg(endpoint_ids),
             now_us,
             claims_max,
@@ -196,6 +198,17 @@ async def record(store: Store, claim_: Claim, worker_id: str, result: Result, no
     another worker has taken the delivery over, and its attempt decides)."""
     done = result.status != "pending"
     async with store.transaction() as tx:
+        if result.disable_endpoint:
+            # The endpoint's row first, as a claim locks it: one lock order, no deadlock.
+            await tx.execute(
+                "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'gone',"
+                " updated_at_us = $2 WHERE id = $1 AND EXISTS (SELECT 1 FROM webhook_deliveries"
+                " WHERE id = $3 AND lease_owner = $4)",
+                claim_.endpoint.id,
+                now_us,
+                claim_.delivery.id,
+                worker_id,
+            )
         changed = await tx.execute(
             "UPDATE webhook_deliveries SET status = $3, attempts = attempts + 1,"
             " next_attempt_at_us = $4, lease_owner = NULL, lease_expires_at_us = NULL,"
@@ -210,11 +223,4 @@ async def record(store: Store, claim_: Claim, worker_id: str, result: Result, no
             result.error,
             now_us if done else None,
         )
-        if changed and result.disable_endpoint:
-            await tx.execute(
-                "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'gone',"
-                " updated_at_us = $2 WHERE id = $1",
-                claim_.endpoint.id,
-                now_us,
-            )
     return changed > 0

@@ -137,6 +137,16 @@ async def count_endpoints(tx: Tx, tenant_id: str) -> int:
 
 
 async def delete_endpoint(tx: Tx, tenant_id: str, endpoint_id: str) -> bool:
+    # The endpoint's row first (an update that changes nothing locks it on
+    # PostgreSQL), as a claim locks it before its deliveries: one lock order.
+    found = await tx.execute(
+        "UPDATE webhook_endpoints SET updated_at_us = updated_at_us"
+        " WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        endpoint_id,
+    )
+    if not found:
+        return False
     await tx.execute(
         "DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2",
         tenant_id,
