@@ -59,9 +59,11 @@ def parse(url: str, *, allow_loopback: bool) -> Target:
         raise UrlNotAllowed("A webhook URL must name a host.")
     if parts.fragment:
         raise UrlNotAllowed("A webhook URL must not have a #fragment.")
+    if port == 0:
+        raise UrlNotAllowed("A webhook URL's port must be 1-65535.")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     default_port = 443 if parts.scheme == "https" else 80
-    return Target(url, parts.scheme, parts.hostname, port or default_port, path)
+    return Target(url, parts.scheme, parts.hostname, default_port if port is None else port, path)
 
 
 def refusal(address: IPAddress, *, allow_loopback: bool) -> str | None:

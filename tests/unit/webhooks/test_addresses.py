@@ -60,6 +60,7 @@ def test_the_development_setting_allows_loopback_and_nothing_else() -> None:
         "https:///hook",
         "https://1.1.1.1/hook#frag",
         "https://1.1.1.1:99999/hook",
+        "https://1.1.1.1:0/hook",
         "https://1.1.1.1/ho ok",
         "https://[::1/",
     ],
