@@ -20,9 +20,10 @@ import pytest
 from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
+from tally.webhooks import ring
 from tests.conftest import create_tenant
 from tests.receiver import Answer, Receiver, receiving
-from tests.security.conftest import new_database, serve
+from tests.security.conftest import Db, new_database, serve
 
 FAST: dict[str, Any] = {
     "webhooks_deliver": True,
@@ -229,3 +230,71 @@ def test_after_a_rotation_both_secrets_sign_until_the_overlap_ends(database_url:
         Webhook(newest).verify(got.body, got.headers)
         with pytest.raises(Exception, match="signature"):
             Webhook(new_secret).verify(got.body, got.headers)
+
+
+def lease_owners(db: Db) -> dict[str, str]:
+    rows = db.fetch(
+        "SELECT endpoint_id, lease_owner FROM webhook_deliveries WHERE lease_owner IS NOT NULL"
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+WORKERS = "SELECT id FROM webhook_workers ORDER BY id"
+
+
+def wait_succeeded(db: Db, count: int) -> None:
+    deadline = time.monotonic() + 15
+    sql = "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'succeeded'"
+    while db.fetch(sql)[0][0] < count:
+        assert time.monotonic() < deadline, f"fewer than {count} deliveries succeeded"
+        time.sleep(0.05)
+
+
+def wait_leased(db: Db, count: int) -> dict[str, str]:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        owners = lease_owners(db)
+        if len(owners) >= count:
+            return owners
+        time.sleep(0.05)
+    raise AssertionError(f"only {len(lease_owners(db))} of {count} deliveries leased")
+
+
+def test_two_processes_share_the_endpoints_by_the_ring_and_one_takes_all_when_the_other_leaves(
+    database_url: str,
+) -> None:
+    endpoints_count = 16
+    with new_database(database_url) as url, receiving() as receiver:
+        receiver.default = Answer(204, delay_seconds=1.5)  # holds each attempt: leases show
+        _, key = create_tenant(url, "ring")
+        headers = {"Authorization": f"Bearer {key}"}
+        db = Db(url)
+        settings = {**FAST, "webhooks_attempt_timeout_seconds": 5.0}
+        with serve(url, **settings) as a:
+            with serve(url, **settings) as b:
+                workers = sorted(c.app.app.state.services.dispatcher.worker_id for c in (a, b))  # type: ignore[attr-defined]
+                deadline = time.monotonic() + 10
+                while [
+                    r[0] for r in db.fetch("SELECT id FROM webhook_workers ORDER BY id")
+                ] != workers:
+                    assert time.monotonic() < deadline, "both workers heartbeat"
+                    time.sleep(0.05)
+                time.sleep(0.5)  # a heartbeat round: each has read the other
+                ids = []
+                for _ in range(endpoints_count):
+                    body = {"url": receiver.url, "event_types": ["*"]}
+                    r = a.post("/v1/webhook-endpoints", json=body, headers=headers)
+                    assert r.status_code == 201, r.text
+                    ids.append(r.json()["webhook_endpoint"]["id"])
+                a.post("/v1/accounts", json={"currency": "USD"}, headers=headers)
+                owners = wait_leased(db, endpoints_count)
+                assert owners == {e: ring.owner(e, workers) for e in ids}
+                assert set(owners.values()) == set(workers)  # both have a share
+                wait_succeeded(db, endpoints_count)
+            # b stopped: it left the ring, and a owns every endpoint now.
+            survivor = a.app.app.state.services.dispatcher.worker_id  # type: ignore[attr-defined]
+            a.post("/v1/accounts", json={"currency": "USD"}, headers=headers)
+            owners = wait_leased(db, endpoints_count)
+            assert set(owners.values()) == {survivor}
+            wait_succeeded(db, 2 * endpoints_count)
+            assert len(receiver.received) == 2 * endpoints_count
