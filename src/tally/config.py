@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -120,6 +120,17 @@ class Settings(BaseSettings):
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("TALLY_DATABASE_URL must start with sqlite:/// or postgresql://")
         return url
+
+    @model_validator(mode="after")
+    def _heartbeats_fit_the_ttl(self) -> Settings:
+        # A worker must be heard from at least twice within the TTL, or a live one
+        # would flicker out of the ring and its endpoints move back and forth.
+        if self.webhooks_worker_ttl_seconds < 2 * self.webhooks_heartbeat_seconds:
+            raise ValueError(
+                "TALLY_WEBHOOKS_WORKER_TTL_SECONDS must be at least twice "
+                "TALLY_WEBHOOKS_HEARTBEAT_SECONDS"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:
