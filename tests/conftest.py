@@ -30,6 +30,10 @@ from tally.storage.schema import migrate
 # in-process apps never purge on their own (tests call the purge directly), and
 # servers started by the e2e tests strip TALLY_* from their environment.
 os.environ["TALLY_IDEMPOTENCY_PURGE_INTERVAL_SECONDS"] = str(10**9)
+# Likewise, in-process apps deliver no webhooks unless a test asks for it
+# (webhooks_deliver=True, on a database of its own): a dispatcher joins the
+# ring of every process on its database and would take other tests' endpoints.
+os.environ["TALLY_WEBHOOKS_DELIVER"] = "false"
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TALLY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

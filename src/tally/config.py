@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,25 @@ class Settings(BaseSettings):
     # Background work.
     expiry_interval_seconds: float = Field(default=1.0, gt=0, le=5)
     expiry_batch_max: int = Field(default=1_000, ge=1)
+
+    # Webhooks (docs/webhooks.md). Delivery runs in every server process that has
+    # webhooks_deliver on; the live ones share the endpoints by rendezvous hashing.
+    webhooks_deliver: bool = True
+    # Local development and tests only: allow http:// and loopback addresses.
+    webhooks_allow_loopback: bool = False
+    webhooks_poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    webhooks_attempt_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhooks_lease_margin_seconds: float = Field(default=10.0, gt=0, le=600)
+    webhooks_attempts_max: int = Field(default=14, ge=1, le=50)
+    webhooks_retry_base_seconds: float = Field(default=10.0, gt=0, le=3_600)
+    webhooks_retry_delay_max_seconds: float = Field(default=43_200.0, gt=0, le=86_400)
+    webhooks_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    webhooks_concurrency_max: int = Field(default=32, ge=1, le=1_000)
+    webhooks_fill_batch_max: int = Field(default=500, ge=1, le=10_000)
+    webhooks_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
+    webhooks_worker_ttl_seconds: float = Field(default=10.0, gt=0, le=600)
+    webhooks_secret_overlap_seconds: int = Field(default=86_400, ge=0, le=7 * 86_400)
+    webhooks_endpoints_per_tenant_max: int = Field(default=100, ge=1, le=10_000)
 
     # Users, sessions and tokens (docs/security.md). Passwords: Argon2id, never below
     # OWASP's floor (19 MiB, two passes, one lane).
@@ -111,6 +130,17 @@ class Settings(BaseSettings):
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("TALLY_DATABASE_URL must start with sqlite:/// or postgresql://")
         return url
+
+    @model_validator(mode="after")
+    def _heartbeats_fit_the_ttl(self) -> Settings:
+        # A worker must be heard from at least twice within the TTL, or a live one
+        # would flicker out of the ring and its endpoints move back and forth.
+        if self.webhooks_worker_ttl_seconds < 2 * self.webhooks_heartbeat_seconds:
+            raise ValueError(
+                "TALLY_WEBHOOKS_WORKER_TTL_SECONDS must be at least twice "
+                "TALLY_WEBHOOKS_HEARTBEAT_SECONDS"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -131,6 +131,13 @@ class ValidationFailed(TallyError):
         self.errors = errors
 
 
+class UrlNotAllowed(TallyError):
+    """A webhook URL Tally will not call: not https, or a host that resolves to a
+    loopback, private, link-local, multicast, unspecified or metadata address."""
+
+    code = "url_not_allowed"
+
+
 class Unavailable(TallyError):
     """The database or a queue cannot take the request now; retry after
     ``retry_after_seconds``. The detail says whether anything was changed."""

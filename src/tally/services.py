@@ -6,7 +6,7 @@ use cases, ``authenticator``, ``limits`` and ``audit_appender`` for what every
 request goes through, ``audit_log`` for reading the log, ``notifications`` for
 what one process tells the others. ``start`` opens the
 database and starts the batching writer and the background rounds (expiry of
-pending transfers, the idempotency purge, the audit sealer); ``stop`` finishes
+pending transfers, the idempotency purge, the audit sealer, webhook delivery); ``stop`` finishes
 queued writes and closes everything, in that order.
 """
 
@@ -33,6 +33,9 @@ from tally.limits import Limiter, Limits
 from tally.storage import make_store
 from tally.support.clock import Clock, wall_clock_us
 from tally.support.loops import start_rounds
+from tally.webhooks.dispatcher import Dispatcher, DispatchSettings
+from tally.webhooks.schedule import Backoff
+from tally.webhooks.service import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,18 @@ class Services:
             batch_rows_max=s.audit_batch_rows_max,
         )
         self.audit_log = AuditLog(store)
+        self.webhooks = Webhooks(
+            store,
+            clock=clock,
+            allow_loopback=s.webhooks_allow_loopback,
+            endpoints_per_tenant_max=s.webhooks_endpoints_per_tenant_max,
+            secret_overlap_seconds=s.webhooks_secret_overlap_seconds,
+        )
+        self.dispatcher = (
+            Dispatcher(store, self.ledger, dispatch_settings(s), clock=clock)
+            if s.webhooks_deliver
+            else None
+        )
         self._rounds: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -127,6 +142,8 @@ class Services:
                 wait_first=True,
             ),
         ]
+        if self.dispatcher is not None:
+            self.dispatcher.start()
 
     async def stop(self) -> None:
         for task in self._rounds:
@@ -134,11 +151,32 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._rounds.clear()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
         await self.writer.stop()
         await self.audit_appender.stop()
         await self._limiter.close()
         await self.notifications.stop()
         await self.store.close()
+
+
+def dispatch_settings(s: Settings) -> DispatchSettings:
+    return DispatchSettings(
+        allow_loopback=s.webhooks_allow_loopback,
+        poll_interval_seconds=s.webhooks_poll_interval_seconds,
+        attempt_timeout_seconds=s.webhooks_attempt_timeout_seconds,
+        lease_margin_seconds=s.webhooks_lease_margin_seconds,
+        concurrency_max=s.webhooks_concurrency_max,
+        fill_batch_max=s.webhooks_fill_batch_max,
+        heartbeat_seconds=s.webhooks_heartbeat_seconds,
+        worker_ttl_seconds=s.webhooks_worker_ttl_seconds,
+        backoff=Backoff(
+            base_seconds=s.webhooks_retry_base_seconds,
+            delay_max_seconds=s.webhooks_retry_delay_max_seconds,
+            jitter=s.webhooks_retry_jitter,
+            attempts_max=s.webhooks_attempts_max,
+        ),
+    )
 
 
 def _tune_garbage_collector() -> None:

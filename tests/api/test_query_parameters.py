@@ -30,10 +30,18 @@ VALID_VALUES = {
     "after": "0",
     "at": "2100-01-01T00:00:00Z",
 }
-STATUS_VALUES = {"/v1/accounts": "open", "/v1/transfers": "posted"}
+STATUS_VALUES = {
+    "/v1/accounts": "open",
+    "/v1/transfers": "posted",
+    "/v1/webhook-endpoints/{id}/deliveries": "failed",
+}
+# The books' webhook endpoint (its id is the server's to choose).
+WEBHOOK: dict[str, str] = {}
 
 
 def _path(spec: RouteSpec) -> str:
+    if spec.path.startswith("/v1/webhook-endpoints/{id}") and WEBHOOK:
+        return spec.path.replace("{id}", WEBHOOK["id"])
     return spec.path.replace("{id}", "src")
 
 
@@ -48,6 +56,11 @@ def books(client: TestClient, database_url: str) -> Api:
     api.account("src")
     api.account("dst")
     api.transfer("src", "dst", 100)
+    r = api.post(
+        "/v1/webhook-endpoints", {"url": "https://1.1.1.1/strict-query", "event_types": ["*"]}
+    )
+    assert r.status_code == 201, r.text
+    WEBHOOK["id"] = r.json()["webhook_endpoint"]["id"]
     return api
 
 

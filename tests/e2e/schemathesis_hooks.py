@@ -30,6 +30,9 @@ only when the answer's code says it was one of these reasons:
   ``new_password`` with ``too_common``, ``too_short`` or ``too_long``): the
   document states 12 to 128 characters, but not the 30,000 common passwords, and
   the length counts after Unicode NFC normalisation, which can shorten a string;
+- a webhook endpoint URL that is well formed but refused as a destination (422
+  ``url_not_allowed``): whether its host resolves, and to a public address, is
+  DNS, not shape (docs/webhooks.md);
 - a whole number written as a float (``"amount": 4241.0``), refused as
   ``invalid_type`` with the message ``field_errors.WHOLE_NUMBERS``: api.md §2 says
   amounts are JSON integers, never floats, and Tally reads the number as written.
@@ -86,6 +89,7 @@ LEDGER_REFUSALS: dict[str, set[str]] = {
     "postTransfer": PENDING_RULES,
     "voidTransfer": PENDING_RULES,
 }
+WEBHOOK_URL_OPERATIONS = {"createWebhookEndpoint", "updateWebhookEndpoint"}
 # Codes a batch item may carry inside an atomic batch's 422 ``batch_failed``.
 BATCH_ITEM_REFUSALS = {
     *PENDING_RULES,
@@ -135,6 +139,8 @@ def _why_refused(case: Any, status: int, problem: dict[str, Any], replayed: bool
             return "If-Match names a version the account does not have now"
         if replayed:
             return "the stored 412 of an earlier request with this key and body"
+    if status == 422 and code == "url_not_allowed" and operation_id in WEBHOOK_URL_OPERATIONS:
+        return "where the URL's host resolves: DNS, not shape"
     errors = problem.get("errors") or []
     if status == 422 and code == "validation_error" and errors:
         named = {(e.get("field"), e.get("code")) for e in errors}

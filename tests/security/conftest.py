@@ -31,6 +31,7 @@ from tally.api import create_app
 from tally.config import Settings
 from tally.identity.roles import ALL_SCOPES, READ_SCOPES, ROLE_SCOPES, ROLES
 from tally.storage.schema import migrate
+from tally.webhooks.repository import delivery_id
 from tests.conftest import POSTGRES_ADMIN_URL, FakeClock
 
 PROBLEM = "application/problem+json"
@@ -106,6 +107,8 @@ class Tenant:
     owner: Person
     people: dict[str, Person] = field(default_factory=dict)  # by role
     keys: dict[str, Key] = field(default_factory=dict)  # by name
+    webhook_id: str = ""  # a webhook endpoint (never delivered to: see arrange_webhook)
+    delivery_id: str = ""  # a dead-lettered delivery of it
 
     def callers(self) -> dict[str, Caller]:
         """Every kind of credential of this tenant, by a readable name."""
@@ -229,6 +232,32 @@ def arrange_books(caller: Caller) -> None:
         assert r.status_code == 201, r.text
 
 
+# A public address, so registration accepts it; nothing is ever sent there, since
+# in-process apps deliver no webhooks unless a test asks (tests/conftest.py).
+WEBHOOK_URL = "https://1.1.1.1/tally-security-suite"
+
+
+def arrange_webhook(caller: Caller, db: Db) -> tuple[str, str]:
+    """A webhook endpoint of the caller's tenant, and a dead-lettered delivery of
+    its first event: the row the dispatcher would have left after giving up."""
+    r = caller.post("/v1/webhook-endpoints", {"url": WEBHOOK_URL, "event_types": ["*"]})
+    assert r.status_code == 201, r.text
+    endpoint_id = r.json()["webhook_endpoint"]["id"]
+    ((sequence, kind),) = db.fetch(
+        "SELECT sequence, type FROM events WHERE tenant_id = $1 ORDER BY sequence LIMIT 1",
+        caller.tenant_id,
+    )
+    webhook_id = delivery_id(endpoint_id, sequence)
+    db.execute(
+        "INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, event_sequence, event_type,"
+        " status, attempts, next_attempt_at_us, last_attempt_at_us, last_status_code,"
+        " last_error, created_at_us, completed_at_us)"
+        " VALUES ($1, $2, $3, $4, $5, 'failed', 14, 0, 1, 500, 'HTTP 500', 1, 1)",
+        webhook_id, caller.tenant_id, endpoint_id, sequence, kind,
+    )  # fmt: skip
+    return endpoint_id, webhook_id
+
+
 # -- apps ---------------------------------------------------------------------------------
 
 
@@ -345,7 +374,7 @@ KEY_SCOPES: dict[str, tuple[str, ...]] = {
 
 
 @pytest.fixture(scope="session")
-def tenant(client: TestClient) -> Tenant:
+def tenant(client: TestClient, db: Db) -> Tenant:
     """Tenant A: an owner, an admin, an operator, a viewer (each logged in), an API
     key per scope, and books (``src``, ``dst``, ``paid``, the open hold ``hold``).
     Tests only read it, or change objects they made in it themselves."""
@@ -358,7 +387,8 @@ def tenant(client: TestClient) -> Tenant:
         assert person.scopes == ROLE_SCOPES[role]
     keys = {name: make_key(owner, name, scopes) for name, scopes in KEY_SCOPES.items()}
     arrange_books(keys["all"])
-    return Tenant(owner.tenant_id, owner, people, keys)
+    webhook_id, delivery = arrange_webhook(owner, db)
+    return Tenant(owner.tenant_id, owner, people, keys, webhook_id, delivery)
 
 
 @pytest.fixture(scope="session")

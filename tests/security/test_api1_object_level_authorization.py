@@ -37,6 +37,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/transfers/{id}/post"): {},
     ("POST", "/v1/transfers/{id}/void"): {},
     ("PATCH", "/v1/members/{id}"): {"role": "viewer"},
+    ("PATCH", "/v1/webhook-endpoints/{id}"): {"status": "disabled"},
+    ("POST", "/v1/webhook-endpoints/{id}/rotate-secret"): {},
 }
 NOT_FOUND_CODES = ("not_found", "pending_transfer_not_found")
 
@@ -49,10 +51,17 @@ def object_of(spec: RouteSpec, tenant: Tenant) -> str:
         "/v1/transfers/": "hold",
         "/v1/members/": tenant.people["admin"].user_id,
         "/v1/api-keys/": tenant.keys["all"].key_id,
+        "/v1/webhook-endpoints/": tenant.webhook_id,
     }
     if prefix not in objects:
         pytest.fail(f"{spec.method} {spec.path}: name the object its id refers to in object_of")
     return objects[prefix]
+
+
+def path_of(spec: RouteSpec, tenant: Tenant, target: str) -> str:
+    """The route's path naming ``target``; a delivery of a webhook endpoint is
+    tenant A's real one (so only the endpoint's owner decides the answer)."""
+    return spec.path.replace("{id}", target).replace("{delivery_id}", tenant.delivery_id)
 
 
 def body_of(spec: RouteSpec) -> Any:
@@ -67,7 +76,14 @@ def state_of(tenant: Tenant) -> dict[str, Any]:
     """What a request against tenant A's objects could change, read by its owner."""
     owner = tenant.owner
     state = {}
-    for path in ("/v1/accounts/src", "/v1/transfers/hold", "/v1/members", "/v1/api-keys"):
+    for path in (
+        "/v1/accounts/src",
+        "/v1/transfers/hold",
+        "/v1/members",
+        "/v1/api-keys",
+        "/v1/webhook-endpoints",
+        f"/v1/webhook-endpoints/{tenant.webhook_id}/deliveries",
+    ):
         r = owner.get(path, params={"limit": "1000"} if path.count("/") == 2 else None)
         assert r.status_code == 200, r.text
         state[path] = r.json()
@@ -96,12 +112,12 @@ def test_another_tenants_object_answers_404_like_an_id_that_exists_nowhere(
     body = body_of(spec)
     before = state_of(tenant)
 
-    r = caller.request(spec.method, spec.path.replace("{id}", target), json=body)
+    r = caller.request(spec.method, path_of(spec, tenant, target), json=body)
     assert r.status_code == 404, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] in NOT_FOUND_CODES, r.text
     nowhere = f"nowhere-{secrets.token_hex(4)}"
-    twin = caller.request(spec.method, spec.path.replace("{id}", nowhere), json=body)
+    twin = caller.request(spec.method, path_of(spec, tenant, nowhere), json=body)
     assert twin.status_code == 404, twin.text
     assert comparable(r, target) == comparable(twin, nowhere)
     assert state_of(tenant) == before
@@ -117,6 +133,8 @@ def test_another_tenants_lists_show_none_of_this_tenants_objects(
         *(p.user_id for p in tenant.people.values()),
         *(p.email for p in tenant.people.values()),
         *(k.key_id for k in tenant.keys.values()),
+        tenant.webhook_id,
+        tenant.delivery_id,
     ]
     lists = [s for s in ROUTES if s.method == "GET" and "{" not in s.path and s.auth]
     assert {s.path for s in lists} >= {"/v1/accounts", "/v1/members", "/v1/audit-events"}
@@ -180,8 +198,8 @@ def test_a_restricted_caller_of_another_tenant_learns_nothing_from_an_id(
         if read_only.may(spec.scope):
             continue
         body, target = body_of(spec), object_of(spec, tenant)
-        mine = read_only.request(spec.method, spec.path.replace("{id}", target), json=body)
-        nowhere = read_only.request(spec.method, spec.path.replace("{id}", "nowhere"), json=body)
+        mine = read_only.request(spec.method, path_of(spec, tenant, target), json=body)
+        nowhere = read_only.request(spec.method, path_of(spec, tenant, "nowhere"), json=body)
         assert_problem(mine, 403, "forbidden")
         assert comparable(mine, "x") == comparable(nowhere, "x"), spec.path
 
@@ -201,7 +219,7 @@ def test_a_credential_without_the_scope_gets_403_and_no_field_of_the_object(
     assert refused, f"{spec.path}: every credential may use it; is its scope right?"
     before = state_of(tenant)
     for caller in refused:
-        r = caller.request(spec.method, spec.path.replace("{id}", target), json=body_of(spec))
+        r = caller.request(spec.method, path_of(spec, tenant, target), json=body_of(spec))
         problem = assert_problem(r, 403, "forbidden")
         assert not OBJECT_FIELDS & problem.keys(), (caller.name, problem)
     assert state_of(tenant) == before
@@ -215,10 +233,11 @@ def test_a_credential_with_the_scope_reads_the_object(tenant: Tenant, spec: Rout
     allowed = [c for c in tenant.callers().values() if c.may(spec.scope)]
     assert allowed
     for caller in allowed:
-        r = caller.get(spec.path.replace("{id}", target))
+        r = caller.get(path_of(spec, tenant, target))
         assert r.status_code == 200, (caller.name, r.text)
         data = r.json()
-        found = data["data"][0]["account_id"] if "data" in data else data["id"]
+        item = data["data"][0] if "data" in data else data
+        found = item.get("account_id") or item.get("endpoint_id") or item["id"]
         assert found == target, caller.name
 
 

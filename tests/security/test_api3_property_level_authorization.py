@@ -350,3 +350,66 @@ def test_graphql_inputs_cannot_set_read_only_properties(
     assert graphql_codes(out) == ["validation_error"], out
     assert field in out["errors"][0]["message"]
     assert "data" not in out
+
+
+# -- webhook endpoints: their secret, state and owner ------------------------------------------
+
+WEBHOOK_READ_ONLY = {
+    "id": "whe_chosen",
+    "tenant_id": "ten_attacker",
+    "secret": "whsec_bXktb3duLXNlY3JldC1vZi0zMi1ieXRlcy1sb25nIQ==",
+    "previous_secret": "whsec_x",
+    "disabled_reason": "gone",
+    "event_cursor": 0,
+    "created_at": "2000-01-01T00:00:00.000000Z",
+    "object": "webhook_endpoint",
+}
+
+
+@pytest.mark.parametrize("field", sorted({*WEBHOOK_READ_ONLY, "status"}))
+def test_a_webhook_endpoint_cannot_be_created_with_read_only_properties(
+    tenant: Tenant, field: str
+) -> None:
+    before = tenant.owner.get("/v1/webhook-endpoints", params={"limit": "1000"}).json()
+    value = WEBHOOK_READ_ONLY.get(field, "disabled")
+    body = {"url": "https://1.1.1.1/mass", "event_types": ["*"], field: value}
+    assert_refused_field(tenant.owner.post("/v1/webhook-endpoints", body), field)
+    assert tenant.owner.get("/v1/webhook-endpoints", params={"limit": "1000"}).json() == before
+
+
+@pytest.mark.parametrize("field", sorted(WEBHOOK_READ_ONLY))
+def test_a_webhook_endpoint_update_cannot_set_read_only_properties(
+    tenant: Tenant, field: str
+) -> None:
+    path = f"/v1/webhook-endpoints/{tenant.webhook_id}"
+    before = tenant.owner.get(path).json()
+    body = {"description": "x", field: WEBHOOK_READ_ONLY[field]}
+    assert_refused_field(tenant.owner.patch(path, body), field)
+    assert tenant.owner.get(path).json() == before
+
+
+def test_a_webhook_secret_is_shown_by_create_and_rotate_only(tenant: Tenant) -> None:
+    owner = tenant.owner
+    r = owner.post("/v1/webhook-endpoints", {"url": "https://1.1.1.1/shown", "event_types": ["*"]})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert set(created) == {"webhook_endpoint", "secret"}
+    endpoint_id = created["webhook_endpoint"]["id"]
+    r = owner.post(f"/v1/webhook-endpoints/{endpoint_id}/rotate-secret", {})
+    assert r.status_code == 200, r.text
+    rotated = r.json()
+    assert set(rotated) == {"webhook_endpoint", "secret"}
+    shown = [created["secret"], rotated["secret"]]
+    for caller in (owner, tenant.keys["all"], tenant.keys["admin"]):
+        for path in (
+            "/v1/webhook-endpoints",
+            f"/v1/webhook-endpoints/{endpoint_id}",
+            f"/v1/webhook-endpoints/{endpoint_id}/deliveries",
+            "/v1/audit-events",
+            "/v1/events",
+        ):
+            r = caller.get(path, params={"limit": "1000"} if path.count("/") == 2 else None)
+            assert r.status_code == 200, (path, r.text)
+            for secret in shown:
+                assert secret not in r.text, (caller.name, path)
+                assert secret.removeprefix("whsec_") not in r.text, (caller.name, path)

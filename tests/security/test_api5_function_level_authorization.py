@@ -28,8 +28,11 @@ from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
 from tally.identity.roles import ADMIN
 from tests.security.conftest import (
+    WEBHOOK_URL,
     Caller,
+    Db,
     Tenant,
+    arrange_webhook,
     assert_problem,
     graphql,
     graphql_codes,
@@ -81,10 +84,60 @@ def real_request(spec: RouteSpec, tenant: Tenant) -> tuple[str, Any]:
             f"/v1/api-keys/{tenant.keys['all'].key_id}", None,
         ),
         ("GET", "/v1/audit-events"): lambda: ("/v1/audit-events", None),
+        **webhook_requests(tenant),
     }  # fmt: skip
     if (spec.method, spec.path) not in requests:
         pytest.fail(f"{spec.method} {spec.path}: add a well-formed request to real_request")
     return requests[(spec.method, spec.path)]()
+
+
+WEBHOOK = {"url": WEBHOOK_URL, "event_types": ["*"]}
+
+
+def webhook_requests(tenant: Tenant) -> dict[tuple[str, str], Callable[[], tuple[str, Any]]]:
+    """The webhook routes on tenant A's real endpoint and dead-lettered delivery."""
+    one = f"/v1/webhook-endpoints/{tenant.webhook_id}"
+    return {
+        ("GET", "/v1/webhook-endpoints"): lambda: ("/v1/webhook-endpoints", None),
+        ("POST", "/v1/webhook-endpoints"): lambda: ("/v1/webhook-endpoints", WEBHOOK),
+        ("GET", "/v1/webhook-endpoints/{id}"): lambda: (one, None),
+        ("PATCH", "/v1/webhook-endpoints/{id}"): lambda: (one, {"status": "disabled"}),
+        ("DELETE", "/v1/webhook-endpoints/{id}"): lambda: (one, None),
+        ("POST", "/v1/webhook-endpoints/{id}/rotate-secret"): lambda: (
+            f"{one}/rotate-secret", {},
+        ),
+        ("GET", "/v1/webhook-endpoints/{id}/deliveries"): lambda: (f"{one}/deliveries", None),
+        ("POST", "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/replay"): lambda: (
+            f"{one}/deliveries/{tenant.delivery_id}/replay", None,
+        ),
+    }  # fmt: skip
+
+
+def webhook_actions(owner: Caller, db: Db) -> dict[tuple[str, str], Callable[[], tuple[str, Any]]]:
+    """The webhook routes on an endpoint made for the action (with a delivery of
+    its own), never the shared one."""
+
+    def made() -> str:
+        r = owner.post("/v1/webhook-endpoints", WEBHOOK)
+        assert r.status_code == 201, r.text
+        return f"/v1/webhook-endpoints/{r.json()['webhook_endpoint']['id']}"
+
+    def replay() -> tuple[str, Any]:
+        endpoint_id, webhook_id = arrange_webhook(owner, db)
+        return f"/v1/webhook-endpoints/{endpoint_id}/deliveries/{webhook_id}/replay", None
+
+    return {
+        ("GET", "/v1/webhook-endpoints"): lambda: ("/v1/webhook-endpoints", None),
+        ("POST", "/v1/webhook-endpoints"): lambda: ("/v1/webhook-endpoints", WEBHOOK),
+        ("GET", "/v1/webhook-endpoints/{id}"): lambda: (made(), None),
+        ("PATCH", "/v1/webhook-endpoints/{id}"): lambda: (made(), {"description": "x"}),
+        ("DELETE", "/v1/webhook-endpoints/{id}"): lambda: (made(), None),
+        ("POST", "/v1/webhook-endpoints/{id}/rotate-secret"): lambda: (
+            f"{made()}/rotate-secret", {"overlap_seconds": 60},
+        ),
+        ("GET", "/v1/webhook-endpoints/{id}/deliveries"): lambda: (f"{made()}/deliveries", None),
+        ("POST", "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/replay"): replay,
+    }  # fmt: skip
 
 
 def harmless_probe(spec: RouteSpec) -> tuple[str, Any]:
@@ -103,6 +156,8 @@ def state_of(tenant: Tenant) -> dict[str, Any]:
         "/v1/events",
         "/v1/members",
         "/v1/api-keys",
+        "/v1/webhook-endpoints",
+        f"/v1/webhook-endpoints/{tenant.webhook_id}/deliveries",
     ):
         r = owner.get(path, params={"limit": "1000"})
         assert r.status_code == 200, r.text
@@ -158,7 +213,7 @@ def test_each_role_holds_the_scopes_the_contract_gives_it(tenant: Tenant) -> Non
 # -- the admin routes, each with every kind of admin ----------------------------------------
 
 
-def admin_action(spec: RouteSpec, tenant: Tenant) -> tuple[str, Any]:
+def admin_action(spec: RouteSpec, tenant: Tenant, db: Db) -> tuple[str, Any]:
     """A request the route should carry out for an admin, on an object made for it
     (never one the shared tenant's other tests rely on)."""
     owner = tenant.owner
@@ -181,6 +236,7 @@ def admin_action(spec: RouteSpec, tenant: Tenant) -> tuple[str, Any]:
             f"/v1/api-keys/{make_key(owner, 'doomed', ['events:read']).key_id}", None,
         ),
         ("GET", "/v1/audit-events"): lambda: ("/v1/audit-events", None),
+        **webhook_actions(owner, db),
     }  # fmt: skip
     if (spec.method, spec.path) not in actions:
         pytest.fail(f"{spec.method} {spec.path}: add an admin action to admin_action")
@@ -190,10 +246,10 @@ def admin_action(spec: RouteSpec, tenant: Tenant) -> tuple[str, Any]:
 @pytest.mark.parametrize("who", ["user:owner", "user:admin", "key:admin", "key:all"])
 @pytest.mark.parametrize("spec", [param(s) for s in ADMIN_ROUTES])
 def test_every_admin_route_serves_the_owner_and_the_admins(
-    tenant: Tenant, spec: RouteSpec, who: str
+    tenant: Tenant, db: Db, spec: RouteSpec, who: str
 ) -> None:
     caller = tenant.callers()[who]
-    path, body = admin_action(spec, tenant)
+    path, body = admin_action(spec, tenant, db)
     r = caller.request(spec.method, path, json=body)
     assert r.status_code in spec.success, (who, r.text)
 
@@ -205,10 +261,10 @@ def test_every_admin_route_serves_the_owner_and_the_admins(
 )  # fmt: skip
 @pytest.mark.parametrize("spec", [param(s) for s in ADMIN_ROUTES])
 def test_every_admin_route_refuses_operators_viewers_and_other_keys(
-    tenant: Tenant, spec: RouteSpec, who: str
+    tenant: Tenant, db: Db, spec: RouteSpec, who: str
 ) -> None:
     caller = tenant.callers()[who]
-    path, body = admin_action(spec, tenant)
+    path, body = admin_action(spec, tenant, db)
     before = state_of(tenant)
     assert_problem(caller.request(spec.method, path, json=body), 403, "forbidden")
     assert state_of(tenant) == before

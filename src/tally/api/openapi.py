@@ -67,10 +67,13 @@ _REPLAYED = {
 }
 
 
+_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "Done; no content."}
+
+
 def _operation(spec: RouteSpec) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, schema in spec.success.items():
-        description = {200: "OK", 201: "Created", 204: "Done; no content."}.get(status, "OK")
+        description = _DESCRIPTIONS.get(status, "OK")
         if spec.path.endswith("/batch"):
             description = (
                 "Non-atomic batch: each item's result."
@@ -117,7 +120,8 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
     if spec.request is not None:
         body_ref = {"$ref": _REF.format(name=spec.request.__name__)}
         operation["requestBody"] = {
-            "required": spec.method != "POST" or not spec.path.endswith(("/post", "/void")),
+            "required": spec.method != "POST"
+            or not spec.path.endswith(("/post", "/void", "/rotate-secret")),
             "content": {"application/json": {"schema": body_ref}},
         }
     return operation

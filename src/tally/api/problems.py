@@ -44,6 +44,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "Unsupported media type"),
     "validation_error": (422, "Validation error"),
     "idempotency_key_reused": (422, "Idempotency key reused"),
+    "url_not_allowed": (422, "URL not allowed"),
     "accounts_must_be_different": (422, "Accounts must be different"),
     "debit_account_not_found": (422, "Debit account not found"),
     "credit_account_not_found": (422, "Credit account not found"),

@@ -283,6 +283,8 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 class PostgresStore(Store):
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._dsn = settings.database_url.replace("postgres://", "postgresql://", 1)

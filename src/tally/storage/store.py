@@ -65,6 +65,10 @@ class Store(abc.ABC):
 
     # What this database can tell every server process (none on SQLite).
     notifications: Notifications = Notifications()
+    # Appended to a SELECT that claims rows for background work: on PostgreSQL the
+    # rows are locked, and rows another process holds are skipped rather than
+    # waited for; SQLite's BEGIN IMMEDIATE already excludes every other writer.
+    skip_locked: str = ""
 
     # -- lifecycle ------------------------------------------------------------------
 

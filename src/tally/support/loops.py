@@ -26,10 +26,16 @@ def start_rounds(
     interval_seconds: float,
     batch_max: int,
     wait_first: bool = False,
+    wake: asyncio.Event | None = None,
 ) -> asyncio.Task[None]:
     """``run_periodically`` as a task named ``tally-<name>`` (tally-expiry, ...)."""
     rounds = run_periodically(
-        name, round_, interval_seconds=interval_seconds, batch_max=batch_max, wait_first=wait_first
+        name,
+        round_,
+        interval_seconds=interval_seconds,
+        batch_max=batch_max,
+        wait_first=wait_first,
+        wake=wake,
     )
     return asyncio.create_task(rounds, name="tally-" + name.replace(" ", "-"))
 
@@ -41,8 +47,10 @@ async def run_periodically(
     interval_seconds: float,
     batch_max: int,
     wait_first: bool = False,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Run ``round_`` (which returns how many items it handled) forever."""
+    """Run ``round_`` (which returns how many items it handled) forever. Setting
+    ``wake`` cuts a wait short: the next round starts at once."""
     if wait_first:
         await asyncio.sleep(interval_seconds)
     while True:
@@ -55,4 +63,16 @@ async def run_periodically(
             log.exception("%s round failed", name)
             handled = 0
         if handled < batch_max:
-            await asyncio.sleep(interval_seconds)
+            await _wait(interval_seconds, wake)
+
+
+async def _wait(seconds: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    except TimeoutError:
+        pass
+    wake.clear()

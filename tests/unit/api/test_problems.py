@@ -37,6 +37,7 @@ CONTRACT = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "idempotency_key_reused": 422,
+    "url_not_allowed": 422,
     "rate_limited": 429,
     "client_closed_request": 499,
     "internal_error": 500,

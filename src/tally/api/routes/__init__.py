@@ -2,7 +2,16 @@
 the order the OpenAPI document does."""
 
 from tally.api.endpoint import RouteSpec
-from tally.api.routes import accounts, api_keys, audit, events, identity, members, transfers
+from tally.api.routes import (
+    accounts,
+    api_keys,
+    audit,
+    events,
+    identity,
+    members,
+    transfers,
+    webhooks,
+)
 
 LEDGER_ROUTES: tuple[RouteSpec, ...] = (
     *accounts.routes.specs,
@@ -15,6 +24,7 @@ IDENTITY_ROUTES: tuple[RouteSpec, ...] = (
     *api_keys.routes.specs,
     *audit.routes.specs,
 )
-ROUTES = (*LEDGER_ROUTES, *IDENTITY_ROUTES)
+WEBHOOK_ROUTES: tuple[RouteSpec, ...] = tuple(webhooks.routes.specs)
+ROUTES = (*LEDGER_ROUTES, *IDENTITY_ROUTES, *WEBHOOK_ROUTES)
 
-__all__ = ["IDENTITY_ROUTES", "LEDGER_ROUTES", "ROUTES", "RouteSpec"]
+__all__ = ["IDENTITY_ROUTES", "LEDGER_ROUTES", "ROUTES", "WEBHOOK_ROUTES", "RouteSpec"]
