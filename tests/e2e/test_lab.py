@@ -42,3 +42,11 @@ def test_an_event_loop_holds_idle_connections_in_one_thread() -> None:
     assert threads[0] == "threads" and number(threads[5]) > 300
     assert loop[0] == "event-loop" and number(loop[5]) == 1
     assert number(threads[7]) == number(loop[7]) == 300  # every connection answered
+
+
+def test_a_worker_joining_moves_a_fifth_of_the_keys_under_rendezvous_hashing() -> None:
+    modulo, rendezvous = lab("hashing", "--keys", "4000", "--workers", "4")
+    assert modulo[0] == "modulo" and number(modulo[3]) > 0.7 * 4000
+    assert rendezvous[0] == "rendezvous (Tally)"
+    moved, to_new = number(rendezvous[3]), number(rendezvous[5])
+    assert 0.15 * 4000 < moved < 0.25 * 4000 and to_new == moved  # all of them to the new one

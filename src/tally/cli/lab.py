@@ -11,6 +11,7 @@ import typer
 
 from tally.cli.root import app, typer_app
 from tally.lab import connections as connections_lab
+from tally.lab import hashing as hashing_lab
 from tally.lab import ledger as ledger_lab
 
 lab = typer_app("Small experiments that show a fundamental live, with measured tables.")
@@ -51,3 +52,13 @@ def batching(
     writer sharing each commit (and its fsync) among the requests waiting."""
     results = asyncio.run(ledger_lab.batching(transfers, clients))
     typer.echo(ledger_lab.batching_table(results, clients))
+
+
+@lab.command("hashing")
+def hashing(
+    keys: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10_000,
+    workers: Annotated[int, typer.Option(min=1, max=1_000)] = 4,
+) -> None:
+    """Add a worker: how many keys move under modulo hashing, and under the
+    rendezvous hashing that spreads webhook endpoints over Tally's processes."""
+    typer.echo(hashing_lab.table(hashing_lab.join(keys, workers)))

@@ -10,7 +10,9 @@ import nothing of the server. docs/client.md has the whole guide:
   ``idempotency_key_in_use``, 429 and 503, honouring ``Retry-After``, bounded in
   attempts and time (``RetryPolicy``);
 - ``iterate`` methods walk every page; errors are typed by the contract's code
-  (``tally.client.errors``) and carry the request id.
+  (``tally.client.errors``) and carry the request id;
+- ``verify_webhook`` checks a webhook delivery's Standard Webhooks signature and
+  returns its event (``tally.webhooks.signing.verify``, docs/webhooks.md).
 """
 
 from tally.client.aio import AsyncClient
@@ -18,6 +20,8 @@ from tally.client.calls import Call, new_idempotency_key
 from tally.client.errors import ApiError, ConnectionFailed, TallyClientError
 from tally.client.retry import NO_RETRY, RetryPolicy
 from tally.client.sync import Client
+from tally.webhooks import WebhookVerificationError
+from tally.webhooks import verify as verify_webhook
 
 __all__ = [
     "NO_RETRY",
@@ -28,5 +32,7 @@ __all__ = [
     "ConnectionFailed",
     "RetryPolicy",
     "TallyClientError",
+    "WebhookVerificationError",
     "new_idempotency_key",
+    "verify_webhook",
 ]

@@ -45,6 +45,7 @@ COMMANDS = [
     ("lab", "connections"),
     ("lab", "double-submit"),
     ("lab", "batching"),
+    ("lab", "hashing"),
 ]
 
 

@@ -31,6 +31,7 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Block())
 import tally.client, tally.client.errors
+from tally.client import verify_webhook
 from tally.cli import app
 from typer.main import get_command
 names = sorted(get_command(app).commands)
