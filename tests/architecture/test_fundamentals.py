@@ -87,6 +87,15 @@ FUNDAMENTALS = (
 # figure, "Not measured") instead of pointing anywhere.
 ITEMS = ("**Code:**", "**Test:**", "**Measured:**")
 NOT_THERE = ("not built yet", "not measured")
+# What an item must name when it names something: code in src/ (or the test
+# harness's own machinery), a test function, or anything checkable for a figure.
+WANTED = {
+    "**Code:**": lambda ref: ref.kind == "code" and bool(SYMBOL.match(ref.text))
+    and not ref.text.split("::")[-1].startswith("test_"),
+    "**Test:**": lambda ref: ref.kind == "code" and ref.text.startswith("tests/")
+    and ref.text.split("::")[-1].startswith("test_"),
+    "**Measured:**": lambda ref: True,
+}  # fmt: skip
 
 PATH_PREFIXES = ("src/", "tests/", "docs/", "bench/", "scripts/", "deploy/")
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
@@ -254,6 +263,8 @@ def command_problems(text: str) -> list[str]:
         if m := SYMBOL.match(word):
             if m.group("path").startswith(PATH_PREFIXES):
                 found.append(symbol_problem(m.group("path"), m.group("symbol")))
+            else:
+                found.append(f"{word}: write the path from the repository's root")
         elif word.startswith(PATH_PREFIXES):
             found.append(path_problem(word.rstrip(".,;:")))
     return [p for p in found if p is not None]
@@ -330,7 +341,8 @@ def section_problems(heading: str, body: str) -> list[str]:
             found.append(f"{heading}: no {item} item")
             continue
         said = given[item].lower()
-        if not list(references(given[item])) and not any(w in said for w in NOT_THERE):
+        named = [r for r in references(given[item]) if WANTED[item](r)]
+        if not named and not any(w in said for w in NOT_THERE):
             found.append(f"{heading}: {item} names nothing and does not say it is not there")
     return found
 
@@ -408,6 +420,7 @@ BROKEN = [
     ("`tests/e2e/test_lab.py::test_that_does_not_exist[sqlite]`", "defines no"),
     ("`tests/e2e/test_lab.py::RUN_SECONDS`", None),  # a constant, not a test: allowed
     ("`tests/e2e/test_lab.py::test_nothing`", "defines no 'test_nothing'"),
+    ("`ledger/writer.py::Writer`", "from the repository's root"),
     ("`docs/no-such-doc.md`", "no such file"),
     ("`make no-such-target`", "no target 'no-such-target'"),
     ("`tally lab no-such-lab`", "no command 'no-such-lab'"),
@@ -450,12 +463,21 @@ def test_a_test_reference_must_name_a_test_function(tmp_path: Path) -> None:
 
 
 def test_the_sections_check_finds_a_missing_fundamental_and_an_empty_item() -> None:
-    text = "## TCP\n\n- **Code:** `src/tally/cli/server.py::serve`\n- **Test:** nothing\n"
+    text = (
+        "## TCP\n\n- **Code:** `src/tally/cli/server.py::serve`\n- **Test:** nothing\n"
+        "## UDP\n\n- **Code:** `tests/e2e/test_lab.py::test_a_double_click_makes_two_"
+        "transfers_without_a_key_and_one_with`\n- **Test:** `src/tally/cli/server.py::serve`\n"
+        "- **Measured:** Not measured.\n"
+    )
     found = sections(text)
-    assert "UDP" not in found
+    assert "QUIC and HTTP/3" not in found
     assert section_problems("TCP", found["TCP"]) == [
         "TCP: **Test:** names nothing and does not say it is not there",
         "TCP: no **Measured:** item",
+    ]
+    assert section_problems("UDP", found["UDP"]) == [  # a test as code, code as a test
+        "UDP: **Code:** names nothing and does not say it is not there",
+        "UDP: **Test:** names nothing and does not say it is not there",
     ]
 
 
