@@ -7,11 +7,13 @@ reader can see every bound the service keeps.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -75,6 +77,9 @@ class Settings(BaseSettings):
 
     # Hardening (security headers are always on; see docs/security.md).
     cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
+    # Proxies whose X-Forwarded-For is believed (api/proxies.py): comma-separated
+    # CIDRs or addresses, or a JSON list. Empty: the socket's peer is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # The audit log (docs/security.md).
     audit_flush_seconds: float = Field(default=0.05, gt=0, le=5)
@@ -101,6 +106,23 @@ class Settings(BaseSettings):
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("TALLY_DATABASE_URL must start with sqlite:/// or postgresql://")
         return url
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            value = [str(v).strip() for v in value if str(v).strip()]
+            for v in value:
+                try:
+                    ipaddress.ip_network(v, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"TALLY_TRUSTED_PROXIES: {v!r} is not an IP address or CIDR network"
+                    ) from None
+        return value
 
     @property
     def is_sqlite(self) -> bool:

@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
         router=ApiRouter(endpoints),
         cors_origins=services.settings.cors_origins,
         access_log=services.settings.access_log,
+        trusted_proxies=services.settings.trusted_proxies,
     )
     return app
 

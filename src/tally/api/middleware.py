@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tally.api import access_log
 from tally.api.problems import problem_response
+from tally.api.proxies import TrustedProxies, parse_networks
 from tally.api.router import ApiRouter, Dispatch
 from tally.errors import MalformedRequest
 from tally.support.ids import new_id
@@ -48,10 +49,16 @@ class ApiMiddleware:
     CORS (when configured) runs inside this, around the dispatch."""
 
     def __init__(
-        self, app: ASGIApp, router: ApiRouter, cors_origins: list[str], access_log: bool = False
+        self,
+        app: ASGIApp,
+        router: ApiRouter,
+        cors_origins: list[str],
+        access_log: bool = False,
+        trusted_proxies: list[str] | None = None,
     ) -> None:
         self.app = app
         self.access_log = access_log
+        self.proxies = TrustedProxies(parse_networks(trusted_proxies or ()))
         self.inner: ASGIApp = Dispatch(app, router)
         if cors_origins:  # off by default: only the origins an operator names
             self.inner = CORSMiddleware(
@@ -67,6 +74,8 @@ class ApiMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.proxies:
+            self.proxies.rewrite(scope)
         request_id = None
         for name, value in scope["headers"]:
             if name == b"request-id":
