@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     idempotency_in_use_retry_after_seconds: int = 1
 
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # text: one human line per record; json: one object per line with the request
+    # id, for log pipelines (support/logs.py).
+    log_format: Literal["text", "json"] = "text"
     # One line per request (tally.access, at info whatever log_level says). Off by
     # default: it costs throughput (docs/performance.md has the measurement).
     access_log: bool = False

@@ -15,6 +15,7 @@ from tally.api.proxies import TrustedProxies, parse_networks
 from tally.api.router import ApiRouter, Dispatch
 from tally.errors import MalformedRequest
 from tally.support.ids import new_id
+from tally.support.logs import REQUEST_ID
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -83,10 +84,15 @@ class ApiMiddleware:
                 request_id = text if _CLIENT_REQUEST_ID.match(text) else None
         request_id = request_id or new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
-        if self.access_log:
-            await self._logged(scope, receive, send, request_id)
-            return
-        await self._answer(scope, receive, send, request_id)
+        # Every line logged while this request is served names it (support/logs.py).
+        token = REQUEST_ID.set(request_id)
+        try:
+            if self.access_log:
+                await self._logged(scope, receive, send, request_id)
+            else:
+                await self._answer(scope, receive, send, request_id)
+        finally:
+            REQUEST_ID.reset(token)
 
     async def _logged(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """The request, timed, and its access line written when it ends."""
