@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     db_lock_timeout_ms: int = Field(default=3_000, ge=100)
     db_connect_timeout_seconds: float = 5.0
     db_unavailable_retry_after_seconds: int = 2
+    # PgBouncer in transaction pooling mode between Tally and PostgreSQL: asyncpg
+    # keeps no prepared statements and sends no session settings; LISTEN and
+    # migrations, which need a session of their own, go to db_direct_url
+    # (docs/deploy.md#pgbouncer).
+    db_pgbouncer: bool = False
+    db_direct_url: str | None = None
 
     # Background work.
     expiry_interval_seconds: float = Field(default=1.0, gt=0, le=5)
@@ -110,6 +116,13 @@ class Settings(BaseSettings):
             raise ValueError("TALLY_DATABASE_URL must start with sqlite:/// or postgresql://")
         return url
 
+    @field_validator("db_direct_url")
+    @classmethod
+    def _direct_is_postgres(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("TALLY_DB_DIRECT_URL must start with postgresql://")
+        return url
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxy_networks(cls, value: object) -> object:
@@ -130,6 +143,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite:///")
+
+    @property
+    def session_database_url(self) -> str | None:
+        """Where work that needs a session of its own (LISTEN, migrations' advisory
+        lock) connects: never through a transaction-mode PgBouncer. None when there
+        is no such place (PgBouncer without a direct URL)."""
+        if self.db_direct_url is not None:
+            return self.db_direct_url
+        return None if self.db_pgbouncer else self.database_url
 
     @property
     def sqlite_path(self) -> str:

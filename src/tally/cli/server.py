@@ -57,9 +57,9 @@ def serve(
 ) -> None:
     """Run the HTTP server (uvicorn or granian, on uvloop)."""
     settings = get_settings()
-    if migrate:
-        run_migrations(settings)
     try:
+        if migrate:
+            run_migrations(settings)
         require_up_to_date(settings)
     except SchemaNotReady as exc:
         typer.echo(f"tally serve: {exc}", err=True)

@@ -51,20 +51,27 @@ def sqlalchemy_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
+def _scripts() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config)
+
+
 def alembic_config(settings: Settings) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     # ConfigParser interpolation: a literal % (in a password, say) must be doubled.
-    url = sqlalchemy_url(settings.database_url).replace("%", "%%")
+    url = sqlalchemy_url(_migration_url(settings)).replace("%", "%%")
     config.set_main_option("sqlalchemy.url", url)
     return config
 
 
 def state(settings: Settings) -> SchemaState:
     """Where the database's schema stands; SchemaNotReady if it cannot be read."""
-    scripts = ScriptDirectory.from_config(alembic_config(settings))
+    scripts = _scripts()
     head = scripts.get_current_head()
     assert head is not None, "the migrations have a head"
+    # Only a read of alembic_version: fine through PgBouncer too.
     engine = sqlalchemy.create_engine(
         sqlalchemy_url(settings.database_url), poolclass=sqlalchemy.pool.NullPool
     )
@@ -86,6 +93,19 @@ def migrate(settings: Settings) -> list[Revision]:
     command.upgrade(config, "head")
     scripts = ScriptDirectory.from_config(config)
     return [_revision(scripts.get_revision(r)) for r in config.attributes.get("applied", [])]
+
+
+def _migration_url(settings: Settings) -> str:
+    """Migrations hold a session-level advisory lock from start to end. Through a
+    transaction-mode PgBouncer the lock would stay behind on whichever server
+    connection took it, and the unlock go to another: refuse, naming the fix."""
+    url = settings.session_database_url
+    if url is None:
+        raise SchemaNotReady(
+            "migrations cannot run through PgBouncer in transaction mode "
+            "(TALLY_DB_PGBOUNCER=true): set TALLY_DB_DIRECT_URL to PostgreSQL itself"
+        )
+    return url
 
 
 def _revision(script: Script | None) -> Revision:

@@ -66,3 +66,30 @@ def test_an_unmigrated_database_is_refused_naming_the_fix(empty_database: str) -
 def test_an_unreachable_database_is_not_ready() -> None:
     with pytest.raises(SchemaNotReady):
         state(Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere"))
+
+
+# -- behind PgBouncer (TALLY_DB_PGBOUNCER) ------------------------------------------------
+
+
+def test_migrations_refuse_to_run_through_pgbouncer_without_a_direct_url() -> None:
+    settings = Settings(database_url="postgresql://tally@127.0.0.1:6432/tally", db_pgbouncer=True)
+    assert settings.session_database_url is None
+    with pytest.raises(SchemaNotReady, match="TALLY_DB_DIRECT_URL"):
+        migrate(settings)
+
+
+def test_the_direct_url_is_where_session_work_goes() -> None:
+    direct = "postgresql://tally@127.0.0.1:5432/tally"
+    behind = Settings(
+        database_url="postgresql://tally@127.0.0.1:6432/tally",
+        db_pgbouncer=True,
+        db_direct_url=direct,
+    )
+    assert behind.session_database_url == direct
+    plain = Settings(database_url=direct)
+    assert plain.session_database_url == direct
+
+
+def test_a_direct_url_that_is_not_postgresql_is_refused() -> None:
+    with pytest.raises(ValueError, match="TALLY_DB_DIRECT_URL"):
+        Settings(db_direct_url="sqlite:///x.db")
