@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # text: one human line per record; json: one object per line with the request
     # id, for log pipelines (support/logs.py).
     log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry traces over OTLP/HTTP (api/tracing.py; the endpoint from the
+    # standard OTEL_EXPORTER_OTLP_* variables). Needs the otel extra.
+    otel_traces: bool = False
+    otel_service_name: str = "tally"
     # One line per request (tally.access, at info whatever log_level says). Off by
     # default: it costs throughput (docs/performance.md has the measurement).
     access_log: bool = False
