@@ -90,6 +90,9 @@ _UNAVAILABLE = (
     # A pooler that refuses the connection's start-up ("unsupported startup
     # parameter": PgBouncer without TALLY_DB_PGBOUNCER). Logged with its reason.
     asyncpg.exceptions.ProtocolViolationError,
+    # A primary being demoted (a Patroni switchover) refuses writes until it
+    # restarts as a replica and the connection goes; the client comes back later.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 _PG_TYPES = {

@@ -44,11 +44,24 @@ class SchemaNotReady(Exception):
 
 
 def sqlalchemy_url(database_url: str) -> str:
-    """Our URLs name the database; SQLAlchemy's also name the driver."""
+    """Our URLs name the database; SQLAlchemy's also name the driver.
+
+    A libpq multi-host URL (``postgresql://u@h1:5432,h2:5432/db?target_session_attrs
+    =read-write``, for a replicated cluster: docs/deploy.md) is one SQLAlchemy
+    cannot parse; it takes the hosts as repeated ``host`` query parameters instead,
+    and hands them to libpq, which tries each in turn."""
     if database_url.startswith("sqlite:///"):
         return database_url
     rest = database_url.split("://", 1)[1]
-    return f"postgresql+psycopg://{rest}"
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if "," not in hosts:
+        return f"postgresql+psycopg://{rest}"
+    database, _, query = path.partition("?")
+    params = "&".join(f"host={h}" for h in hosts.split(",") if h)
+    if query:
+        params = f"{params}&{query}"
+    return f"postgresql+psycopg://{userinfo}{at}/{database}?{params}"
 
 
 def _scripts() -> ScriptDirectory:
