@@ -63,3 +63,15 @@ def test_the_server_log_config_picks_the_format() -> None:
     assert json_config == {"()": "tally.support.logs.JsonFormatter"}
     logging.config.dictConfig(log_config("info", "json"))  # it loads
     logging.config.dictConfig(log_config("info"))
+
+
+def test_a_line_logged_inside_a_span_carries_its_trace_and_span_ids() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("request") as span:
+        entry = json.loads(JsonFormatter().format(record("inside")))
+    context = span.get_span_context()
+    assert entry["trace_id"] == format(context.trace_id, "032x")
+    assert entry["span_id"] == format(context.span_id, "016x")
+    assert "trace_id" not in json.loads(JsonFormatter().format(record("outside")))
