@@ -54,7 +54,8 @@ soak: $(INSTALLED)
 
 ## ha-test: a 3-node Patroni cluster (etcd, synchronous replication) on loopback ports;
 ## the primary SIGKILLed under load: no acknowledged transfer lost, 503 + Retry-After
-## during the window, never a 500 (about 70 s; needs Debian's patroni and etcd-server,
+## during the window, never a 500; once through a multi-host URL, once through HAProxy
+## on Patroni's REST checks (about 2 minutes; needs Debian's patroni and etcd-server,
 ## installed here if missing; docs/deploy.md). Not part of make test.
 ha-test: $(INSTALLED)
 	@command -v patroni >/dev/null && command -v etcd >/dev/null || \

@@ -104,7 +104,7 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
 
 
 @contextlib.contextmanager
-def _running(args: list[str], port: int, log: Path) -> Iterator[None]:
+def running(args: list[str], port: int, log: Path) -> Iterator[None]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -155,7 +155,7 @@ def nginx(directory: Path, port: int, upstreams: list[int]) -> Iterator[Path]:
     args += ["-e", str(directory / "error.log")]
     check = subprocess.run([*args, "-t"], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stderr
-    with _running(args, port, directory / "nginx.out"):
+    with running(args, port, directory / "nginx.out"):
         yield cert
 
 
@@ -173,5 +173,5 @@ def haproxy(directory: Path, port: int, upstreams: list[int]) -> Iterator[None]:
     path.write_text(config)
     check = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    with _running([binary, "-db", "-f", str(path)], port, directory / "haproxy.out"):
+    with running([binary, "-db", "-f", str(path)], port, directory / "haproxy.out"):
         yield

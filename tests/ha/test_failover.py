@@ -1,10 +1,11 @@
 """The PostgreSQL primary dies under load: no acknowledged transfer is lost.
 
-``make ha-test`` (TALLY_HA_TEST=1; not part of ``make test``: it takes about a
-minute and a half). A three-node Patroni cluster over a three-member etcd runs
-with synchronous replication (tests/ha/cluster.py). ``tally serve`` connects with
-the multi-host URL and ``target_session_attrs=read-write``, so it follows
-whichever node is primary. ``CLIENTS`` clients send keyed transfers; after
+``make ha-test`` (TALLY_HA_TEST=1; not part of ``make test``: about a minute for
+each route). A three-node Patroni cluster over a three-member etcd runs with
+synchronous replication (tests/ha/cluster.py). ``tally serve`` follows whichever
+node is primary, by one of two routes: the multi-host URL with
+``target_session_attrs=read-write``, or one address, HAProxy, which asks each
+node's Patroni REST API which is primary (deploy/haproxy/patroni.cfg.template). ``CLIENTS`` clients send keyed transfers; after
 ``KILL_AFTER_SECONDS`` the primary's Patroni and PostgreSQL get SIGKILL together.
 
 While no primary is elected, Tally answers 503 with ``Retry-After`` (the clients
@@ -22,9 +23,11 @@ answered 503 too, and its retry replays or applies it once. Afterwards:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +35,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.e2e.conftest import cli_create_tenant, run_tally, tally_server, walk
+from tests.e2e import balancers
+from tests.e2e.conftest import cli_create_tenant, free_port, run_tally, tally_server, walk
 from tests.ha.cluster import Cluster, patroni_cluster
 
 pytestmark = pytest.mark.skipif(
@@ -136,7 +140,7 @@ async def check_ledger(client: httpx.AsyncClient, load: Load) -> None:
     assert bank["debits_posted"] == credits == sum(amounts.values())
 
 
-def prepare(cluster: Cluster) -> None:
+def prepare(cluster: Cluster, url: str) -> None:
     leader = cluster.leader()
     with psycopg.connect(cluster.node_url(leader, "postgres"), autocommit=True) as conn:
         conn.execute("CREATE DATABASE tally")
@@ -149,7 +153,7 @@ def prepare(cluster: Cluster) -> None:
                 break
             time.sleep(0.2)
     assert "sync" in states, f"no synchronous standby: {states}"
-    done = run_tally(cluster.url, "migrate")  # through the multi-host URL
+    done = run_tally(url, "migrate")  # the way Tally reaches the primary
     assert done.returncode == 0, done.stderr
 
 
@@ -167,16 +171,42 @@ def report(load: Load) -> str:
     )
 
 
-def test_every_acknowledged_transfer_survives_the_primarys_death(tmp_path: Path) -> None:
-    with patroni_cluster() as cluster:
-        prepare(cluster)
-        _, api_key = cli_create_tenant(cluster.url, "ha")
+@contextlib.contextmanager
+def primary_url(cluster: Cluster, route: str, directory: Path) -> Iterator[str]:
+    """How Tally reaches the primary: the multi-host URL, or one host, HAProxy,
+    which follows Patroni's REST checks (deploy/haproxy/patroni.cfg.template)."""
+    if route == "multi-host":
+        yield cluster.url
+        return
+    binary = balancers.require("haproxy", "haproxy")
+    port = free_port()
+    servers = "\n".join(
+        f"    server {n.name} 127.0.0.1:{n.pg_port} check port {n.rest_port}" for n in cluster.nodes
+    )
+    config = balancers.render(
+        balancers.DEPLOY / "haproxy" / "patroni.cfg.template",
+        LISTEN=f"127.0.0.1:{port}",
+        POSTGRES_SERVERS=servers,
+    )
+    (directory / "patroni-haproxy.cfg").write_text(config)
+    args = [binary, "-db", "-f", str(directory / "patroni-haproxy.cfg")]
+    with balancers.running(args, port, directory / "haproxy.out"):
+        yield f"postgresql://postgres@127.0.0.1:{port}/tally"
+
+
+@pytest.mark.parametrize("route", ["multi-host", "haproxy"])
+def test_every_acknowledged_transfer_survives_the_primarys_death(
+    tmp_path: Path, route: str
+) -> None:
+    with patroni_cluster() as cluster, primary_url(cluster, route, tmp_path) as url:
+        prepare(cluster, url)
+        _, api_key = cli_create_tenant(url, "ha")
         settings = {
             "db_connect_timeout_seconds": "2",
             "db_unavailable_retry_after_seconds": "1",
             "log_level": "warning",
         }
-        with tally_server(cluster.url, tmp_path / "serve.log", migrate=False, **settings) as server:
+        with tally_server(url, tmp_path / "serve.log", migrate=False, **settings) as server:
             headers = {"Authorization": f"Bearer {api_key}"}
 
             async def scenario() -> Load:
@@ -191,7 +221,7 @@ def test_every_acknowledged_transfer_survives_the_primarys_death(tmp_path: Path)
                     return load
 
             load = asyncio.run(scenario())
-            print("\n" + report(load))
+            print(f"\n{route}: " + report(load))
             assert not load.failures, load.failures[:10]
             assert load.statuses[500] == 0
             assert load.without_retry_after == 0
