@@ -5,8 +5,9 @@ each route). A three-node Patroni cluster over a three-member etcd runs with
 synchronous replication (tests/ha/cluster.py). ``tally serve`` follows whichever
 node is primary, by one of two routes: the multi-host URL with
 ``target_session_attrs=read-write``, or one address, HAProxy, which asks each
-node's Patroni REST API which is primary (deploy/haproxy/patroni.cfg.template). ``CLIENTS`` clients send keyed transfers; after
-``KILL_AFTER_SECONDS`` the primary's Patroni and PostgreSQL get SIGKILL together.
+node's Patroni REST API which is primary (deploy/haproxy/patroni.cfg.template).
+``CLIENTS`` clients send keyed transfers; after ``KILL_AFTER_SECONDS`` the
+primary's Patroni and PostgreSQL get SIGKILL together.
 
 While no primary is elected, Tally answers 503 with ``Retry-After`` (the clients
 wait that long and retry under the same key); a commit cut off mid-flight is
