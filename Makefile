@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path profile soak sqlmap ha-test
+.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path profile soak sqlmap schema ha-test
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: lint security-scan pytest
 ## architecture, service and in-process API tests on SQLite alone
 check: lint
 	TALLY_TEST_BACKENDS=sqlite $(BIN)/pytest -q -n 2 tests/unit tests/architecture tests/integration tests/api
+
+## schema: regenerate the published contracts from the code (docs/schema.graphql,
+## docs/openapi.json); the tests fail while either differs from the live one
+schema: $(INSTALLED)
+	$(BIN)/python scripts/graphql_schema.py > docs/schema.graphql
+	$(BIN)/python scripts/openapi.py > docs/openapi.json
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     idempotency_purge_batch_max: int = Field(default=1_000, ge=1)
     idempotency_in_use_retry_after_seconds: int = 1
 
+    # GraphQL at /graphql (docs/graphql.md): every limit on by default. Page sizes
+    # are REST's (page_limit_default, page_limit_max).
+    # Introspection is on: /graphql needs a credential anyway, and the schema is
+    # public (docs/schema.graphql), as the OpenAPI document is; GraphiQL needs it.
+    graphql_introspection: bool = True
+    graphql_depth_max: int = Field(default=10, ge=2, le=64)
+    graphql_cost_max: int = Field(default=10_000, ge=1)
+    graphql_aliases_max: int = Field(default=20, ge=0, le=1_000)
+    graphql_tokens_max: int = Field(default=2_000, ge=100, le=100_000)
+
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # text: one human line per record; json: one object per line with the request
     # id, for log pipelines (support/logs.py).

@@ -130,6 +130,30 @@ def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     return problem
 
 
+def graphql(
+    caller: Caller,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    **headers: str,
+) -> dict[str, Any]:
+    """The JSON answer of ``/graphql`` to ``caller``: a 200 with ``data`` and/or
+    ``errors``, each error with a code (never a 500, never a stack trace)."""
+    body: dict[str, Any] = {"query": query}
+    if variables is not None:
+        body["variables"] = variables
+    r = caller.post("/graphql", body, headers=headers)
+    assert r.status_code == 200, r.text
+    out: dict[str, Any] = r.json()
+    for error in out.get("errors", []):
+        assert error["extensions"]["code"] != "internal_error", error
+        assert "Traceback" not in error["message"], error
+    return out
+
+
+def graphql_codes(out: dict[str, Any]) -> list[str]:
+    return [e["extensions"]["code"] for e in out.get("errors", [])]
+
+
 def login(client: TestClient, email: str, password: str, role: str = "") -> Person:
     r = client.post("/v1/auth/login", json={"email": email, "password": password})
     assert r.status_code == 200, r.text

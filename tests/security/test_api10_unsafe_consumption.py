@@ -65,3 +65,15 @@ def test_a_bucket_that_holds_something_unexpected_is_not_a_500(database_url: str
     finally:
         peer.delete(bucket)
         peer.close()
+
+
+def test_redis_that_does_not_answer_costs_no_graphql_request_and_limits_still_hold(
+    database_url: str,
+) -> None:
+    # /graphql is admitted by the same code as /v1: the same fallback.
+    _, key = create_tenant(database_url, "redis-down-gql")
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"query": "{ accounts { nodes { id } } }"}
+    with serve(database_url, redis_url="redis://127.0.0.1:1/0", **LIMITS) as c:
+        statuses = [c.post("/graphql", json=body, headers=headers).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]

@@ -26,7 +26,7 @@ import pytest
 
 from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
-from tests.security.conftest import Tenant, assert_problem, join, make_key
+from tests.security.conftest import Tenant, assert_problem, graphql, graphql_codes, join, make_key
 
 ID_ROUTES = [s for s in ROUTES if "{id}" in s.path]
 ID_ROUTE_PARAMS = [pytest.param(s, id=f"{s.method} {s.path}") for s in ID_ROUTES]
@@ -237,3 +237,102 @@ def test_an_admin_cannot_change_or_disable_the_owner_nor_become_owner(tenant: Te
     assert me.status_code == 200, me.text
     assert me.json()["role"] == "owner"
     assert admin.get("/v1/me").json()["role"] == "admin"
+
+
+# -- /graphql: the same objects, through every field that names one, nested or not ---------
+
+GRAPHQL_BY_ID = {
+    "account": '{ account(id: "ID") { id balance { posted } } }',
+    "transfer": '{ transfer(id: "ID") { id amount } }',
+    "balanceHistory": '{ balanceHistory(accountId: "ID") { nodes { version } } }',
+}
+GRAPHQL_OBJECT_OF = {"account": "src", "transfer": "paid", "balanceHistory": "src"}
+
+
+@pytest.mark.parametrize("field", sorted(GRAPHQL_BY_ID))
+def test_graphql_answers_another_tenants_object_as_one_that_exists_nowhere(
+    tenant: Tenant, stranger: Tenant, field: str
+) -> None:
+    own = graphql(tenant.keys["all"], GRAPHQL_BY_ID[field].replace("ID", GRAPHQL_OBJECT_OF[field]))
+    assert "errors" not in own, own  # the control: the object exists, for its tenant
+    for caller in (stranger.owner, stranger.keys["all"]):
+        theirs = graphql(caller, GRAPHQL_BY_ID[field].replace("ID", GRAPHQL_OBJECT_OF[field]))
+        nowhere = graphql(caller, GRAPHQL_BY_ID[field].replace("ID", "nowhere0"))
+        assert graphql_codes(theirs) == graphql_codes(nowhere) == ["not_found"]
+        assert theirs["data"] is None
+        detail = theirs["errors"][0]["message"].replace(GRAPHQL_OBJECT_OF[field], "?")
+        assert detail == nowhere["errors"][0]["message"].replace("nowhere0", "?")
+
+
+def test_graphql_lists_and_filters_show_none_of_another_tenants_objects(
+    tenant: Tenant, stranger: Tenant
+) -> None:
+    caller = stranger.keys["all"]
+    out = graphql(
+        caller,
+        '{ accounts(first: 1000) { nodes { id } } transfers(accountId: "src") { nodes { id } }'
+        " events(first: 1000) { nodes { data } } }",
+    )
+    assert "errors" not in out, out
+    ids = [a["id"] for a in out["data"]["accounts"]["nodes"]]
+    assert "src" not in ids and "dst" not in ids
+    assert out["data"]["transfers"]["nodes"] == []
+    assert all(e["data"].get("id") not in ("src", "dst", "paid", "hold")
+               for e in out["data"]["events"]["nodes"])  # fmt: skip
+
+
+def test_graphql_nested_fields_reach_only_the_callers_own_tenant(
+    tenant: Tenant, stranger: Tenant
+) -> None:
+    caller = stranger.keys["all"]
+    suffix = secrets.token_hex(3)
+    for name in ("src", "dst"):  # the same ids as tenant A's, in tenant B
+        made = graphql(
+            caller,
+            f'mutation {{ createAccount(input: {{id: "{name}-{suffix}", currency: "EUR"}})'
+            " { id } }",
+        )
+        assert "errors" not in made, made
+    out = graphql(
+        caller,
+        "mutation { createTransfer(input: {"
+        f'debitAccountId: "src-{suffix}", creditAccountId: "dst-{suffix}", amount: 3}})'
+        " { id debitAccount { id currency lastTransfers { id } } creditAccount { id currency } } }",
+    )
+    assert "errors" not in out, out
+    transfer = out["data"]["createTransfer"]
+    assert transfer["debitAccount"]["currency"] == transfer["creditAccount"]["currency"] == "EUR"
+    assert [t["id"] for t in transfer["debitAccount"]["lastTransfers"]] == [transfer["id"]]
+    # Tenant A's accounts, seen through tenant A's own nested fields, never show B's.
+    own = graphql(tenant.keys["all"], '{ account(id: "src") { lastTransfers(first: 100) { id } } }')
+    assert transfer["id"] not in [t["id"] for t in own["data"]["account"]["lastTransfers"]]
+
+
+def test_graphql_mutations_naming_another_tenants_objects_touch_none_of_them(
+    tenant: Tenant, stranger: Tenant
+) -> None:
+    before = graphql(
+        tenant.keys["all"], '{ transfer(id: "hold") { status } account(id: "src") { version } }'
+    )
+    caller = stranger.keys["all"]
+    attempts = {
+        'mutation { postTransfer(id: "hold") { id } }': "pending_transfer_not_found",
+        'mutation { voidTransfer(id: "hold") { id } }': "pending_transfer_not_found",
+        "mutation { createTransfer(input: {"
+        'debitAccountId: "src", creditAccountId: "dst", amount: 1}) { id } }': (
+            "debit_account_not_found"
+        ),
+        "mutation { createTransferBatch(input: {"
+        'transfers: [{pendingId: "hold", action: "void"}]}) { results { error { code } } } }': "",
+    }  # fmt: skip
+    for mutation, expected in attempts.items():
+        out = graphql(caller, mutation)
+        if expected:
+            assert graphql_codes(out) == [expected], out
+        else:
+            (result,) = out["data"]["createTransferBatch"]["results"]
+            assert result["error"]["code"] == "pending_transfer_not_found"
+    after = graphql(
+        tenant.keys["all"], '{ transfer(id: "hold") { status } account(id: "src") { version } }'
+    )
+    assert after == before

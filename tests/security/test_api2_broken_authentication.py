@@ -577,3 +577,49 @@ def test_an_invitation_expires(database_url: str) -> None:
         assert_problem(r, 404, "not_found")
         r = c.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
         assert_unauthenticated(r)
+
+
+# -- /graphql: the same credentials, read the same way -------------------------------------
+
+GRAPHQL_ME = {"query": "{ accounts(first: 1) { nodes { id } } }"}
+
+
+def test_graphql_takes_an_api_key_and_an_access_token_like_every_v1_route(
+    tenant: Tenant, client: TestClient
+) -> None:
+    for caller in (tenant.owner, tenant.keys["all"], tenant.people["viewer"]):
+        r = client.post("/graphql", json=GRAPHQL_ME, headers=caller.headers)
+        assert r.status_code == 200, r.text
+        assert "errors" not in r.json(), r.text
+
+
+@pytest.mark.parametrize("name", ["signature_tampered", "alg_none", "expired_a_second_ago"])
+def test_graphql_refuses_a_forged_or_expired_token_with_401(
+    forge: Forge, client: TestClient, name: str
+) -> None:
+    token = FORGERIES[name](forge)
+    r = client.post("/graphql", json=GRAPHQL_ME, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert r.json()["errors"][0]["extensions"]["code"] == "unauthenticated"
+    assert forge.token not in r.text
+
+
+def test_graphql_reads_the_credential_only_from_the_authorization_header(
+    tenant: Tenant, client: TestClient
+) -> None:
+    token, key = tenant.owner.token, tenant.keys["all"].token
+    for where in (
+        {"params": {"access_token": token}},
+        {"headers": {"X-Api-Key": key}},
+        {"headers": {"Cookie": f"access_token={token}; session={token}"}},
+    ):
+        r = client.post("/graphql", json=GRAPHQL_ME, **where)  # type: ignore[arg-type]
+        assert r.status_code == 401, r.text
+
+
+def test_graphql_refuses_a_revoked_key_on_the_very_next_request(tenant: Tenant) -> None:
+    key = make_key(tenant.owner, "gql-revoked", ["accounts:read"])
+    assert key.post("/graphql", GRAPHQL_ME).status_code == 200
+    assert tenant.owner.delete(f"/v1/api-keys/{key.key_id}").status_code == 204
+    assert key.post("/graphql", GRAPHQL_ME).status_code == 401

@@ -28,6 +28,8 @@ from tests.security.conftest import (
     Caller,
     Tenant,
     assert_problem,
+    graphql,
+    graphql_codes,
     invite,
     join,
     make_key,
@@ -321,3 +323,30 @@ def test_responses_that_create_a_secret_show_only_that_one(tenant: Tenant) -> No
     assert set(r.json()) == {"member", "invitation_token", "invitation_expires_at"}
     assert not FORBIDDEN_KEYS & keys_in(r.json())
     assert json.dumps(r.json()).count("tli_") == 1
+
+
+# -- /graphql: the inputs are REST's request Structs, so the same properties are read-only --
+
+
+@pytest.mark.parametrize(
+    ("mutation", "field"),
+    [
+        ('createAccount(input: {currency: "USD", FIELD: 1}) { id }', field)
+        for field in ("balance", "debitsPosted", "creditsPosted", "status", "version", "createdAt")
+    ]
+    + [
+        (
+            'createTransfer(input: {debitAccountId: "src", creditAccountId: "dst", amount: 1,'
+            " FIELD: 1}) { id }",
+            field,
+        )
+        for field in ("status", "createdAt", "pendingId", "resolvedAt", "expiresAt")
+    ],
+)
+def test_graphql_inputs_cannot_set_read_only_properties(
+    tenant: Tenant, mutation: str, field: str
+) -> None:
+    out = graphql(tenant.keys["all"], "mutation { " + mutation.replace("FIELD", field) + " }")
+    assert graphql_codes(out) == ["validation_error"], out
+    assert field in out["errors"][0]["message"]
+    assert "data" not in out

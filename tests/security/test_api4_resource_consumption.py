@@ -37,7 +37,16 @@ from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
 from tally.config import Settings
 from tests.conftest import create_tenant
-from tests.security.conftest import FROM_ADDRESS, PASSWORD, Caller, Tenant, assert_problem, serve
+from tests.security.conftest import (
+    FROM_ADDRESS,
+    PASSWORD,
+    Caller,
+    Tenant,
+    assert_problem,
+    graphql,
+    graphql_codes,
+    serve,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BODY_ROUTES = [pytest.param(s, id=f"{s.method} {s.path}") for s in ROUTES if s.request]
@@ -296,3 +305,71 @@ def test_every_v1_response_says_where_the_caller_stands(tenant: Tenant, client: 
     ):
         assert re.fullmatch(r'"[\w-]+";r=\d+;t=\d+', r.headers["ratelimit"]), r.headers
         assert "ratelimit-policy" in r.headers
+
+
+# -- /graphql: the same buckets, and a document measured before it runs --------------------
+
+
+def test_graphql_spends_the_callers_bucket_and_a_flood_gets_429(
+    database_url: str, keys: tuple[str, str]
+) -> None:
+    query = {"query": "{ accounts(first: 1) { nodes { id } } }"}
+    with serve(database_url, **SLOW_REFILL) as c:
+        first, second = ({"Authorization": f"Bearer {k}"} for k in keys)
+        answers = flood(lambda: c.post("/graphql", json=query, headers=first), BURST)
+        assert [r.status_code for r in answers] == [200] * BURST
+        r = c.post("/graphql", json=query, headers=first)
+        assert r.status_code == 429, r.text
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["errors"][0]["extensions"]["code"] == "rate_limited"
+        # REST and GraphQL draw on one bucket per credential.
+        assert_rate_limited(c.get("/v1/accounts", headers=first))
+        assert c.post("/graphql", json=query, headers=second).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "limit"),
+    [
+        (
+            "{ accounts(first: 1000) { nodes { lastTransfers(first: 100)"
+            " { debitAccount { id } } } } }",
+            "cost",
+        ),
+        (
+            '{ account(id: "src") { '
+            + "lastTransfers(first: 1) { debitAccount { " * 6
+            + "id"
+            + " } }" * 6
+            + " } }",
+            "depth",
+        ),
+        (
+            "{ " + " ".join(f'a{i}: account(id: "src") {{ id }}' for i in range(50)) + " }",
+            "aliases",
+        ),
+        (
+            "query A { accounts { nodes { id } } } query B { accounts { nodes { id } } }",
+            "operations",
+        ),
+    ],
+    ids=["cost", "depth", "aliases", "operations"],
+)
+def test_graphql_refuses_a_costly_document_before_it_runs(
+    tenant: Tenant, query: str, limit: str
+) -> None:
+    out = graphql(tenant.keys["all"], query)
+    assert "data" not in out, out
+    (error,) = out["errors"]
+    assert error["extensions"] == {"code": "validation_error", "limit": limit}
+
+
+def test_graphql_refuses_batches_pages_over_1000_and_oversized_bodies(tenant: Tenant) -> None:
+    caller = tenant.keys["all"]
+    r = caller.post("/graphql", [{"query": "{ accounts { nodes { id } } }"}] * 100)
+    assert r.status_code == 422, r.text
+    out = graphql(caller, "{ transfers(first: 1001) { nodes { id } } }")
+    assert graphql_codes(out) == ["validation_error"]
+    r = caller.post("/graphql", {"query": "{ accounts { nodes { id } } }", "v": "x" * (1 << 20)})
+    assert r.status_code == 413, r.text
+    out = graphql(caller, "{ accounts { nodes { " + "id " * 5000 + "} } }")
+    assert graphql_codes(out) == ["malformed_request"]

@@ -27,7 +27,16 @@ import pytest
 from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
 from tally.identity.roles import ADMIN
-from tests.security.conftest import Caller, Tenant, assert_problem, invite, make_key, unique_email
+from tests.security.conftest import (
+    Caller,
+    Tenant,
+    assert_problem,
+    graphql,
+    graphql_codes,
+    invite,
+    make_key,
+    unique_email,
+)
 
 AUTHORIZED_ROUTES = [s for s in ROUTES if s.auth and s.scope]
 ADMIN_ROUTES = [s for s in ROUTES if s.scope == ADMIN]
@@ -267,3 +276,59 @@ def test_methods_the_route_table_does_not_list_are_405_and_overrides_do_nothing(
         assert_problem(r, 405, "method_not_allowed")
     assert tenant.people["operator"].get("/v1/me").status_code == 200
     assert owner.get("/v1/accounts/src").json()["status"] == "open"
+
+
+# -- /graphql: every field checks the scope of the REST route that serves its data -------
+
+GRAPHQL_READS = {
+    '{ account(id: "src") { id } }': ("accounts:read",),
+    "{ accounts { nodes { id } } }": ("accounts:read",),
+    '{ balanceHistory(accountId: "src") { nodes { version } } }': ("accounts:read",),
+    '{ transfer(id: "paid") { id } }': ("transfers:read",),
+    "{ transfers { nodes { id } } }": ("transfers:read",),
+    "{ events { nodes { sequence } } }": ("events:read",),
+    # Nested: the account is read with accounts:read, its transfers need transfers:read.
+    '{ account(id: "src") { lastTransfers { id } } }': ("accounts:read", "transfers:read"),
+    '{ transfer(id: "paid") { debitAccount { id } } }': ("transfers:read", "accounts:read"),
+    '{ account(id: "src") { balanceHistory { nodes { version } } } }': ("accounts:read",),
+}
+GRAPHQL_TRANSFER = '{debitAccountId: "src", creditAccountId: "dst", amount: 1}'
+GRAPHQL_WRITES = {
+    'mutation { createAccount(input: {id: "gql-fl", currency: "USD"}) { id } }': "accounts:write",
+    "mutation { createTransfer(input: " + GRAPHQL_TRANSFER + ") { id } }": "transfers:write",
+    'mutation { postTransfer(id: "hold") { id } }': "transfers:write",
+    'mutation { voidTransfer(id: "hold") { id } }': "transfers:write",
+    "mutation { createTransferBatch(input: {transfers: [" + GRAPHQL_TRANSFER + "]})"
+    " { results { status } } }": "transfers:write",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("query", sorted(GRAPHQL_READS))
+def test_graphql_reads_need_the_scopes_of_their_data(tenant: Tenant, query: str) -> None:
+    for name, caller in tenant.callers().items():
+        out = graphql(caller, query)
+        allowed = all(caller.may(scope) for scope in GRAPHQL_READS[query])
+        if allowed:
+            assert "errors" not in out, (name, out)
+        else:
+            assert graphql_codes(out) == ["forbidden"], (name, out)
+            assert out["data"] is None or "src" not in str(out["data"]), (name, out)
+
+
+@pytest.mark.parametrize("mutation", sorted(GRAPHQL_WRITES))
+def test_graphql_mutations_without_the_scope_are_refused_and_change_nothing(
+    tenant: Tenant, mutation: str
+) -> None:
+    scope = GRAPHQL_WRITES[mutation]
+    state = '{ transfer(id: "hold") { status } account(id: "src") { version debitsPosted } }'
+    before = graphql(tenant.keys["all"], state)
+    for name, caller in tenant.callers().items():
+        if caller.may(scope):
+            continue
+        out = graphql(caller, mutation)
+        assert graphql_codes(out) == ["forbidden"], (name, out)
+        assert out["data"] is None, (name, out)
+    assert graphql(tenant.keys["all"], state) == before
+    assert graphql_codes(graphql(tenant.keys["all"], '{ account(id: "gql-fl") { id } }')) == [
+        "not_found"
+    ]

@@ -64,7 +64,10 @@ def test_no_request_field_or_parameter_takes_a_url() -> None:
             for parameter in operation.get("parameters", []):
                 name = parameter["name"].lower()
                 assert not any(word in name for word in URL_LIKE_NAMES), parameter
-                assert parameter["schema"].get("format") not in ("uri", "url"), parameter
+                schema = (
+                    parameter.get("schema") or parameter["content"]["application/json"]["schema"]
+                )
+                assert schema.get("format") not in ("uri", "url"), parameter
     assert request_schemas, "the document has request bodies"
     for name in sorted(request_schemas | {"TransferCreate", "BatchAction"}):
         for field, schema in properties(schemas[name]):
@@ -73,9 +76,16 @@ def test_no_request_field_or_parameter_takes_a_url() -> None:
             assert schema.get("format") not in ("uri", "url", "hostname"), (name, field)
 
 
+# Not the server: the Python client runs in its caller's process and calls the
+# base URL its caller gives it; the lab drives the app in process over ASGI.
+NOT_THE_SERVER = ("client/", "lab/")
+
+
 def test_tallys_code_imports_no_http_client() -> None:
     package = Path(tally.__file__).parent
     for source in package.rglob("*.py"):
+        if str(source.relative_to(package)).startswith(NOT_THE_SERVER):
+            continue
         tree = ast.parse(source.read_text(), str(source))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

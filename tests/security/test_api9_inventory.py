@@ -5,6 +5,8 @@ What this module proves:
 - the inventory is one list: every route the running app serves (with each of its
   methods) is in the published ``/openapi.json``, every documented operation is
   served, and ``tally.api.openapi.ROUTES`` is exactly the ``/v1`` part of both;
+  the rest are the operational routes, the GraphiQL page and its files (open),
+  and ``/graphql`` (GET and POST, with a credential);
 - the published document is the one the code builds, of this version, and says
   how each operation is protected: the bearer scheme on every authenticated
   route and none on the four open ones, and the 401, 403, 404, 413, 415, 422 and
@@ -24,10 +26,21 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import tally
+from tally.api.graphql import graphiql
 from tally.api.openapi import ROUTES, build_openapi
 from tests.security.conftest import Tenant, assert_problem
 
-OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/reference.css"}
+GRAPHIQL = {graphiql.PAGE_PATH} | {graphiql.asset_path(name) for name, _ in graphiql.ASSETS}
+OPERATIONAL = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/reference.css",
+    *GRAPHIQL,
+}
+GRAPHQL = "/graphql"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +77,8 @@ def test_every_served_route_is_documented_and_every_documented_route_is_served(
     assert served(client) == documented(document)
     v1 = {(m, p) for m, p in documented(document) if p.startswith("/v1/")}
     assert v1 == {(s.method, s.path) for s in ROUTES}
-    assert {p for _, p in documented(document)} - {p for _, p in v1} == OPERATIONAL
+    assert {p for _, p in documented(document)} - {p for _, p in v1} == OPERATIONAL | {GRAPHQL}
+    assert {m for m, p in documented(document) if p == GRAPHQL} == {"GET", "POST"}
 
 
 def test_every_documented_operation_answers_rather_than_no_route(
@@ -114,6 +128,9 @@ def test_every_operation_says_how_it_is_protected_and_how_it_can_fail(
             assert "422" in responses, name
     for path in OPERATIONAL:
         assert document["paths"][path]["get"]["security"] == [], path
+    for method, operation in document["paths"][GRAPHQL].items():
+        assert operation["security"] == [{"bearer": []}], method
+        assert {"401", "422", "429"} <= set(operation["responses"]), method
 
 
 SHADOW_PATHS = [

@@ -271,3 +271,36 @@ def test_verify_detects_a_row_slipped_in_past_the_head(audited: str) -> None:
     finally:
         db.execute("DELETE FROM audit_events WHERE chain_seq = $1", head[0] + 1)
     assert verify_directly(audited).ok
+
+
+def test_graphql_mutations_allowed_refused_and_replayed_are_in_the_audit_log(
+    client: TestClient,
+) -> None:
+    owner = signup(client, "audited-gql")
+    reader = make_key(owner, "reader", ["accounts:read"])
+    prefix = f"audit-gql-{secrets.token_hex(4)}"
+    create = {"query": 'mutation { createAccount(input: {id: "gql", currency: "USD"}) { id } }'}
+    invalid = {"query": 'mutation { createAccount(input: {currency: "usd"}) { id } }'}
+
+    def send(caller: Any, body: dict[str, Any], name: str, **headers: str) -> None:
+        r = caller.post("/graphql", body, headers={"Request-Id": f"{prefix}-{name}", **headers})
+        assert r.status_code == 200, r.text
+
+    send(owner, create, "created", **{"Idempotency-Key": "gql-once"})
+    send(owner, create, "replayed", **{"Idempotency-Key": "gql-once"})
+    send(reader, create, "forbidden")
+    send(owner, invalid, "invalid")
+    send(owner, {"query": "{ accounts { nodes { id } } }"}, "read")
+    expected = {
+        "created": (201, None, "user", owner.user_id),
+        "replayed": (201, "idempotent_replayed", "user", owner.user_id),
+        "forbidden": (403, "forbidden", "api_key", reader.key_id),
+        "invalid": (422, "validation_error", "user", owner.user_id),
+    }
+    events = events_until(owner, {f"{prefix}-{name}" for name in expected}, sealed=False)
+    for name, (status, code, actor_type, actor_id) in expected.items():
+        event = events[f"{prefix}-{name}"]
+        assert event["action"] == "graphql:createAccount", event
+        assert (event["status"], event["code"]) == (status, code), event
+        assert event["actor"] == {"type": actor_type, "id": actor_id}, event
+    assert f"{prefix}-read" not in events  # reads are not audited

@@ -1,4 +1,4 @@
-"""The ASGI application: the REST routes over the process's services.
+"""The ASGI application: the REST routes and GraphQL over the process's services.
 
 ``create_app`` is the only constructor. It builds the ``Services`` (or takes
 them), the ``/v1`` endpoints from the route table, and the operation routes;
@@ -20,6 +20,8 @@ from starlette.routing import Route
 
 from tally.api import tracing
 from tally.api.endpoint import UNEXPECTED, Endpoint, endpoint
+from tally.api.graphql.graphiql import graphiql_routes
+from tally.api.graphql.http import graphql_route
 from tally.api.middleware import ApiMiddleware
 from tally.api.operations import operation_routes
 from tally.api.problems import problem_response
@@ -50,7 +52,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
     # Built once: Starlette's routes (404/405 fallback) and the fast /v1 router share them.
     endpoints = _endpoints_by_path(services)
     app = Starlette(
-        routes=[*operation_routes(services), *_api_routes(endpoints)],
+        routes=[
+            *operation_routes(services),
+            *_api_routes(endpoints),
+            graphql_route(services),
+            *graphiql_routes(),
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         middleware=[],

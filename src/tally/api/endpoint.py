@@ -228,8 +228,9 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
         limit_headers: dict[str, str] = {}
         code = None
         try:
-            principal, limit_headers = await _admit(spec, services, request, ctx)
-            _authorize(spec, principal)
+            principal, limit_headers = await admit(services, request, ctx, auth=spec.auth)
+            if principal is not None and spec.scope:
+                require_scope(principal, spec.scope)
             # A mistyped filter must not silently widen a list: query parameters
             # are held to the route's list as strictly as a body to its schema.
             check_query_names(request, query)
@@ -274,12 +275,13 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
     return run
 
 
-async def _admit(
-    spec: RouteSpec, services: Services, request: Request, ctx: AuditContext | None
+async def admit(
+    services: Services, request: Request, ctx: AuditContext | None, *, auth: bool = True
 ) -> tuple[Principal | None, dict[str, str]]:
     """Who is calling, and the rate-limit headers their request earned; or the
-    error that stops it (401, 429)."""
-    if not spec.auth:
+    error that stops it (401, 429). Every entry point over HTTP (REST, GraphQL)
+    admits its requests here."""
+    if not auth:
         return None, await services.limits.for_address(client_address(request))
     try:
         principal = await services.authenticator.authenticate(request.headers.get("authorization"))
@@ -307,11 +309,11 @@ def _note_caller(
     access_log.note(request.scope.get("state"), tenant_id=tenant_id, actor=actor)
 
 
-def _authorize(spec: RouteSpec, principal: Principal | None) -> None:
-    if principal is None or not spec.scope:
-        return
-    if spec.scope not in principal.scopes and ADMIN not in principal.scopes:
+def require_scope(principal: Principal, scope: str) -> None:
+    """Refuse (403) a caller whose credential lacks ``scope``; ``admin`` holds every
+    scope (api.md §6). REST checks a route's scope here, GraphQL a field's."""
+    if scope not in principal.scopes and ADMIN not in principal.scopes:
         raise Forbidden(
-            f"This credential lacks the {spec.scope} scope: call with an API key that has "
+            f"This credential lacks the {scope} scope: call with an API key that has "
             "it, or as a user whose role grants it."
         )

@@ -13,6 +13,9 @@ import msgspec
 
 from tally import __version__
 from tally.api.endpoint import RouteSpec
+from tally.api.graphql import graphiql
+from tally.api.graphql.http import PATH as GRAPHQL_PATH
+from tally.api.graphql.http import GraphQLRequest
 from tally.api.routes import ROUTES
 from tally.api.schemas.identity import NOT_BLANK_PATTERN
 from tally.api.schemas.ledger import BatchAction, TransferCreate
@@ -135,6 +138,11 @@ _OPERATIONS = (
     ("/openapi.json", "openapi", "This document", "application/json"),
     ("/docs", "docs", "This document, to read in a browser", "text/html"),
     ("/docs/reference.css", "docsStylesheet", "The stylesheet of the /docs page", "text/css"),
+    (graphiql.PAGE_PATH, "graphiql", "GraphiQL: explore /graphql in a browser", "text/html"),
+    *(
+        (graphiql.asset_path(name), f"graphiqlAsset{i}", f"{name}, of the GraphiQL page", kind)
+        for i, (name, kind) in enumerate(graphiql.ASSETS)
+    ),
 )
 
 
@@ -152,7 +160,7 @@ def build_openapi() -> dict[str, Any]:
             "`validation_error` naming it.",
         },
         "servers": [{"url": "/"}],
-        "paths": {**_api_paths(), **_operation_paths()},
+        "paths": {**_api_paths(), **_graphql_paths(), **_operation_paths()},
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -168,7 +176,7 @@ def _schemas() -> dict[str, Any]:
                 structs.update(schema)
             elif schema is not None:
                 structs.add(schema)
-    structs |= {Problem, TransferCreate, BatchAction}
+    structs |= {Problem, TransferCreate, BatchAction, GraphQLRequest}
     _, components = msgspec.json.schema_components(
         sorted(structs, key=lambda t: t.__name__), ref_template=_REF
     )
@@ -242,3 +250,56 @@ def _operation_paths() -> dict[str, dict[str, Any]]:
             }
         }
     return paths
+
+
+_GRAPHQL_TEXT = (
+    "GraphQL over the same services as the REST routes (docs/graphql.md; the schema is "
+    "docs/schema.graphql). The same credentials, scopes (checked per field), rate limits "
+    "and error codes (each GraphQL error's `extensions.code`). A request GraphQL runs "
+    "answers 200 with `data` and/or `errors`; one refused before it runs answers the "
+    "code's status with a GraphQL `errors` body. Mutations take `Idempotency-Key`, as "
+    "POST routes do; GET runs queries only."
+)
+_GRAPHQL_ERRORS = (400, 401, 405, 409, 413, 415, 422, 429)
+
+
+def _graphql_operation(method: str) -> dict[str, Any]:
+    ok = {"description": "The result: `data` and/or `errors`.", "content": {"application/json": {}}}
+    responses: dict[str, Any] = {"200": ok}
+    for status in _GRAPHQL_ERRORS:
+        if method == "get" and status in (409, 413, 415):
+            continue
+        description = _ERROR_TEXT.get(status, "A mutation sent with GET (`method_not_allowed`).")
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {}},
+        }
+    operation: dict[str, Any] = {
+        "operationId": "graphqlPost" if method == "post" else "graphqlGet",
+        "summary": "A GraphQL operation" + (" (queries only)" if method == "get" else ""),
+        "description": _GRAPHQL_TEXT,
+        "tags": ["GraphQL"],
+        "security": [{"bearer": []}],
+    }
+    if method == "post":
+        operation["parameters"] = [_IDEMPOTENCY_KEY]
+        ref = {"$ref": _REF.format(name="GraphQLRequest")}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref}},
+        }
+    else:
+        text = {"type": "string"}
+        json_object = {"application/json": {"schema": {"type": "object"}}}
+        operation["parameters"] = [
+            {"name": "query", "in": "query", "required": True, "schema": text},
+            {"name": "variables", "in": "query", "required": False, "content": json_object},
+            {"name": "operationName", "in": "query", "required": False, "schema": text},
+            {"name": "extensions", "in": "query", "required": False, "content": json_object},
+        ]
+    operation["responses"] = responses
+    return operation
+
+
+def _graphql_paths() -> dict[str, dict[str, Any]]:
+    return {GRAPHQL_PATH: {"get": _graphql_operation("get"), "post": _graphql_operation("post")}}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -223,24 +223,33 @@ def _nul_error(name: str) -> FieldError:
 
 
 def metadata_filters(request: Request) -> dict[str, str]:
+    pairs = (
+        (key, key[len("metadata[") : -1], value)
+        for key, value in request.query_params.multi_items()
+        if key.startswith("metadata[") and key.endswith("]")
+    )
+    return checked_metadata_filters(pairs)
+
+
+def checked_metadata_filters(pairs: Iterable[tuple[str, str, str]]) -> dict[str, str]:
+    """Metadata filters from (the name to report, key, value) triples: REST's
+    ``metadata[key]=value`` parameters, or GraphQL's ``metadata`` argument."""
     filters: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
-        if key.startswith("metadata[") and key.endswith("]"):
-            name = key[len("metadata[") : -1]
-            if not 1 <= len(name) <= 64 or len(value) > 512:
-                raise ValidationFailed(
-                    [
-                        FieldError(
-                            key,
-                            "invalid_length",
-                            "A metadata filter's key must be 1-64 characters and its value "
-                            "at most 512.",
-                        )
-                    ]
-                )
-            if "\x00" in name or "\x00" in value:
-                raise ValidationFailed([_nul_error(key)])
-            filters[name] = value
+    for shown, name, value in pairs:
+        if not 1 <= len(name) <= 64 or len(value) > 512:
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        shown,
+                        "invalid_length",
+                        "A metadata filter's key must be 1-64 characters and its value "
+                        "at most 512.",
+                    )
+                ]
+            )
+        if "\x00" in name or "\x00" in value:
+            raise ValidationFailed([_nul_error(shown)])
+        filters[name] = value
     if len(filters) > 10:
         raise ValidationFailed(
             [FieldError("metadata", "invalid", "At most 10 metadata filters at once.")]

@@ -131,10 +131,12 @@ def _parameters(parameters: list[dict[str, Any]]) -> str:
     rows = []
     for p in parameters:
         name = p["name"] + ("[key]" if p.get("style") == "deepObject" else "")
-        notes = [_constraints(p["schema"]), _prose(p.get("description", ""))]
+        # A parameter has a schema, or (GraphQL's JSON variables) a media type and its schema.
+        schema = p["schema"] if "schema" in p else next(iter(p["content"].values()))["schema"]
+        notes = [_constraints(schema), _prose(p.get("description", ""))]
         rows.append(
             f"<tr><td><code>{_text(name)}</code></td><td>{_text(p['in'])}</td>"
-            f"<td>{_type(p['schema'])}</td><td>{'yes' if p.get('required') else 'no'}</td>"
+            f"<td>{_type(schema)}</td><td>{'yes' if p.get('required') else 'no'}</td>"
             f"<td>{'; '.join(n for n in notes if n)}</td></tr>"
         )
     return (

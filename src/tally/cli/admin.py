@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tally.audit import AuditLog, Verdict
+from tally.cli import lab as _lab  # noqa: F401  (registers `tally lab`: it needs the server)
 from tally.cli.root import AS_JSON, app, emit, typer_app
 from tally.cli.server import serve
 from tally.config import Settings, get_settings

@@ -8,8 +8,11 @@ a connection drops. Three things make it so:
   ``imp_<hash of the file's bytes and the row's line number>``; the server
   answers a second create of an identical transfer with the one it has
   (``exists``), never a second transfer. The same file always gives the same ids.
-- **An idempotency key per batch**, derived the same way, so a batch retried
-  after its answer was lost replays the stored answer.
+- **An idempotency key per batch call**, sent on each of its retries, so a batch
+  retried after its answer was lost replays the stored answer. A new run makes
+  new keys: a key derived from the file would replay an earlier run's answer
+  ("created") for rows this run did not create, where the ids answer the truth
+  ("exists").
 - **A checkpoint** (``<file>.tally-import.json``, beside the file) written after
   each batch's answer: a rerun skips what was confirmed. Losing it costs time,
   never correctness: the ids above still hold.
@@ -142,9 +145,8 @@ class Checkpoint:
         temporary.replace(self.path)
 
 
-def send(client: Client, chunk: list[Row], digest: str) -> list[tuple[Row, Any]]:
-    key = f"import-{digest[:32]}-{chunk[0].line}-{chunk[-1].line}"
-    answer = client.transfers.batch([r.transfer for r in chunk], idempotency_key=key)
+def send(client: Client, chunk: list[Row]) -> list[tuple[Row, Any]]:
+    answer = client.transfers.batch([r.transfer for r in chunk])
     return list(zip(chunk, answer.results, strict=True))
 
 
@@ -180,7 +182,7 @@ def import_transfers(
     done = 0 if restart else checkpoint.done_through()
     todo = [r for r in rows if r.line > done]
     counts = Tally(skipped=len(rows) - len(todo))
-    run(profile, lambda c: _import(c, todo, digest, batch_size, checkpoint, counts, as_json))
+    run(profile, lambda c: _import(c, todo, batch_size, checkpoint, counts, as_json))
     summary = {"rows": len(rows), **as_dict(counts)}
     emit({"summary": summary}, as_json, _summary_text(summary))
     if counts.refused:
@@ -196,14 +198,14 @@ def _base_url(profile: str | None) -> str:
 
 
 def _import(
-    client: Client, rows: list[Row], digest: str, size: int, checkpoint: Checkpoint,
-    counts: Tally, as_json: bool,
+    client: Client, rows: list[Row], size: int, checkpoint: Checkpoint, counts: Tally,
+    as_json: bool,
 ) -> None:  # fmt: skip
     console = Console(stderr=True)
     with Progress(console=console, transient=True, disable=as_json) as progress:
         task = progress.add_task("importing", total=len(rows))
         for chunk in batches(rows, size):
-            for row, result in send(client, chunk, digest):
+            for row, result in send(client, chunk):
                 if result.status == "created":
                     counts.created += 1
                 elif result.status == "exists":

@@ -167,6 +167,21 @@ class Ledger:
             raise NotFound(f"No account with id {account_id!r}.")
         return account
 
+    async def get_accounts(self, tenant_id: str, account_ids: list[str]) -> dict[str, Account]:
+        """The accounts among ``account_ids`` that exist in this tenant, by id (a
+        missing one is simply absent)."""
+        accounts = await self.store.get_accounts(tenant_id, account_ids)
+        return {a.id: a for a in accounts}
+
+    async def last_transfers(
+        self, tenant_id: str, account_ids: list[str], limit: int
+    ) -> dict[str, list[Transfer]]:
+        """Each account's newest ``limit`` transfers (newest first), in one read."""
+        found: dict[str, list[Transfer]] = {i: [] for i in account_ids}
+        for account_id, transfer in await self.store.last_transfers(tenant_id, account_ids, limit):
+            found[account_id].append(transfer)
+        return found
+
     async def list_accounts(
         self,
         tenant_id: str,
@@ -200,6 +215,17 @@ class Ledger:
             limit=limit + 1,
         )
         return page_of(rows, limit, lambda b: b.version)
+
+    async def first_balances(
+        self, tenant_id: str, account_ids: list[str], limit: int
+    ) -> dict[str, Page[BalanceRecord]]:
+        """The first page of each account's balance history (as ``balance_history``
+        with no cursor), for many accounts in one read."""
+        found: dict[str, list[BalanceRecord]] = {i: [] for i in account_ids}
+        rows = await self.store.first_balances(tenant_id, account_ids, limit + 1)
+        for account_id, record in rows:
+            found[account_id].append(record)
+        return {i: page_of(r, limit, lambda b: b.version) for i, r in found.items()}
 
     async def balance_at(self, tenant_id: str, account: Account, at_us: int) -> BalanceRecord:
         record = await self.store.balance_at(tenant_id, account.id, at_us)

@@ -13,6 +13,7 @@ through ``transaction()``, a plain transaction of ``$n`` statements.
 from __future__ import annotations
 
 import abc
+import json
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -141,6 +142,41 @@ class Store(abc.ABC):
         )
         return account_from_row(rows[0]) if rows else None
 
+    async def get_accounts(self, tenant_id: str, account_ids: list[str]) -> list[Account]:
+        """The accounts of this tenant among ``account_ids``, in one statement (a
+        GraphQL page naming many accounts reads them together: no N+1)."""
+        if not account_ids:
+            return []
+        rows = await self.fetch(
+            f"SELECT {columns(ACCOUNT_COLUMNS)} FROM accounts WHERE tenant_id = $1"
+            f" AND id IN ({self.json_rows(2, [('id', 'text')])})",
+            tenant_id,
+            json.dumps([[i] for i in account_ids]),
+        )
+        return [account_from_row(r) for r in rows]
+
+    async def last_transfers(
+        self, tenant_id: str, account_ids: list[str], limit: int
+    ) -> list[tuple[str, Transfer]]:
+        """(account id, transfer) for the newest ``limit`` transfers of each account,
+        newest first, in one statement: each account's are found as
+        ``list_transfers`` with an ``account_id`` filter finds them."""
+        if not account_ids:
+            return []
+        rows = await self.fetch(
+            f"SELECT k.id, {columns(TRANSFER_COLUMNS, 't')}"
+            f" FROM ({self.json_rows(2, [('id', 'text')])}) AS k"
+            " JOIN transfers AS t ON t.tenant_id = $1 AND t.id IN ("
+            " SELECT x.id FROM transfers AS x WHERE x.tenant_id = $1"
+            " AND (x.debit_account_id = k.id OR x.credit_account_id = k.id)"
+            " ORDER BY x.sequence DESC LIMIT $3)"
+            " ORDER BY k.id, t.sequence DESC",
+            tenant_id,
+            json.dumps([[i] for i in account_ids]),
+            limit,
+        )
+        return [(r[0], transfer_from_row(r[1:])) for r in rows]
+
     async def list_accounts(
         self,
         tenant_id: str,
@@ -217,6 +253,27 @@ class Store(abc.ABC):
             limit,
         )
         return [BalanceRecord(*r) for r in rows]
+
+    async def first_balances(
+        self, tenant_id: str, account_ids: list[str], limit: int
+    ) -> list[tuple[str, BalanceRecord]]:
+        """(account id, record) for the newest ``limit`` records of each account's
+        balance history, newest first, in one statement."""
+        if not account_ids:
+            return []
+        rows = await self.fetch(
+            "SELECT k.id, b.version, b.transfer_id, b.debits_pending, b.debits_posted,"
+            " b.credits_pending, b.credits_posted, b.created_at_us"
+            f" FROM ({self.json_rows(2, [('id', 'text')])}) AS k"
+            " JOIN account_balances AS b ON b.tenant_id = $1 AND b.account_id = k.id"
+            " AND b.version IN (SELECT x.version FROM account_balances AS x"
+            " WHERE x.tenant_id = $1 AND x.account_id = k.id ORDER BY x.version DESC LIMIT $3)"
+            " ORDER BY k.id, b.version DESC",
+            tenant_id,
+            json.dumps([[i] for i in account_ids]),
+            limit,
+        )
+        return [(r[0], BalanceRecord(*r[1:])) for r in rows]
 
     async def balance_at(self, tenant_id: str, account_id: str, at_us: int) -> BalanceRecord | None:
         rows = await self.fetch(

@@ -185,3 +185,46 @@ def test_pages_walk_every_transfer_once_and_a_closed_account_takes_none(
         assert refused.outcomes[0].code is Code.CREDIT_ACCOUNT_CLOSED
 
     run_services(database_url, scenario)
+
+
+def test_the_batched_reads_answer_per_account_and_never_across_tenants(database_url: str) -> None:
+    """What GraphQL's dataloaders call: many accounts' objects, newest transfers and
+    first balance pages, each in one statement, each within the one tenant."""
+    tenant, _ = create_tenant(database_url)
+    other, _ = create_tenant(database_url, "other")
+
+    async def scenario(services: Services) -> None:
+        await _fund(services, tenant, 1_000)
+        await _fund(services, other, 50)
+        ledger = services.ledger
+        for amount in (1, 2, 3):
+            await ledger.create_transfer(
+                tenant,
+                commands.create_transfer(
+                    debit_account_id="alice", credit_account_id="bob", amount=amount
+                ),
+            )
+        found = await ledger.get_accounts(tenant, ["alice", "bob", "nowhere", "alice"])
+        assert sorted(found) == ["alice", "bob"]
+        assert found["alice"].credits_posted == 1_000  # tenant's, not other's 50
+        last = await ledger.last_transfers(tenant, ["alice", "bob", "bank", "nowhere"], 2)
+        assert [t.amount for t in last["alice"]] == [3, 2]
+        assert [t.amount for t in last["bob"]] == [3, 2]
+        assert [t.amount for t in last["bank"]] == [1_000]
+        assert last["nowhere"] == []
+        rest = await ledger.list_transfers(
+            tenant, TransferFilter(account_id="alice", descending=True), limit=2, cursor=None
+        )
+        assert [t.id for t in last["alice"]] == [t.id for t in rest.items]
+        for size in (2, 10):
+            pages = await ledger.first_balances(tenant, ["alice", "bob"], size)
+            for name in ("alice", "bob"):
+                account = await ledger.get_account(tenant, name)
+                history = await ledger.balance_history(tenant, account, limit=size, cursor=None)
+                assert pages[name] == history
+                assert pages[name].has_more is (size == 2)
+        theirs = await ledger.last_transfers(other, ["alice", "bob"], 10)
+        assert [t.amount for t in theirs["alice"]] == [50]
+        assert theirs["bob"] == []
+
+    run_services(database_url, scenario)

@@ -41,6 +41,10 @@ COMMANDS = [
     ("events", "tail"),
     ("import",),
     ("export",),
+    ("lab",),
+    ("lab", "connections"),
+    ("lab", "double-submit"),
+    ("lab", "batching"),
 ]
 
 
