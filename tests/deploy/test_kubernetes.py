@@ -97,7 +97,8 @@ def test_the_service_pdb_hpa_and_monitor_find_the_pods(rendered: dict[str, Objec
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     hpa = one(rendered, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    assert hpa["spec"]["minReplicas"] >= 2 or "dev" in deployment["metadata"]["namespace"]
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert deployment["spec"]["replicas"] == hpa["spec"]["minReplicas"]
     monitor = one(rendered, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -118,9 +119,13 @@ def test_migrations_are_a_one_shot_job(rendered: dict[str, Object]) -> None:
     assert "activeDeadlineSeconds" in job["spec"]
 
 
-def test_production_keeps_no_secret_in_git() -> None:
+def test_production_keeps_no_secret_in_git_and_survives_a_node() -> None:
     objects = render(KUBERNETES / "overlays" / "production")
     assert not [o for o in objects if o["kind"] == "Secret"]
+    hpa = next(o for o in objects if o["kind"] == "HorizontalPodAutoscaler")
+    pdb = next(o for o in objects if o["kind"] == "PodDisruptionBudget")
+    # A drain takes at most maxUnavailable pods; the rest keep serving.
+    assert hpa["spec"]["minReplicas"] > pdb["spec"]["maxUnavailable"] + 1
     (container,) = pod_spec(next(o for o in objects if o["kind"] == "Deployment"))["containers"]
     assert not container["image"].endswith(":latest")
 
