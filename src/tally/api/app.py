@@ -25,6 +25,7 @@ from tally.api.problems import problem_response
 from tally.api.router import ApiRouter
 from tally.api.routes import ROUTES
 from tally.config import Settings, get_settings
+from tally.console import console_routes
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.services import Services
 from tally.support.clock import Clock, wall_clock_us
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
     # Built once: Starlette's routes (404/405 fallback) and the fast /v1 router share them.
     endpoints = _endpoints_by_path(services)
     app = Starlette(
-        routes=[*operation_routes(services), *_api_routes(endpoints)],
+        routes=[*operation_routes(services), *_api_routes(endpoints), *console_routes(services)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         middleware=[],

@@ -43,7 +43,8 @@ from tally.errors import (
     TallyError,
     Unauthenticated,
 )
-from tally.identity import ADMIN, Principal
+from tally.identity import Principal
+from tally.identity.roles import allows
 from tally.ledger import WriteContext
 from tally.ledger.idempotency import Claim, fingerprint
 from tally.ledger.transaction import Answer
@@ -310,7 +311,7 @@ def _note_caller(
 def _authorize(spec: RouteSpec, principal: Principal | None) -> None:
     if principal is None or not spec.scope:
         return
-    if spec.scope not in principal.scopes and ADMIN not in principal.scopes:
+    if not allows(principal.scopes, spec.scope):
         raise Forbidden(
             f"This credential lacks the {spec.scope} scope: call with an API key that has "
             "it, or as a user whose role grants it."

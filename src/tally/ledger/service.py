@@ -176,6 +176,7 @@ class Ledger:
         currency: str | None,
         status: str | None,
         metadata: dict[str, str],
+        id_prefix: str | None = None,
     ) -> Page[Account]:
         rows = await self.store.list_accounts(
             tenant_id,
@@ -184,6 +185,7 @@ class Ledger:
             currency=currency,
             status=status,
             metadata=metadata,
+            id_prefix=id_prefix,
         )
         return page_of(rows, limit, lambda a: a.sequence)
 
