@@ -65,7 +65,8 @@ async def account(visit: Visit) -> Response:
     ledger, tenant_id = visit.services.ledger, visit.tenant_id
     found = await ledger.get_account(tenant_id, visit.request.path_params["id"])
     history = await ledger.balance_history(tenant_id, found, limit=HISTORY_POINTS_MAX, cursor=None)
-    points = []
+    # The whole history fits: it starts at zero when the account was opened.
+    points = [] if history.has_more else [(found.created_at_us, 0)]
     for record in reversed(history.items):  # newest first: the chart reads oldest first
         b = derive_balance(
             found.normal_balance,
