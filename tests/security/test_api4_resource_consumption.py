@@ -36,8 +36,19 @@ from starlette.testclient import TestClient
 from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
 from tally.config import Settings
+from tally.console import CONSOLE_ROUTES
+from tally.console.web import FORM_BYTES_MAX, FORM_FIELDS_MAX, ConsoleRoute
 from tests.conftest import create_tenant
-from tests.security.conftest import FROM_ADDRESS, PASSWORD, Caller, Tenant, assert_problem, serve
+from tests.console_client import Browser, hidden
+from tests.security.conftest import (
+    FROM_ADDRESS,
+    PASSWORD,
+    Caller,
+    Tenant,
+    assert_problem,
+    console_path,
+    serve,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BODY_ROUTES = [pytest.param(s, id=f"{s.method} {s.path}") for s in ROUTES if s.request]
@@ -296,3 +307,25 @@ def test_every_v1_response_says_where_the_caller_stands(tenant: Tenant, client: 
     ):
         assert re.fullmatch(r'"[\w-]+";r=\d+;t=\d+', r.headers["ratelimit"]), r.headers
         assert "ratelimit-policy" in r.headers
+
+
+# -- the console's forms ------------------------------------------------------------------
+
+CONSOLE_FORM_ROUTES = [
+    pytest.param(r, id=f"{r.method} {r.path}") for r in CONSOLE_ROUTES if r.method == "POST"
+]
+
+
+@pytest.mark.parametrize("route", CONSOLE_FORM_ROUTES)
+def test_a_console_form_over_its_limit_is_refused_and_never_parsed(
+    consoles: dict[str, Browser], route: ConsoleRoute
+) -> None:
+    owner = consoles["owner"]
+    page = owner.get("/console/accounts")
+    fields = {**hidden(page.text), "metadata": "k=" + "v" * FORM_BYTES_MAX}
+    r = owner.post(console_path(route), fields)
+    assert r.status_code == 413, (route.path, r.status_code)
+    many = {**hidden(page.text), **{f"f{i}": "x" for i in range(FORM_FIELDS_MAX + 1)}}
+    r = owner.post(console_path(route), many)
+    assert r.status_code == 400, (route.path, r.status_code)
+    assert owner.get("/console/accounts").status_code == 200  # the session is unharmed

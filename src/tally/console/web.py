@@ -253,6 +253,10 @@ async def _authenticate(visit: Visit) -> None:
         session = sessions.Session(pair.access_token, pair.refresh_token)
         visit.refreshed = True
         principal = await services.authenticator.authenticate(f"Bearer {session.access_token}")
+    if principal.actor_type != "user" or principal.session_id is None:
+        # The console is for people: an API key slipped into the cookie is not a
+        # session (its rights are its own, but the console does not take them).
+        raise SignInNeeded()
     visit.session, visit.principal_or_none = session, principal
     if visit.audit is not None:
         ctx = visit.audit
