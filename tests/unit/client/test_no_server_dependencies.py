@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SERVER_MODULES = [
     "starlette", "uvicorn", "granian", "asyncpg", "alembic", "sqlalchemy", "psycopg",
     "pydantic_settings", "prometheus_client", "argon2", "jwt", "cryptography", "redis", "zxcvbn",
+    "jinja2",
 ]  # fmt: skip
 
 PROGRAM = """
