@@ -23,7 +23,7 @@ def _cursor(visit: Visit) -> str | None:
 async def api_keys(
     visit: Visit, *, created: tuple[str, str] | None = None, error: TallyError | None = None
 ) -> Response:
-    visit.refusal = error.code if error else None
+    visit.audit_code = error.code if error else None
     page = await visit.services.identity.api_keys(visit.principal, PAGE_SIZE, _cursor(visit))
     return visit.page(
         "api_keys.html",
@@ -61,7 +61,7 @@ async def revoke_api_key(visit: Visit) -> Response:
 async def members(
     visit: Visit, *, invited: tuple[str, str, str] | None = None, error: TallyError | None = None
 ) -> Response:
-    visit.refusal = error.code if error else None
+    visit.audit_code = error.code if error else None
     page = await visit.services.identity.members(visit.principal, PAGE_SIZE, _cursor(visit))
     return visit.page(
         "members.html",

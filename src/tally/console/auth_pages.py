@@ -49,7 +49,7 @@ async def login(visit: Visit) -> Response:
         raise Forbidden("This login form has expired: reload the page and log in again.")
     email, password = form.text("email")[:EMAIL_CHARS_MAX], form.raw("password")
     if not email or not password or len(password) > PASSWORD_CHARS_MAX:
-        visit.refusal = "validation_error"
+        visit.audit_code = "validation_error"
         return _login_page(visit, email=email, error="Enter your email and password.", status=422)
     try:
         await services.limits.for_login(email, visit.client_address)
@@ -58,7 +58,7 @@ async def login(visit: Visit) -> Response:
         if error.code not in ("unauthenticated", "rate_limited"):
             raise
         status = 401 if error.code == "unauthenticated" else 429
-        visit.refusal = error.code
+        visit.audit_code = error.code
         return _login_page(visit, email=email, error=error.detail or "", status=status)
     response = visit.see_other(_next_path(form.raw("next")))
     session = sessions.Session(pair.access_token, pair.refresh_token)

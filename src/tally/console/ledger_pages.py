@@ -100,7 +100,7 @@ async def new_account_form(visit: Visit) -> Response:
 
 
 def _account_form(visit: Visit, error: TallyError | None = None, status: int = 200) -> Response:
-    visit.refusal = error.code if error else None
+    visit.audit_code = error.code if error else None
     return visit.page(
         "new_account.html",
         status,
@@ -142,7 +142,7 @@ async def new_transfer_form(visit: Visit) -> Response:
 
 
 def _transfer_form(visit: Visit, error: TallyError | None = None, status: int = 200) -> Response:
-    visit.refusal = error.code if error else None
+    visit.audit_code = error.code if error else None
     prefill = {
         "debit_account_id": visit.query("debit", 64),
         "credit_account_id": visit.query("credit", 64),
@@ -193,7 +193,7 @@ async def transfer(visit: Visit) -> Response:
 def _transfer_page(
     visit: Visit, found: Transfer, error: TallyError | None = None, status: int = 200
 ) -> Response:
-    visit.refusal = error.code if error else None
+    visit.audit_code = error.code if error else None
     return visit.page(
         "transfer.html",
         status,

@@ -116,9 +116,9 @@ class Visit:
     session: sessions.Session | None = None
     refreshed: bool = False  # the session was refreshed: its cookie is set anew
     form: Form = field(default_factory=Form)
-    # The error code of a form refused and shown again (its page is not an error
-    # page, but the audit row says why it was refused).
-    refusal: str | None = None
+    # The code the audit row records for a form that was refused and shown again
+    # (its page is not an error page, but the row says why), or replayed.
+    audit_code: str | None = None
 
     @property
     def principal(self) -> Principal:
@@ -205,7 +205,7 @@ def handle(route: ConsoleRoute, services: Services) -> Endpoint:
         response.headers["referrer-policy"] = REFERRER_POLICY
         if visit.refreshed and visit.session is not None:
             sessions.set_cookie(response, visit.session, request, services.settings)
-        code = code or visit.refusal
+        code = code or visit.audit_code
         ctx = visit.audit
         if ctx is not None and not ctx.recorded:
             status = 401 if code == "unauthenticated" else response.status_code
@@ -220,6 +220,8 @@ async def _admitted(visit: Visit) -> Response:
     route = visit.route
     if route.auth:
         await _authenticate(visit)
+    else:  # the login page: the address's bucket, as REST's open routes take it
+        await visit.services.limits.for_address(visit.client_address)
     if route.mutating:
         check_origin(visit.request)
         visit.form = await read_form(visit.request)

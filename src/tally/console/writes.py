@@ -79,6 +79,8 @@ async def keyed_write(
             await asyncio.sleep(IN_USE_WAIT_SECONDS)
     else:
         raise IdempotencyKeyInUse(1)
+    if written.replayed:  # recorded as REST records a replay
+        visit.audit_code = "idempotent_replayed"
     stored = written.answer
     assert stored is not None, "console writes are audited, so always answered"
     result = msgspec.json.decode(stored.body)
