@@ -354,3 +354,33 @@ def test_console_logins_and_forms_are_in_the_audit_log(client: TestClient) -> No
     assert ("login", 200, None) in seen
     assert ("createAccount", 201, None) in seen
     assert ("createAccount", 403, "forbidden") in seen
+
+
+def test_an_admin_invites_a_member_changes_their_role_and_disables_them(
+    owner: Browser, client: TestClient
+) -> None:
+    email = f"invitee-{secrets.token_hex(4)}@example.com"
+    r = owner.submit("/console/members", "/console/members", {"email": email, "role": "viewer"})
+    assert r.status_code == 201, r.text
+    token = re.search(r'id="invite-token" readonly value="([^"]+)"', r.text)
+    assert token is not None
+    accepted = client.post(
+        "/v1/auth/accept-invitation", json={"token": token.group(1), "password": PASSWORD}
+    )
+    assert accepted.status_code == 200, accepted.text
+    member_id = accepted.json()["id"]
+    member = console_login(client, email)
+    assert member.get("/console/new-transfer").status_code == 403  # a viewer
+    r = owner.submit(f"/console/members/{member_id}/role", "/console/members", {"role": "operator"})
+    assert r.status_code == 303, r.text
+    assert member.get("/console/new-transfer").status_code == 200  # the very next page
+    r = owner.submit(f"/console/members/{member_id}/disable", "/console/members", {})
+    assert r.status_code == 303, r.text
+    assert member.get("/console/accounts").status_code == 303  # signed out at once
+    listing = owner.get("/console/members").text
+    assert email in listing and "disabled" in listing
+    again = owner.submit("/console/members", "/console/members", {"email": email, "role": "viewer"})
+    assert again.status_code == 409 and "exists already" in again.text
+    audit = owner.get("/console/audit").text
+    for action in ("inviteMember", "updateMember", "disableMember"):
+        assert action in audit

@@ -8,6 +8,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from tally.console import fields
+from tally.console.errors import status_of
 from tally.console.web import Visit
 from tally.errors import TallyError
 from tally.identity.roles import ALL_SCOPES, ROLES
@@ -27,7 +28,7 @@ async def api_keys(
     page = await visit.services.identity.api_keys(visit.principal, PAGE_SIZE, _cursor(visit))
     return visit.page(
         "api_keys.html",
-        201 if created else (422 if error else 200),
+        201 if created else (status_of(error.code) if error else 200),
         keys=page.items,
         next_cursor=page.next_cursor,
         scopes=ALL_SCOPES,
@@ -65,7 +66,7 @@ async def members(
     page = await visit.services.identity.members(visit.principal, PAGE_SIZE, _cursor(visit))
     return visit.page(
         "members.html",
-        201 if invited else (422 if error else 200),
+        201 if invited else (status_of(error.code) if error else 200),
         members=page.items,
         next_cursor=page.next_cursor,
         roles=ROLES,

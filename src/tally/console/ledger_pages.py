@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from tally.console import fields
 from tally.console.chart import balance_chart
+from tally.console.errors import status_of
 from tally.console.web import Form, Visit, path_of
 from tally.console.writes import KEY_FIELD, keyed_write, new_key
 from tally.core import Transfer, derive_balance
@@ -133,7 +134,7 @@ async def create_account(visit: Visit) -> Response:
     except TallyError as error:
         if error.code in ("unauthenticated", "forbidden", "rate_limited"):
             raise
-        return _account_form(visit, error, 422)
+        return _account_form(visit, error, status_of(error.code))
     return visit.see_other(path_of(ACCOUNT, id=account_id))
 
 
@@ -179,7 +180,7 @@ async def create_transfer(visit: Visit) -> Response:
     except TallyError as error:
         if error.code in ("unauthenticated", "forbidden", "rate_limited"):
             raise
-        return _transfer_form(visit, error, 422)
+        return _transfer_form(visit, error, status_of(error.code))
     return visit.see_other(path_of(TRANSFER, id=transfer_id))
 
 
@@ -234,7 +235,7 @@ async def _resolve(visit: Visit, action: str) -> Response:
     except TallyError as error:
         if error.code in ("unauthenticated", "forbidden", "rate_limited"):
             raise
-        return _transfer_page(visit, found, error, 409 if error.code.startswith("pending") else 422)
+        return _transfer_page(visit, found, error, status_of(error.code))
     return visit.see_other(path_of(TRANSFER, id=resolved))
 
 
