@@ -54,7 +54,7 @@ async def create_api_key(visit: Visit) -> Response:
 
 
 async def revoke_api_key(visit: Visit) -> Response:
-    key_id = visit.request.path_params["id"]
+    key_id = visit.path_id()
     await visit.services.identity.revoke_api_key(visit.principal, key_id, visit.audit_of())
     return visit.see_other("/console/api-keys")
 
@@ -97,14 +97,14 @@ async def invite_member(visit: Visit) -> Response:
 async def change_role(visit: Visit) -> Response:
     role = fields.choice(visit.form, "role", ROLES[::-1])
     await visit.services.identity.change_role(
-        visit.principal, visit.request.path_params["id"], role, visit.audit_of()
+        visit.principal, visit.path_id(), role, visit.audit_of()
     )
     return visit.see_other("/console/members")
 
 
 async def disable_member(visit: Visit) -> Response:
     await visit.services.identity.disable(
-        visit.principal, visit.request.path_params["id"], visit.audit_of()
+        visit.principal, visit.path_id(), visit.audit_of()
     )
     return visit.see_other("/console/members")
 

@@ -64,7 +64,7 @@ async def accounts(visit: Visit) -> Response:
 
 async def account(visit: Visit) -> Response:
     ledger, tenant_id = visit.services.ledger, visit.tenant_id
-    found = await ledger.get_account(tenant_id, visit.request.path_params["id"])
+    found = await ledger.get_account(tenant_id, visit.path_id())
     history = await ledger.balance_history(tenant_id, found, limit=HISTORY_POINTS_MAX, cursor=None)
     # The whole history fits: it starts at zero when the account was opened.
     points = [] if history.has_more else [(found.created_at_us, 0)]
@@ -186,7 +186,7 @@ async def create_transfer(visit: Visit) -> Response:
 
 async def transfer(visit: Visit) -> Response:
     found = await visit.services.ledger.get_transfer(
-        visit.tenant_id, visit.request.path_params["id"]
+        visit.tenant_id, visit.path_id()
     )
     return _transfer_page(visit, found)
 
@@ -217,7 +217,7 @@ async def void_transfer(visit: Visit) -> Response:
 
 async def _resolve(visit: Visit, action: str) -> Response:
     ledger, tenant_id = visit.services.ledger, visit.tenant_id
-    pending_id = visit.request.path_params["id"]
+    pending_id = visit.path_id()
     found = await ledger.get_transfer(tenant_id, pending_id)  # 404 for another tenant's
     try:
         if action == "post":

@@ -38,6 +38,7 @@ from tally.errors import (
     ClientClosedRequest,
     Forbidden,
     MalformedRequest,
+    NotFound,
     PayloadTooLarge,
     TallyError,
     Unauthenticated,
@@ -46,6 +47,7 @@ from tally.errors import (
 from tally.identity import Principal
 from tally.identity.roles import ADMIN, allows
 from tally.services import Services
+from tally.support.ids import is_valid_id
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,13 @@ class Visit:
     @property
     def csrf(self) -> str:
         return sessions.csrf_token(self.session) if self.session is not None else ""
+
+    def path_id(self) -> str:
+        value: str = self.request.path_params["id"]
+        if not is_valid_id(value):
+            # No object can have such an id (REST answers the same): not there.
+            raise NotFound(f"No object with id {value!r}: no id has that form.")
+        return value
 
     def audit_of(self) -> AuditContext:
         assert self.audit is not None, "forms are audited"
