@@ -103,9 +103,7 @@ async def change_role(visit: Visit) -> Response:
 
 
 async def disable_member(visit: Visit) -> Response:
-    await visit.services.identity.disable(
-        visit.principal, visit.path_id(), visit.audit_of()
-    )
+    await visit.services.identity.disable(visit.principal, visit.path_id(), visit.audit_of())
     return visit.see_other("/console/members")
 
 

@@ -185,9 +185,7 @@ async def create_transfer(visit: Visit) -> Response:
 
 
 async def transfer(visit: Visit) -> Response:
-    found = await visit.services.ledger.get_transfer(
-        visit.tenant_id, visit.path_id()
-    )
+    found = await visit.services.ledger.get_transfer(visit.tenant_id, visit.path_id())
     return _transfer_page(visit, found)
 
 
