@@ -28,6 +28,7 @@ from tally.api.problems import problem_response
 from tally.api.router import ApiRouter
 from tally.api.routes import ROUTES
 from tally.config import Settings, get_settings
+from tally.console import console_routes
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.services import Services
 from tally.support.clock import Clock, wall_clock_us
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
             *_api_routes(endpoints),
             graphql_route(services),
             *graphiql_routes(),
+            *console_routes(services),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
