@@ -47,7 +47,6 @@ OPERATIONAL = {
     *GRAPHIQL,
 }
 GRAPHQL = "/graphql"
-OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/reference.css"}
 CONSOLE = {(r.method, r.path) for r in CONSOLE_ROUTES} | {("GET", STYLESHEET_PATH)}
 
 
