@@ -7,11 +7,13 @@ reader can see every bound the service keeps.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -41,6 +43,12 @@ class Settings(BaseSettings):
     db_lock_timeout_ms: int = Field(default=3_000, ge=100)
     db_connect_timeout_seconds: float = 5.0
     db_unavailable_retry_after_seconds: int = 2
+    # PgBouncer in transaction pooling mode between Tally and PostgreSQL: asyncpg
+    # keeps no prepared statements and sends no session settings; LISTEN and
+    # migrations, which need a session of their own, go to db_direct_url
+    # (docs/deploy.md#pgbouncer).
+    db_pgbouncer: bool = False
+    db_direct_url: str | None = None
 
     # Background work.
     expiry_interval_seconds: float = Field(default=1.0, gt=0, le=5)
@@ -94,6 +102,9 @@ class Settings(BaseSettings):
 
     # Hardening (security headers are always on; see docs/security.md).
     cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
+    # Proxies whose X-Forwarded-For is believed (api/proxies.py): comma-separated
+    # CIDRs or addresses, or a JSON list. Empty: the socket's peer is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # The audit log (docs/security.md).
     audit_flush_seconds: float = Field(default=0.05, gt=0, le=5)
@@ -120,6 +131,13 @@ class Settings(BaseSettings):
     graphql_tokens_max: int = Field(default=2_000, ge=100, le=100_000)
 
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # text: one human line per record; json: one object per line with the request
+    # id, for log pipelines (support/logs.py).
+    log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry traces over OTLP/HTTP (api/tracing.py; the endpoint from the
+    # standard OTEL_EXPORTER_OTLP_* variables). Needs the otel extra.
+    otel_traces: bool = False
+    otel_service_name: str = "tally"
     # One line per request (tally.access, at info whatever log_level says). Off by
     # default: it costs throughput (docs/performance.md has the measurement).
     access_log: bool = False
@@ -142,9 +160,42 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("db_direct_url")
+    @classmethod
+    def _direct_is_postgres(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("TALLY_DB_DIRECT_URL must start with postgresql://")
+        return url
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            value = [str(v).strip() for v in value if str(v).strip()]
+            for v in value:
+                try:
+                    ipaddress.ip_network(v, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"TALLY_TRUSTED_PROXIES: {v!r} is not an IP address or CIDR network"
+                    ) from None
+        return value
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite:///")
+
+    @property
+    def session_database_url(self) -> str | None:
+        """Where work that needs a session of its own (LISTEN, migrations' advisory
+        lock) connects: never through a transaction-mode PgBouncer. None when there
+        is no such place (PgBouncer without a direct URL)."""
+        if self.db_direct_url is not None:
+            return self.db_direct_url
+        return None if self.db_pgbouncer else self.database_url
 
     @property
     def sqlite_path(self) -> str:

@@ -33,6 +33,7 @@ from tally.identity.roles import ALL_SCOPES, READ_SCOPES, ROLE_SCOPES, ROLES
 from tally.storage.schema import migrate
 from tally.webhooks.repository import delivery_id
 from tests.conftest import POSTGRES_ADMIN_URL, FakeClock
+from tests.console_client import Browser, console_login, hidden
 
 PROBLEM = "application/problem+json"
 # Long, not on any common-password list, four or more distinct characters.
@@ -399,3 +400,52 @@ def stranger(client: TestClient) -> Tenant:
     return Tenant(
         owner.tenant_id, owner, {"owner": owner}, {"all": make_key(owner, "all", ALL_SCOPES)}
     )
+
+
+# -- the console (docs/console.md) --------------------------------------------------------
+
+# Each console route's path on tenant A's objects (``arrange_books``), and a
+# well-formed form for each form, so that only the caller decides the answer.
+CONSOLE_OBJECTS = {"accounts": "src", "transfers": "hold", "api-keys": "nokey", "members": "nobody"}
+CONSOLE_FORMS: dict[str, dict[str, str]] = {
+    "/console/new-account": {"currency": "USD", "id": "console-probe"},
+    "/console/new-transfer": {"debit_account_id": "src", "credit_account_id": "dst", "amount": "1"},
+    "/console/transfers/{id}/post": {},
+    "/console/transfers/{id}/void": {},
+    "/console/api-keys": {"name": "probe", "scope:accounts:read": "on"},
+    "/console/api-keys/{id}/revoke": {},
+    "/console/members": {"email": "probe@security.example", "role": "viewer"},
+    "/console/members/{id}/role": {"role": "viewer"},
+    "/console/members/{id}/disable": {},
+    "/console/logout": {},
+    "/console/login": {},
+}
+
+
+def console_path(route: Any, object_id: str | None = None) -> str:
+    """The route's path naming tenant A's object (or ``object_id``)."""
+    if "{id}" not in route.path:
+        return str(route.path)
+    area = route.path.split("/")[2]
+    return str(route.path).replace("{id}", object_id or CONSOLE_OBJECTS[area])
+
+
+def console_of(person: Person) -> Browser:
+    """The person logged in to the console: a session of their own."""
+    return console_login(person.client, person.email, person.password)
+
+
+def console_call(browser: Browser, route: Any, path: str) -> httpx.Response:
+    """The route as a person would use it: a page, or its form with the session's
+    CSRF token (from any page they may see) and the Origin of this console."""
+    if route.method == "GET":
+        return browser.get(path)
+    page = browser.get("/console/accounts")
+    assert page.status_code == 200, page.text
+    return browser.post(path, {**hidden(page.text), **CONSOLE_FORMS[route.path]})
+
+
+@pytest.fixture(scope="session")
+def consoles(tenant: Tenant) -> dict[str, Browser]:
+    """Tenant A's people in the console, by role (sessions only read from)."""
+    return {role: console_of(person) for role, person in tenant.people.items()}

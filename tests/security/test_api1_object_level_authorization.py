@@ -26,7 +26,19 @@ import pytest
 
 from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
-from tests.security.conftest import Tenant, assert_problem, graphql, graphql_codes, join, make_key
+from tally.console import CONSOLE_ROUTES
+from tally.console.web import ConsoleRoute
+from tests.security.conftest import (
+    Tenant,
+    assert_problem,
+    console_call,
+    console_of,
+    console_path,
+    graphql,
+    graphql_codes,
+    join,
+    make_key,
+)
 
 ID_ROUTES = [s for s in ROUTES if "{id}" in s.path]
 ID_ROUTE_PARAMS = [pytest.param(s, id=f"{s.method} {s.path}") for s in ID_ROUTES]
@@ -355,3 +367,34 @@ def test_graphql_mutations_naming_another_tenants_objects_touch_none_of_them(
         tenant.keys["all"], '{ transfer(id: "hold") { status } account(id: "src") { version } }'
     )
     assert after == before
+
+
+# -- the console: another tenant's objects are not found there either ---------------------
+
+CONSOLE_ID_ROUTES = [
+    pytest.param(r, id=f"{r.method} {r.path}") for r in CONSOLE_ROUTES if "{id}" in r.path
+]
+
+
+@pytest.mark.parametrize("route", CONSOLE_ID_ROUTES)
+def test_the_console_answers_another_tenants_object_like_one_that_exists_nowhere(
+    tenant: Tenant, stranger: Tenant, route: ConsoleRoute
+) -> None:
+    # Tenant A's real objects (its member is the owner's own id) against ids that
+    # exist nowhere, both asked by tenant B's owner, who holds every scope.
+    objects = {
+        "accounts": "src",
+        "transfers": "hold",
+        "api-keys": tenant.keys["read-only"].key_id,
+        "members": tenant.owner.user_id,
+    }
+    area = route.path.split("/")[2]
+    attacker = console_of(stranger.owner)
+    theirs = console_call(attacker, route, console_path(route, objects[area]))
+    nowhere = console_call(attacker, route, console_path(route, f"nowhere-{secrets.token_hex(3)}"))
+    assert theirs.status_code == nowhere.status_code == 404, (theirs.text, nowhere.text)
+    assert "Not found" in theirs.text
+    owner = tenant.keys["all"]
+    assert owner.get("/v1/transfers/hold").json()["status"] == "pending"
+    assert tenant.keys["read-only"].get("/v1/accounts").status_code == 200
+    assert owner.get("/v1/accounts/src").json()["currency"] == "USD"

@@ -45,6 +45,7 @@ from starlette.testclient import TestClient
 
 from tally.identity.tokens import REQUIRED_CLAIMS
 from tests.conftest import FakeClock
+from tests.console_client import Browser, Jar, console_login
 from tests.security.conftest import (
     OTHER_PASSWORD,
     PASSWORD,
@@ -623,3 +624,57 @@ def test_graphql_refuses_a_revoked_key_on_the_very_next_request(tenant: Tenant) 
     assert key.post("/graphql", GRAPHQL_ME).status_code == 200
     assert tenant.owner.delete(f"/v1/api-keys/{key.key_id}").status_code == 204
     assert key.post("/graphql", GRAPHQL_ME).status_code == 401
+
+
+# -- the console's session -----------------------------------------------------------------
+
+
+def test_a_console_session_outlives_its_access_token_and_not_its_logout(
+    database_url: str,
+) -> None:
+    clock, ttl = FakeClock(), 600
+    with (
+        new_database(database_url) as url,
+        serve(url, clock=clock, access_token_ttl_seconds=ttl) as c,
+    ):
+        person = signup(c, "console-expiry")
+        browser = console_login(c, person.email, person.password)
+        before = browser.cookies.get("tally_console")
+        clock.advance(ttl + 5)  # the cookie's access token has expired: refreshed
+        r = browser.get("/console/accounts")
+        assert r.status_code == 200, r.text
+        after = browser.cookies.get("tally_console")
+        assert after and after != before
+        # The old cookie's refresh token is spent: replaying it ends the session
+        # (refresh-token reuse), for the thief and the person alike.
+        thief = Browser(Jar(c), "")
+        thief.cookies.set("tally_console", before or "", path="/console")
+        assert thief.get("/console/accounts").status_code == 303
+        assert browser.get("/console/accounts").status_code == 303
+
+
+def test_a_forged_or_tampered_console_cookie_is_a_login_page(
+    tenant: Tenant, client: TestClient
+) -> None:
+    browser = console_login(client, tenant.owner.email, tenant.owner.password)
+    real = browser.cookies.get("tally_console") or ""
+    access, refresh = real.split("|")
+    for forged in (
+        "",
+        "x",
+        "a|b",
+        f"{access}x|{refresh}",
+        f"{access}|{refresh}|more",
+        f"{tenant.keys['all'].token}|{refresh}",  # an API key is not a console session
+        "|" * 5000,
+    ):
+        thief = Browser(Jar(client), "")
+        thief.cookies.set("tally_console", forged, path="/console")
+        r = thief.get("/console/accounts")
+        if forged == f"{access}x|{refresh}":
+            # A broken access token is refreshed with the real refresh token: the
+            # refresh token is the session's secret, and it is the real one.
+            assert r.status_code == 200
+            continue
+        assert r.status_code == 303, forged[:40]
+        assert r.headers["location"].startswith("/console/login")

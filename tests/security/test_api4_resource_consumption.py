@@ -36,13 +36,17 @@ from starlette.testclient import TestClient
 from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
 from tally.config import Settings
+from tally.console import CONSOLE_ROUTES
+from tally.console.web import FORM_BYTES_MAX, FORM_FIELDS_MAX, ConsoleRoute
 from tests.conftest import create_tenant
+from tests.console_client import Browser, hidden
 from tests.security.conftest import (
     FROM_ADDRESS,
     PASSWORD,
     Caller,
     Tenant,
     assert_problem,
+    console_path,
     graphql,
     graphql_codes,
     serve,
@@ -376,3 +380,25 @@ def test_graphql_refuses_batches_pages_over_1000_and_oversized_bodies(tenant: Te
     assert r.status_code == 413, r.text
     out = graphql(caller, "{ accounts { nodes { " + "id " * 5000 + "} } }")
     assert graphql_codes(out) == ["malformed_request"]
+
+
+# -- the console's forms ------------------------------------------------------------------
+
+CONSOLE_FORM_ROUTES = [
+    pytest.param(r, id=f"{r.method} {r.path}") for r in CONSOLE_ROUTES if r.method == "POST"
+]
+
+
+@pytest.mark.parametrize("route", CONSOLE_FORM_ROUTES)
+def test_a_console_form_over_its_limit_is_refused_and_never_parsed(
+    consoles: dict[str, Browser], route: ConsoleRoute
+) -> None:
+    owner = consoles["owner"]
+    page = owner.get("/console/accounts")
+    fields = {**hidden(page.text), "metadata": "k=" + "v" * FORM_BYTES_MAX}
+    r = owner.post(console_path(route), fields)
+    assert r.status_code == 413, (route.path, r.status_code)
+    many = {**hidden(page.text), **{f"f{i}": "x" for i in range(FORM_FIELDS_MAX + 1)}}
+    r = owner.post(console_path(route), many)
+    assert r.status_code == 400, (route.path, r.status_code)
+    assert owner.get("/console/accounts").status_code == 200  # the session is unharmed

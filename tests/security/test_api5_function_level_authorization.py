@@ -26,7 +26,10 @@ import pytest
 
 from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
-from tally.identity.roles import ADMIN
+from tally.console import CONSOLE_ROUTES
+from tally.console.web import ConsoleRoute
+from tally.identity.roles import ADMIN, ROLE_SCOPES
+from tests.console_client import Browser
 from tests.security.conftest import (
     WEBHOOK_URL,
     Caller,
@@ -34,6 +37,8 @@ from tests.security.conftest import (
     Tenant,
     arrange_webhook,
     assert_problem,
+    console_call,
+    console_path,
     graphql,
     graphql_codes,
     invite,
@@ -388,3 +393,36 @@ def test_graphql_mutations_without_the_scope_are_refused_and_change_nothing(
     assert graphql_codes(graphql(tenant.keys["all"], '{ account(id: "gql-fl") { id } }')) == [
         "not_found"
     ]
+
+
+# -- the console: the same scopes, per page and per form ----------------------------------
+
+CONSOLE_SCOPED = [r for r in CONSOLE_ROUTES if r.auth and r.scope]
+
+
+@pytest.mark.parametrize(
+    "route", [pytest.param(r, id=f"{r.method} {r.path}") for r in CONSOLE_SCOPED]
+)
+def test_every_console_page_and_form_refuses_a_role_without_its_scope(
+    tenant: Tenant, consoles: dict[str, Browser], route: ConsoleRoute
+) -> None:
+    for role, browser in consoles.items():
+        allowed = route.scope in ROLE_SCOPES[role] or ADMIN in ROLE_SCOPES[role]
+        if allowed and route.method == "POST":
+            continue  # it would do its work; the pages and tests/api/test_console.py do
+        r = console_call(browser, route, console_path(route))
+        if allowed:
+            assert r.status_code not in (401, 403), (role, r.status_code)
+            assert r.status_code < 500, r.text
+        else:
+            assert r.status_code == 403, (role, route.path, r.status_code)
+            assert "Not allowed" in r.text
+    # Nothing was done by the refused forms.
+    owner = tenant.keys["all"]
+    assert owner.get("/v1/accounts/console-probe").status_code == 404
+    assert owner.get("/v1/transfers/hold").json()["status"] == "pending"
+
+
+def test_the_console_pages_open_without_a_session_are_login_and_its_stylesheet() -> None:
+    open_routes = {(r.method, r.path) for r in CONSOLE_ROUTES if not r.auth}
+    assert open_routes == {("GET", "/console/login"), ("POST", "/console/login")}

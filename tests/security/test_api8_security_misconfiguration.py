@@ -31,13 +31,18 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from tally.console import CONSOLE_ROUTES
+from tally.console.web import ConsoleRoute
 from tests.conftest import create_tenant
+from tests.console_client import Browser, Jar
 from tests.security.conftest import (
     OTHER_PASSWORD,
     PASSWORD,
     PROBLEM,
     Tenant,
     assert_problem,
+    console_call,
+    console_path,
     invite,
     login,
     make_key,
@@ -175,6 +180,57 @@ def test_graphiql_has_its_own_csp_that_allows_only_tally_and_still_forbids_frami
     assert sources <= {"'self'", "'none'", "data:"}, csp
     for directive in ("script-src", "style-src", "connect-src"):
         assert f"{directive} 'self';" in csp, csp
+
+
+CONSOLE_CSP = {
+    "default-src 'none'",
+    "style-src 'self'",
+    "img-src 'self'",
+    "form-action 'self'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+}
+
+
+@pytest.mark.parametrize(
+    "route",
+    [pytest.param(r, id=f"{r.method} {r.path}") for r in CONSOLE_ROUTES if r.method == "GET"],
+)
+def test_every_console_page_carries_the_headers_and_a_csp_without_script(
+    consoles: dict[str, Browser], route: ConsoleRoute
+) -> None:
+    for what, r in (
+        ("signed in", console_call(consoles["owner"], route, console_path(route))),
+        ("signed out", Browser(Jar(consoles["owner"].client.base), "").get(console_path(route))),
+    ):
+        name = f"{route.path} {what}"
+        assert r.status_code in (200, 303), (name, r.status_code)
+        for header, value in SECURITY_HEADERS.items():
+            if header != "referrer-policy":
+                assert r.headers.get(header) == value, (name, header)
+        assert "request-id" in r.headers, name
+        # The console's own: a real Origin on its forms (see console/web.py), and
+        # still no referrer to any other site.
+        assert r.headers["referrer-policy"] == "same-origin", name
+        if r.status_code == 200:
+            csp = {d.strip() for d in r.headers["content-security-policy"].split(";")}
+            assert csp == CONSOLE_CSP, (name, csp)
+
+
+def test_console_errors_show_no_internals(consoles: dict[str, Browser]) -> None:
+    owner = consoles["owner"]
+    for path in (
+        "/console/accounts/' OR '1'='1",
+        "/console/accounts?cursor=%00",
+        "/console/accounts?q=' OR 1=1--",
+        "/console/accounts?meta_key=a' OR 1=1--&meta_value=x",
+        "/console/transfers/1;DROP TABLE transfers",
+        "/console/events?after=99999999999999999999999",
+    ):
+        r = owner.get(path)
+        assert r.status_code < 500, (path, r.text)
+        main = r.text.split('<main id="main" tabindex="-1">')[1]
+        assert not LEAKS.search(main), (path, main)
 
 
 def test_hsts_is_sent_over_https_on_every_kind_of_response(

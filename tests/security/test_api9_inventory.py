@@ -11,6 +11,10 @@ What this module proves:
   how each operation is protected: the bearer scheme on every authenticated
   route and none on the four open ones, and the 401, 403, 404, 413, 415, 422 and
   429 answers a route can give;
+- the web console (``/console``, docs/console.md) is the one part served but not
+  in the document, on purpose: it is HTML for people, not the API, and has a
+  route table of its own (``tally.console.CONSOLE_ROUTES``), which is exactly what
+  is served under ``/console``;
 - there is no shadow API: other versions, prefixes, debug, admin or internal
   paths, and files a careless deployment serves, all answer 404; so does every
   documented path with a trailing slash, rather than a redirect the document
@@ -28,6 +32,8 @@ from starlette.testclient import TestClient
 import tally
 from tally.api.graphql import graphiql
 from tally.api.openapi import ROUTES, build_openapi
+from tally.console import CONSOLE_ROUTES
+from tally.console.routes import STYLESHEET_PATH
 from tests.security.conftest import Tenant, assert_problem
 
 GRAPHIQL = {graphiql.PAGE_PATH} | {graphiql.asset_path(name) for name, _ in graphiql.ASSETS}
@@ -41,6 +47,7 @@ OPERATIONAL = {
     *GRAPHIQL,
 }
 GRAPHQL = "/graphql"
+CONSOLE = {(r.method, r.path) for r in CONSOLE_ROUTES} | {("GET", STYLESHEET_PATH)}
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +81,27 @@ def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
 def test_every_served_route_is_documented_and_every_documented_route_is_served(
     client: TestClient, document: dict[str, Any]
 ) -> None:
-    assert served(client) == documented(document)
+    assert served(client) - CONSOLE == documented(document)
     v1 = {(m, p) for m, p in documented(document) if p.startswith("/v1/")}
     assert v1 == {(s.method, s.path) for s in ROUTES}
     assert {p for _, p in documented(document)} - {p for _, p in v1} == OPERATIONAL | {GRAPHQL}
     assert {m for m, p in documented(document) if p == GRAPHQL} == {"GET", "POST"}
+
+
+def test_the_console_is_served_from_its_own_table_and_kept_out_of_the_api_document(
+    client: TestClient, document: dict[str, Any]
+) -> None:
+    assert {(m, p) for m, p in served(client) if p.startswith("/console")} == CONSOLE
+    assert not [p for p in document["paths"] if p.startswith("/console")]
+    for method, path in sorted(CONSOLE):
+        r = client.request(
+            method,
+            path.replace("{id}", "x") + "/",
+            headers={"Host": "attacker.example"},
+            follow_redirects=False,
+        )
+        assert "location" not in r.headers, (path, r.headers)
+        assert_problem(r, 404, "not_found")
 
 
 def test_every_documented_operation_answers_rather_than_no_route(

@@ -30,15 +30,21 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from tally.api.openapi import ROUTES
 from tally.audit import chain as audit
 from tally.audit.context import FIELDS
 from tally.config import Settings
+from tally.console import CONSOLE_ROUTES
 from tally.storage import make_store
 from tests.conftest import create_tenant
+from tests.console_client import Browser
+from tests.security.conftest import CONSOLE_FORMS as CONSOLE_FORMS_FIELDS
 from tests.security.conftest import (
     OTHER_PASSWORD,
     Db,
+    Tenant,
     assert_problem,
+    console_path,
     make_key,
     new_database,
     serve,
@@ -304,3 +310,27 @@ def test_graphql_mutations_allowed_refused_and_replayed_are_in_the_audit_log(
         assert (event["status"], event["code"]) == (status, code), event
         assert event["actor"] == {"type": actor_type, "id": actor_id}, event
     assert f"{prefix}-read" not in events  # reads are not audited
+
+
+# -- the console's forms -------------------------------------------------------------------
+
+CONSOLE_FORMS = [r for r in CONSOLE_ROUTES if r.method == "POST" and r.auth]
+
+
+def test_every_console_form_refused_is_in_the_audit_log_under_its_rest_action(
+    tenant: Tenant, consoles: dict[str, Browser]
+) -> None:
+    """A forged form (no CSRF token) is refused and recorded, like any refused
+    request, with the same action as the REST operation of the same use case."""
+    owner = consoles["owner"]
+    expected: dict[str, str] = {}
+    for route in CONSOLE_FORMS:
+        r = owner.post(console_path(route), {"probe": "1", **CONSOLE_FORMS_FIELDS[route.path]})
+        assert r.status_code == 403, (route.path, r.text)
+        expected[r.headers["request-id"]] = route.action
+    events = events_until(tenant.owner, set(expected), sealed=False)
+    for request_id, action in expected.items():
+        event = events[request_id]
+        assert (event["action"], event["status"], event["code"]) == (action, 403, "forbidden")
+        assert event["actor"] == {"type": "user", "id": tenant.owner.user_id}
+    assert {r.action for r in CONSOLE_FORMS} <= {s.operation_id for s in ROUTES}

@@ -1,4 +1,5 @@
-"""Access logging (``TALLY_ACCESS_LOG``): one line per request, in logfmt.
+"""Access logging (``TALLY_ACCESS_LOG``): one line per request, in logfmt (or, with
+``TALLY_LOG_FORMAT=json``, one JSON object whose keys are these fields).
 
 A line reads::
 
@@ -58,9 +59,21 @@ def line(
     duration_seconds: float,
     client: str | None = None,
 ) -> str:
+    fields = _fields(state, method, path, status, duration_seconds, client)
+    return " ".join(f"{key}={_value(value)}" for key, value in fields if value is not None)
+
+
+def _fields(
+    state: dict[str, Any],
+    method: str,
+    path: str,
+    status: int,
+    duration_seconds: float,
+    client: str | None,
+) -> list[tuple[str, object]]:
     if len(path) > PATH_CHARS_MAX:
         path = path[:PATH_CHARS_MAX] + "..."
-    fields: list[tuple[str, object]] = [
+    return [
         ("request_id", state.get("request_id")),
         ("method", method),
         ("route", state.get(ROUTE)),
@@ -71,7 +84,6 @@ def line(
         ("actor", state.get(ACTOR)),
         ("client", client),
     ]
-    return " ".join(f"{key}={_value(value)}" for key, value in fields if value is not None)
 
 
 def write(
@@ -82,7 +94,13 @@ def write(
     duration_seconds: float,
     client: str | None,
 ) -> None:
-    log.info("%s", line(state, method, path, status, duration_seconds, client))
+    fields = _fields(state, method, path, status, duration_seconds, client)
+    text = " ".join(f"{key}={_value(value)}" for key, value in fields if value is not None)
+    # The text formatter prints the logfmt line; the JSON one (TALLY_LOG_FORMAT=json)
+    # also gets each field as a key of its own.
+    structured = dict(fields)
+    structured["duration_ms"] = round(duration_seconds * 1000, 3)
+    log.info("%s", text, extra={"fields": structured})
 
 
 def _value(value: object) -> str:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tally.api import tracing
 from tally.api.endpoint import UNEXPECTED, Endpoint, endpoint
 from tally.api.graphql.graphiql import graphiql_routes
 from tally.api.graphql.http import graphql_route
@@ -27,6 +28,7 @@ from tally.api.problems import problem_response
 from tally.api.router import ApiRouter
 from tally.api.routes import ROUTES
 from tally.config import Settings, get_settings
+from tally.console import console_routes
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.services import Services
 from tally.support.clock import Clock, wall_clock_us
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us) -> Starlette:
     services = Services(settings or get_settings(), clock=clock)
+    stop_tracing: list[tracing.Shutdown] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -44,6 +47,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
             yield
         finally:
             await services.stop()
+            for stop in stop_tracing:
+                stop()
 
     # Built once: Starlette's routes (404/405 fallback) and the fast /v1 router share them.
     endpoints = _endpoints_by_path(services)
@@ -53,6 +58,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
             *_api_routes(endpoints),
             graphql_route(services),
             *graphiql_routes(),
+            *console_routes(services),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
@@ -67,7 +73,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
         router=ApiRouter(endpoints),
         cors_origins=services.settings.cors_origins,
         access_log=services.settings.access_log,
+        trusted_proxies=services.settings.trusted_proxies,
     )
+    # Outermost, so a request's span covers everything Tally does with it.
+    stop_tracing.append(tracing.instrument(app, services.settings))
     return app
 
 

@@ -43,7 +43,8 @@ from tally.errors import (
     TallyError,
     Unauthenticated,
 )
-from tally.identity import ADMIN, Principal
+from tally.identity import Principal
+from tally.identity.roles import allows
 from tally.ledger import WriteContext
 from tally.ledger.idempotency import Claim, fingerprint
 from tally.ledger.transaction import Answer
@@ -311,8 +312,9 @@ def _note_caller(
 
 def require_scope(principal: Principal, scope: str) -> None:
     """Refuse (403) a caller whose credential lacks ``scope``; ``admin`` holds every
-    scope (api.md §6). REST checks a route's scope here, GraphQL a field's."""
-    if scope not in principal.scopes and ADMIN not in principal.scopes:
+    scope (api.md §6, ``identity.roles.allows``). REST checks a route's scope here,
+    GraphQL a field's."""
+    if not allows(principal.scopes, scope):
         raise Forbidden(
             f"This credential lacks the {scope} scope: call with an API key that has "
             "it, or as a user whose role grants it."

@@ -11,9 +11,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tally.api import access_log
 from tally.api.problems import problem_response
+from tally.api.proxies import TrustedProxies, parse_networks
 from tally.api.router import ApiRouter, Dispatch
 from tally.errors import MalformedRequest
 from tally.support.ids import new_id
+from tally.support.logs import REQUEST_ID
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -48,10 +50,16 @@ class ApiMiddleware:
     CORS (when configured) runs inside this, around the dispatch."""
 
     def __init__(
-        self, app: ASGIApp, router: ApiRouter, cors_origins: list[str], access_log: bool = False
+        self,
+        app: ASGIApp,
+        router: ApiRouter,
+        cors_origins: list[str],
+        access_log: bool = False,
+        trusted_proxies: list[str] | None = None,
     ) -> None:
         self.app = app
         self.access_log = access_log
+        self.proxies = TrustedProxies(parse_networks(trusted_proxies or ()))
         self.inner: ASGIApp = Dispatch(app, router)
         if cors_origins:  # off by default: only the origins an operator names
             self.inner = CORSMiddleware(
@@ -67,6 +75,8 @@ class ApiMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.proxies:
+            self.proxies.rewrite(scope)
         request_id = None
         for name, value in scope["headers"]:
             if name == b"request-id":
@@ -74,10 +84,15 @@ class ApiMiddleware:
                 request_id = text if _CLIENT_REQUEST_ID.match(text) else None
         request_id = request_id or new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
-        if self.access_log:
-            await self._logged(scope, receive, send, request_id)
-            return
-        await self._answer(scope, receive, send, request_id)
+        # Every line logged while this request is served names it (support/logs.py).
+        token = REQUEST_ID.set(request_id)
+        try:
+            if self.access_log:
+                await self._logged(scope, receive, send, request_id)
+            else:
+                await self._answer(scope, receive, send, request_id)
+        finally:
+            REQUEST_ID.reset(token)
 
     async def _logged(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """The request, timed, and its access line written when it ends."""

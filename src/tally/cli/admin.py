@@ -26,6 +26,7 @@ from tally.identity.repository import KeyRecord
 from tally.identity.tenants import create_tenant
 from tally.identity.tokens import rotate_signing_key
 from tally.storage import Store, make_store
+from tally.storage.schema import SchemaNotReady
 from tally.storage.schema import migrate as run_migrations
 from tally.support.clock import format_time, wall_clock_us
 
@@ -60,7 +61,11 @@ async def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) 
 def migrate() -> None:
     """Bring the database schema up to date (safe to run again), and say what was applied."""
     settings = get_settings()
-    applied = run_migrations(settings)
+    try:
+        applied = run_migrations(settings)
+    except SchemaNotReady as exc:
+        typer.echo(f"tally migrate: {exc}", err=True)
+        raise typer.Exit(1) from None
     for revision in applied:
         typer.echo(f"applied {revision.id}: {revision.summary}", err=True)
     if not applied:

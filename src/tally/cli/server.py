@@ -57,9 +57,9 @@ def serve(
 ) -> None:
     """Run the HTTP server (uvicorn or granian, on uvloop)."""
     settings = get_settings()
-    if migrate:
-        run_migrations(settings)
     try:
+        if migrate:
+            run_migrations(settings)
         require_up_to_date(settings)
     except SchemaNotReady as exc:
         typer.echo(f"tally serve: {exc}", err=True)
@@ -80,7 +80,7 @@ def _run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
-        log_config=log_config(settings.log_level),
+        log_config=log_config(settings.log_level, settings.log_format),
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         proxy_headers=False,
@@ -110,25 +110,29 @@ def _run_granian(settings: Settings, host: str, port: int, workers: int) -> None
         loop=Loops.uvloop,
         http=HTTPModes.http1,  # as uvicorn's httptools: no HTTP/2 sniffing per connection
         log_level=LogLevels(settings.log_level),
-        log_dictconfig=log_config(settings.log_level),
+        log_dictconfig=log_config(settings.log_level, settings.log_format),
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS,
     ).serve()
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """One format for uvicorn's loggers, Tally's and everything else's.
+def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """One format for uvicorn's loggers, Tally's and everything else's: a line of
+    text, or (``json``) one JSON object per record with the request id.
 
     Without it only uvicorn's loggers have a handler, and a traceback logged by
     Tally (or asyncio) reaches stderr through Python's last-resort handler: no
     time, no level, no logger name, so nobody can tell what failed or when.
     """
     line = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+    formatter: dict[str, Any] = {"format": line}
+    if log_format == "json":
+        formatter = {"()": "tally.support.logs.JsonFormatter"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"default": {"format": line}},
+        "formatters": {"default": formatter},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",

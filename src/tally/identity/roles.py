@@ -28,6 +28,13 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
+def allows(scopes: frozenset[str], scope: str) -> bool:
+    """Whether a caller holding ``scopes`` may use a route that needs ``scope``
+    (empty: any authenticated caller). ``admin`` opens every route (api.md §6).
+    Every entry point asks this one question: REST and the console alike."""
+    return not scope or scope in scopes or ADMIN in scopes
+
+
 def may_grant(granter_role: str | None, role: str) -> bool:
     """Only an owner makes (or unmakes) another owner; admins manage the rest.
     ``granter_role`` is None for an API key with the admin scope: it may manage

@@ -191,6 +191,7 @@ class Ledger:
         currency: str | None,
         status: str | None,
         metadata: dict[str, str],
+        id_prefix: str | None = None,
     ) -> Page[Account]:
         rows = await self.store.list_accounts(
             tenant_id,
@@ -199,6 +200,7 @@ class Ledger:
             currency=currency,
             status=status,
             metadata=metadata,
+            id_prefix=id_prefix,
         )
         return page_of(rows, limit, lambda a: a.sequence)
 

@@ -26,7 +26,7 @@ import msgspec
 
 from tally.config import Settings
 from tally.errors import Unavailable
-from tally.storage.notifications import PostgresNotifications, stamp
+from tally.storage.notifications import Notifications, PostgresNotifications, stamp
 from tally.storage.records import StoredKey
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
@@ -87,6 +87,12 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.InternalClientError,
+    # A pooler that refuses the connection's start-up ("unsupported startup
+    # parameter": PgBouncer without TALLY_DB_PGBOUNCER). Logged with its reason.
+    asyncpg.exceptions.ProtocolViolationError,
+    # A primary being demoted (a Patroni switchover) refuses writes until it
+    # restarts as a replica and the connection goes; the client comes back later.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 _PG_TYPES = {
@@ -282,6 +288,23 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     is one transaction, every setting comes from ``server_settings``."""
 
 
+def _notifications(settings: Settings) -> Notifications:
+    """LISTEN needs a session that stays the listener's: never through a
+    transaction-mode PgBouncer. Without a direct URL there, no process hears the
+    others, so the caches that depend on it stay off (``listening`` is False)."""
+    url = settings.session_database_url
+    if url is None:
+        log.warning(
+            "TALLY_DB_PGBOUNCER without TALLY_DB_DIRECT_URL: no LISTEN, so the credential "
+            "cache is off and every request reads its credential from the database"
+        )
+        return Notifications()
+    return PostgresNotifications(
+        url.replace("postgres://", "postgresql://", 1),
+        connect_timeout_seconds=settings.db_connect_timeout_seconds,
+    )
+
+
 class PostgresStore(Store):
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
@@ -292,14 +315,14 @@ class PostgresStore(Store):
         # The writer's own connection: it runs one transaction at a time, so it
         # needs no pool, and keeping it skips a pool round trip (reset) per batch.
         self._writer_conn: asyncpg.Connection | None = None
-        self.notifications: PostgresNotifications = PostgresNotifications(
-            self._dsn, connect_timeout_seconds=settings.db_connect_timeout_seconds
-        )
+        self.notifications: Notifications = _notifications(settings)
 
     def _connect_options(self) -> dict[str, Any]:
         s = self._settings
-        return {
+        options: dict[str, Any] = {
             "timeout": s.db_connect_timeout_seconds,
+            # Also the bound where no statement_timeout is set (PgBouncer, below):
+            # asyncpg cancels the statement and the call fails as Unavailable.
             "command_timeout": s.db_statement_timeout_ms / 1000 + 1,
             "server_settings": {
                 "application_name": "tally",
@@ -308,6 +331,17 @@ class PostgresStore(Store):
                 "idle_in_transaction_session_timeout": str(s.db_statement_timeout_ms * 2),
             },
         }
+        if s.db_pgbouncer:
+            # In transaction pooling mode each transaction may run on another server
+            # connection, where a statement prepared on the last one does not exist
+            # ("prepared statement __asyncpg_stmt_1__ does not exist"): keep none,
+            # so asyncpg parses every statement unnamed, within its own round trip.
+            # PgBouncer (before 1.20's track_extra_parameters) also refuses startup
+            # parameters it does not track, so the timeouts must come from the role
+            # (ALTER ROLE tally SET statement_timeout = ...; docs/deploy.md).
+            options["statement_cache_size"] = 0
+            options["server_settings"] = {"application_name": "tally"}
+        return options
 
     async def open(self) -> None:
         try:
@@ -338,7 +372,9 @@ class PostgresStore(Store):
             # PostgreSQL may settle on one, and the batch API lost half its throughput
             # to it (3,759 against 8,004 transfers/s, bench-smoke's batch point).
             # Planning each run costs a fraction of a millisecond; keep it.
-            options["server_settings"]["plan_cache_mode"] = "force_custom_plan"
+            # (Unnamed statements, under PgBouncer, are planned for their values anyway.)
+            if not self._settings.db_pgbouncer:
+                options["server_settings"]["plan_cache_mode"] = "force_custom_plan"
             conn = self._writer_conn = await asyncpg.connect(self._dsn, **options)
         return conn
 
@@ -355,7 +391,10 @@ class PostgresStore(Store):
         return self._pool
 
     def _unavailable(self, exc: BaseException, *, during_commit: bool = False) -> Unavailable:
-        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        hint = ""
+        if "unsupported startup parameter" in str(exc):
+            hint = " (a connection pooler in between? set TALLY_DB_PGBOUNCER=true)"
+        log.warning("database unavailable: %s: %s%s", type(exc).__name__, exc, hint)
         detail = COMMIT_LOST_DETAIL if during_commit else NOTHING_CHANGED_DETAIL
         return Unavailable(
             detail, retry_after_seconds=self._settings.db_unavailable_retry_after_seconds
@@ -504,7 +543,7 @@ class PostgresStore(Store):
 
 
 class _PostgresTx:
-    def __init__(self, conn: asyncpg.Connection, notifications: PostgresNotifications) -> None:
+    def __init__(self, conn: asyncpg.Connection, notifications: Notifications) -> None:
         self._conn = conn
         self._notifications = notifications
         self.sent: list[str] = []

@@ -44,27 +44,47 @@ class SchemaNotReady(Exception):
 
 
 def sqlalchemy_url(database_url: str) -> str:
-    """Our URLs name the database; SQLAlchemy's also name the driver."""
+    """Our URLs name the database; SQLAlchemy's also name the driver.
+
+    A libpq multi-host URL (``postgresql://u@h1:5432,h2:5432/db?target_session_attrs
+    =read-write``, for a replicated cluster: docs/deploy.md) is one SQLAlchemy
+    cannot parse; it takes the hosts as repeated ``host`` query parameters instead,
+    and hands them to libpq, which tries each in turn."""
     if database_url.startswith("sqlite:///"):
         return database_url
     rest = database_url.split("://", 1)[1]
-    return f"postgresql+psycopg://{rest}"
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if "," not in hosts:
+        return f"postgresql+psycopg://{rest}"
+    database, _, query = path.partition("?")
+    params = "&".join(f"host={h}" for h in hosts.split(",") if h)
+    if query:
+        params = f"{params}&{query}"
+    return f"postgresql+psycopg://{userinfo}{at}/{database}?{params}"
+
+
+def _scripts() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config)
 
 
 def alembic_config(settings: Settings) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     # ConfigParser interpolation: a literal % (in a password, say) must be doubled.
-    url = sqlalchemy_url(settings.database_url).replace("%", "%%")
+    url = sqlalchemy_url(_migration_url(settings)).replace("%", "%%")
     config.set_main_option("sqlalchemy.url", url)
     return config
 
 
 def state(settings: Settings) -> SchemaState:
     """Where the database's schema stands; SchemaNotReady if it cannot be read."""
-    scripts = ScriptDirectory.from_config(alembic_config(settings))
+    scripts = _scripts()
     head = scripts.get_current_head()
     assert head is not None, "the migrations have a head"
+    # Only a read of alembic_version: fine through PgBouncer too.
     engine = sqlalchemy.create_engine(
         sqlalchemy_url(settings.database_url), poolclass=sqlalchemy.pool.NullPool
     )
@@ -86,6 +106,19 @@ def migrate(settings: Settings) -> list[Revision]:
     command.upgrade(config, "head")
     scripts = ScriptDirectory.from_config(config)
     return [_revision(scripts.get_revision(r)) for r in config.attributes.get("applied", [])]
+
+
+def _migration_url(settings: Settings) -> str:
+    """Migrations hold a session-level advisory lock from start to end. Through a
+    transaction-mode PgBouncer the lock would stay behind on whichever server
+    connection took it, and the unlock go to another: refuse, naming the fix."""
+    url = settings.session_database_url
+    if url is None:
+        raise SchemaNotReady(
+            "migrations cannot run through PgBouncer in transaction mode "
+            "(TALLY_DB_PGBOUNCER=true): set TALLY_DB_DIRECT_URL to PostgreSQL itself"
+        )
+    return url
 
 
 def _revision(script: Script | None) -> Revision:

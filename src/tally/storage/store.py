@@ -190,9 +190,14 @@ class Store(abc.ABC):
         currency: str | None = None,
         status: str | None = None,
         metadata: dict[str, str] | None = None,
+        id_prefix: str | None = None,
     ) -> list[Account]:
         where = ["tenant_id = $1", "sequence > $2"]
         args: list[Any] = [tenant_id, after_sequence]
+        if id_prefix:
+            # substr, not LIKE: an id may hold "_", which LIKE reads as a wildcard.
+            args.extend((len(id_prefix), id_prefix))
+            where.append(f"substr(id, 1, ${len(args) - 1}) = ${len(args)}")
         if currency is not None:
             args.append(currency)
             where.append(f"currency = ${len(args)}")

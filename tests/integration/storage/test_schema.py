@@ -12,7 +12,13 @@ import psycopg
 import pytest
 
 from tally.config import Settings
-from tally.storage.schema import SchemaNotReady, migrate, require_up_to_date, state
+from tally.storage.schema import (
+    SchemaNotReady,
+    migrate,
+    require_up_to_date,
+    sqlalchemy_url,
+    state,
+)
 from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, REQUIRE_POSTGRES, _with_database
 
 
@@ -66,3 +72,40 @@ def test_an_unmigrated_database_is_refused_naming_the_fix(empty_database: str) -
 def test_an_unreachable_database_is_not_ready() -> None:
     with pytest.raises(SchemaNotReady):
         state(Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere"))
+
+
+# -- behind PgBouncer (TALLY_DB_PGBOUNCER) ------------------------------------------------
+
+
+def test_migrations_refuse_to_run_through_pgbouncer_without_a_direct_url() -> None:
+    settings = Settings(database_url="postgresql://tally@127.0.0.1:6432/tally", db_pgbouncer=True)
+    assert settings.session_database_url is None
+    with pytest.raises(SchemaNotReady, match="TALLY_DB_DIRECT_URL"):
+        migrate(settings)
+
+
+def test_the_direct_url_is_where_session_work_goes() -> None:
+    direct = "postgresql://tally@127.0.0.1:5432/tally"
+    behind = Settings(
+        database_url="postgresql://tally@127.0.0.1:6432/tally",
+        db_pgbouncer=True,
+        db_direct_url=direct,
+    )
+    assert behind.session_database_url == direct
+    plain = Settings(database_url=direct)
+    assert plain.session_database_url == direct
+
+
+def test_a_direct_url_that_is_not_postgresql_is_refused() -> None:
+    with pytest.raises(ValueError, match="TALLY_DB_DIRECT_URL"):
+        Settings(db_direct_url="sqlite:///x.db")
+
+
+def test_a_multi_host_url_reaches_sqlalchemy_as_repeated_hosts() -> None:
+    url = "postgresql://tally:pw@10.0.0.1:5432,10.0.0.2:5433/ledger?target_session_attrs=read-write"
+    assert sqlalchemy_url(url) == (
+        "postgresql+psycopg://tally:pw@/ledger?host=10.0.0.1:5432&host=10.0.0.2:5433"
+        "&target_session_attrs=read-write"
+    )
+    one = "postgresql://tally@10.0.0.1:5432/ledger"
+    assert sqlalchemy_url(one) == "postgresql+psycopg://tally@10.0.0.1:5432/ledger"

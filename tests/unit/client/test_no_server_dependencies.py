@@ -19,6 +19,7 @@ SERVER_MODULES = [
     "starlette", "uvicorn", "granian", "asyncpg", "alembic", "sqlalchemy", "psycopg",
     "pydantic_settings", "prometheus_client", "argon2", "jwt", "cryptography", "redis", "zxcvbn",
     "strawberry",
+    "jinja2",
 ]  # fmt: skip
 
 PROGRAM = """
