@@ -28,7 +28,7 @@ from __future__ import annotations
 import ast
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -87,15 +87,6 @@ FUNDAMENTALS = (
 # figure, "Not measured") instead of pointing anywhere.
 ITEMS = ("**Code:**", "**Test:**", "**Measured:**")
 NOT_THERE = ("not built yet", "not measured")
-# What an item must name when it names something: code in src/ (or the test
-# harness's own machinery), a test function, or anything checkable for a figure.
-WANTED = {
-    "**Code:**": lambda ref: ref.kind == "code" and bool(SYMBOL.match(ref.text))
-    and not ref.text.split("::")[-1].startswith("test_"),
-    "**Test:**": lambda ref: ref.kind == "code" and ref.text.startswith("tests/")
-    and ref.text.split("::")[-1].startswith("test_"),
-    "**Measured:**": lambda ref: True,
-}  # fmt: skip
 
 PATH_PREFIXES = ("src/", "tests/", "docs/", "bench/", "scripts/", "deploy/")
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
@@ -317,6 +308,32 @@ def sections(text: str) -> dict[str, str]:
         end = next((j for j, lv, _ in starts[n + 1 :] if lv <= level), len(lines))
         found[heading] = "\n".join(lines[i + 1 : end])
     return found
+
+
+def _names_code(ref: Reference) -> bool:
+    """A Python name that is not a test, or a file of deploy/, bench/ or scripts/."""
+    if ref.kind != "code":
+        return False
+    if SYMBOL.match(ref.text):
+        return not ref.text.split("::")[-1].startswith("test_")
+    return ref.text.startswith(("deploy/", "bench/", "scripts/"))
+
+
+def _names_a_test(ref: Reference) -> bool:
+    return (
+        ref.kind == "code"
+        and ref.text.startswith("tests/")
+        and bool(SYMBOL.match(ref.text))
+        and ref.text.split("::")[-1].split("[")[0].startswith("test_")
+    )
+
+
+# What an item must name, when it does not say the thing is not there.
+WANTED: dict[str, Callable[[Reference], bool]] = {
+    "**Code:**": _names_code,
+    "**Test:**": _names_a_test,
+    "**Measured:**": lambda ref: True,  # a figure: any checked command, file or link
+}
 
 
 def items(body: str) -> dict[str, str]:
