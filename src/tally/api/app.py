@@ -24,6 +24,7 @@ from tally.api.operations import operation_routes
 from tally.api.problems import problem_response
 from tally.api.router import ApiRouter
 from tally.api.routes import ROUTES
+from tally.api.streams import EventSocket
 from tally.config import Settings, get_settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.services import Services
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
         router=ApiRouter(endpoints),
         cors_origins=services.settings.cors_origins,
         access_log=services.settings.access_log,
+        websockets={"/v1/events/ws": EventSocket(services)},
     )
     return app
 

@@ -48,9 +48,16 @@ class ApiMiddleware:
     CORS (when configured) runs inside this, around the dispatch."""
 
     def __init__(
-        self, app: ASGIApp, router: ApiRouter, cors_origins: list[str], access_log: bool = False
+        self,
+        app: ASGIApp,
+        router: ApiRouter,
+        cors_origins: list[str],
+        access_log: bool = False,
+        websockets: dict[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
+        # WebSocket routes by path (/v1/events/ws): the rest is Starlette's.
+        self.websockets = websockets or {}
         self.access_log = access_log
         self.inner: ASGIApp = Dispatch(app, router)
         if cors_origins:  # off by default: only the origins an operator names
@@ -65,7 +72,8 @@ class ApiMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            socket = self.websockets.get(scope["path"]) if scope["type"] == "websocket" else None
+            await (socket or self.app)(scope, receive, send)
             return
         request_id = None
         for name, value in scope["headers"]:

@@ -79,6 +79,11 @@ def _run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None
         workers=workers,
         loop="uvloop",
         http="httptools",
+        # The sans-I/O implementation: no tasks of its own per connection (the
+        # legacy one keeps three), which is most of a WebSocket's memory at 10,000
+        # (docs/events.md). Clients send one small message at most (auth).
+        ws="websockets-sansio",
+        ws_max_size=64 * 1024,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
         access_log=False,
