@@ -35,7 +35,7 @@ from tally.identity import ADMIN, Principal
 from tally.services import Services
 
 AFTER_MAX = 2**62  # beyond any sequence a tenant reaches; the document publishes it
-EVENT_TYPES: tuple[str, ...] = typing.get_args(EventOut.__annotations__["type"])
+EVENT_TYPES: tuple[str, ...] = typing.get_args(typing.get_type_hints(EventOut)["type"])
 TYPES_CHARS_MAX = 512
 # A resuming stream reads what it missed in pages of this many events.
 CATCH_UP_PAGE_EVENTS = 200
