@@ -218,8 +218,11 @@ class EventHub:
                 feed.wakeup.set()
 
     def on_message(self, message: str) -> None:
-        """A wakeup from another process: ``<tenant id>:<its last sequence>``."""
-        tenant_id, _, sequence = message.rpartition(":")
+        """A wakeup from another process: ``<tenant id>:<its last sequence>``
+        (PostgreSQL), or ``<tenant id>`` (Redis)."""
+        tenant_id, colon, sequence = message.rpartition(":")
+        if not colon:
+            tenant_id, sequence = message, ""
         feed = self._feeds.get(tenant_id)
         if feed is not None and (not sequence.isdigit() or int(sequence) > feed.seen):
             feed.wakeup.set()
