@@ -87,9 +87,11 @@ class Sink(typing.Protocol):
     async def overflow(self, last_sequence: int) -> None: ...
 
 
-async def pump(services: Services, subscriber: Subscriber, after: int | None, sink: Sink) -> None:
+async def pump(
+    services: Services, subscriber: Subscriber, after: int | None, sink: Sink, receive: Receive
+) -> None:
     """Send what was missed, then what comes, until the client leaves, overflows,
-    or the caller's deadline cancels it."""
+    or the stream's time is up (the hub closes it)."""
     last = subscriber.live_from if after is None else after
     while last < subscriber.live_from:
         records = await services.ledger.read_events(
@@ -109,25 +111,42 @@ async def pump(services: Services, subscriber: Subscriber, after: int | None, si
         fresh = [e for e in subscriber.take() if e.sequence > last]
         if fresh:
             last = fresh[-1].sequence
-            subscriber.heartbeat = False
             await sink.events(fresh)
         if subscriber.heartbeat:
             subscriber.heartbeat = False
-            await sink.heartbeat()
+            if client_left(receive):
+                return
+            if not fresh:
+                await sink.heartbeat()
         if subscriber.overflowed:
             await sink.overflow(last)
             return
 
 
-async def _watch(receive: Receive, subscriber: Subscriber) -> None:
-    """Wait for the client to leave, then close its subscriber."""
-    try:
-        while True:
-            message = await receive()
-            if message["type"] in ("http.disconnect", "websocket.disconnect"):
-                return
-    finally:
-        subscriber.close()
+DISCONNECTS = ("http.disconnect", "websocket.disconnect")
+POLL_MESSAGES_MAX = 16
+
+
+def client_left(receive: Receive) -> bool:
+    """Whether the client has left, asked without waiting and without a task.
+
+    ASGI's ``receive`` answers at once when a message is there already (a
+    disconnect, once the client has gone) and otherwise waits: step it once, and
+    drop it if it would wait. Streams ask at each heartbeat. A task per stream
+    waiting on ``receive`` instead cost about a tenth of a stream's memory
+    (docs/events.md). Other messages (the end of the request, a WebSocket
+    client's chatter) are read and ignored."""
+    for _ in range(POLL_MESSAGES_MAX):
+        step = receive().__await__()
+        try:
+            step.send(None)
+        except StopIteration as done:
+            if done.value["type"] in DISCONNECTS:
+                return True
+            continue
+        step.close()
+        return False
+    return False
 
 
 def _overflow_json(last_sequence: int) -> str:
@@ -160,20 +179,14 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services, subscriber = self._services, self._subscriber
-        settings = services.settings
         self._send = send
-        watcher = asyncio.create_task(_watch(receive, subscriber))
         try:
             await self._write(f"retry: {RETRY_MS}\n\n".encode(), start=True)
-            lifetime = settings.events_stream_seconds_max or None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(lifetime):
-                    await pump(services, subscriber, self._after, self)
+            await pump(services, subscriber, self._after, self, receive)
             await self._write(b"", more=False)
         except (TimeoutError, OSError):
             pass  # the client stopped reading (or left): nothing more can reach it
         finally:
-            watcher.cancel()
             services.events.unsubscribe(subscriber)
 
     async def _write(self, body: bytes, *, more: bool = True, start: bool = False) -> None:
@@ -221,7 +234,11 @@ class _SocketSink:
 
     async def overflow(self, last_sequence: int) -> None:
         await self.text(_overflow_json(last_sequence))
-        await self._send({"type": "websocket.close", "code": CLOSE_OVERFLOW})
+        await self.close(CLOSE_OVERFLOW)
+
+    async def close(self, code: int) -> None:
+        async with asyncio.timeout(self._timeout):
+            await self._send({"type": "websocket.close", "code": code})
 
 
 class EventSocket:
@@ -289,22 +306,20 @@ class EventSocket:
         services = self._services
         settings = services.settings
         try:
-            subscriber = await services.events.subscribe(tenant_id, types)
+            subscriber = await services.events.subscribe(
+                tenant_id, types, lifetime_seconds=settings.events_stream_seconds_max
+            )
         except TallyError as error:
             await _close(send, error)
             return
-        watcher = asyncio.create_task(_watch(receive, subscriber))
         sink = _SocketSink(send, settings.events_send_timeout_seconds)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(settings.events_stream_seconds_max or None):
-                    await pump(services, subscriber, after, sink)
-            if not subscriber.closed and not subscriber.overflowed:
-                await send({"type": "websocket.close", "code": NORMAL_CLOSURE})
+            await pump(services, subscriber, after, sink, receive)
+            if not subscriber.overflowed:
+                await sink.close(NORMAL_CLOSURE)
         except (TimeoutError, OSError):
             pass  # the client stopped reading (or left)
         finally:
-            watcher.cancel()
             services.events.unsubscribe(subscriber)
 
 

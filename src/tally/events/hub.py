@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Iterable
 
 import msgspec
@@ -40,6 +41,8 @@ PAGE_EVENTS_MAX = 500
 PAGES_PER_WAKE_MAX = 20
 # After a failed read (the database away), a feed waits this long first.
 RETRY_SECONDS = 1.0
+# How often the hub looks at its subscribers' clocks (heartbeats, ends), at most.
+TICK_SECONDS = 1.0
 
 
 class _PublicEvent(msgspec.Struct):
@@ -99,6 +102,7 @@ class Subscriber:
         "_waiter",
         "buffer",
         "closed",
+        "ends_at",
         "heartbeat",
         "live_from",
         "overflowed",
@@ -117,6 +121,7 @@ class Subscriber:
         self.overflowed = False
         self.closed = False
         self.heartbeat = False
+        self.ends_at = math.inf  # the loop's clock: the hub closes it then
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: SharedEvent) -> None:
@@ -179,8 +184,10 @@ class EventHub:
         buffer_events_max: int,
         heartbeat_seconds: float,
         poll_seconds: float,
+        tick_seconds: float = TICK_SECONDS,
     ) -> None:
         self._ledger = ledger
+        self._tick_seconds = tick_seconds
         self._buffer_events_max = buffer_events_max
         self._heartbeat_seconds = heartbeat_seconds
         self._poll_seconds = poll_seconds
@@ -233,8 +240,15 @@ class EventHub:
 
     # -- subscribers -----------------------------------------------------------------------
 
-    async def subscribe(self, tenant_id: str, types: frozenset[str] | None = None) -> Subscriber:
-        """A subscriber that receives every event after its ``live_from``."""
+    async def subscribe(
+        self,
+        tenant_id: str,
+        types: frozenset[str] | None = None,
+        *,
+        lifetime_seconds: float | None = None,
+    ) -> Subscriber:
+        """A subscriber that receives every event after its ``live_from``; closed by
+        the hub after ``lifetime_seconds`` (about: the hub looks every second)."""
         if tenant_id not in self._feeds:
             seen = await self._ledger.last_event_sequence(tenant_id)
             if tenant_id not in self._feeds:  # nobody made it while we read
@@ -243,6 +257,8 @@ class EventHub:
         feed = self._feeds[tenant_id]
         subscriber = Subscriber(tenant_id, types, self._buffer_events_max)
         subscriber.live_from = feed.seen
+        if lifetime_seconds:
+            subscriber.ends_at = asyncio.get_running_loop().time() + lifetime_seconds
         feed.subscribers.add(subscriber)
         return subscriber
 
@@ -312,8 +328,20 @@ class EventHub:
         feed.wakeup.set()  # more is waiting: go on after the others had a turn
 
     async def _beat(self) -> None:
+        """Every subscriber's clock, one task for all of them (no timer per stream):
+        each ``heartbeat_seconds`` a heartbeat, and at its ``ends_at`` its close."""
+        loop = asyncio.get_running_loop()
+        tick = min(self._tick_seconds, self._heartbeat_seconds)
+        next_beat = loop.time() + self._heartbeat_seconds
         while True:
-            await asyncio.sleep(self._heartbeat_seconds)
+            await asyncio.sleep(tick)
+            now = loop.time()
+            beat = now >= next_beat
+            if beat:
+                next_beat = now + self._heartbeat_seconds
             for feed in list(self._feeds.values()):
                 for subscriber in feed.subscribers:
-                    subscriber.beat()
+                    if subscriber.ends_at <= now:
+                        subscriber.close()
+                    elif beat:
+                        subscriber.beat()

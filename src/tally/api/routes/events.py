@@ -104,5 +104,7 @@ def event_out(e: EventRecord) -> EventOut:
 async def stream_events(call: Call) -> Response:
     r = call.request
     after, types = stream_after(r), stream_types(r)
-    subscriber = await call.services.events.subscribe(call.tenant_id, types)
+    lifetime = call.settings.events_stream_seconds_max
+    events = call.services.events
+    subscriber = await events.subscribe(call.tenant_id, types, lifetime_seconds=lifetime)
     return EventStream(call.services, subscriber, after)

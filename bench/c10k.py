@@ -1,0 +1,385 @@
+"""C10k: ten thousand live event streams on one ``tally serve`` process.
+
+For each protocol (Server-Sent Events, then WebSocket), on a fresh SQLite
+database and a fresh single-process server:
+
+1. open N streams (default 10,000) from this process, all to one tenant, each
+   from ``after=<the last sequence>``, a few hundred handshakes at a time;
+2. read the server's RSS (``/proc/<pid>/status``) before and with the N open;
+3. post a burst of transfers (``--transfers``, from ``--posters`` concurrent
+   clients), each timed from the moment its request is sent;
+4. wait until every stream has every event, and check each got each event once,
+   in sequence order: the fan-out time of an (event, stream) pair is from the
+   request that made the event being sent to the stream reading it.
+
+The clients are raw asyncio sockets (a request line, then the bytes scanned for
+``id: N`` or ``{"sequence":N``), so that the measuring side stays small next to
+the server on a 2-core machine. Everything is on 127.0.0.1, and every wait is
+bounded. It raises the open-file limit to its hard limit (the server inherits
+it). Results: printed, and written as JSON to ``--out`` (bench/results/).
+
+    make bench-c10k
+    .venv/bin/python bench/c10k.py --streams 2000 --protocols sse
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import resource
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TALLY = Path(sys.executable).with_name("tally")
+RESULTS = ROOT / "bench" / "results"
+HANDSHAKES_AT_ONCE = 200
+CONNECT_TIMEOUT_SECONDS = 300.0
+DELIVERY_TIMEOUT_SECONDS = 120.0
+SETTLE_SECONDS = 3.0
+SSE_ID = re.compile(rb"\nid: (\d+)\n")
+WS_SEQUENCE = re.compile(rb'\{"sequence":(\d+),')
+
+
+@dataclass
+class Stream:
+    """One client connection and what it read."""
+
+    sequences: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def raise_open_files() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tally_env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env.update(
+        TALLY_DATABASE_URL=database_url,
+        TALLY_LOG_LEVEL="warning",
+        # One API key opens every stream: its rate limit is raised out of the way.
+        TALLY_RATE_LIMIT_PER_SECOND="1000000",
+        TALLY_RATE_LIMIT_BURST="1000000",
+    )
+    return env
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A migrated SQLite database, a tenant, and ``tally serve`` (one process)."""
+    database_url = f"sqlite:///{workdir / 'c10k.db'}"
+    env = tally_env(database_url)
+    subprocess.run([TALLY, "migrate"], env=env, check=True, capture_output=True, timeout=60)
+    created = subprocess.run(
+        [TALLY, "tenants", "create", "c10k", "--json"],
+        env=env, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    key = json.loads(created.stdout)["api_key"]
+    port = free_port()
+    log = (workdir / f"serve-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [TALLY, "serve", "--no-migrate", "--port", str(port), "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:  # noqa: S310 (loopback)
+                if r.status == 200:
+                    return process, base, key
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"tally serve did not start: {(workdir / f'serve-{port}.log').read_text()}")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+# -- the clients -------------------------------------------------------------------------------
+
+
+def _request(path: str, key: str, extra: str = "") -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n{extra}\r\n"
+    ).encode()
+
+
+async def open_sse(port: int, key: str, after: int, stream: Stream) -> asyncio.StreamReader:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_request(f"/v1/events/stream?after={after}", key))
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(head.decode(errors="replace"))
+    stream.writer = writer  # type: ignore[attr-defined]  # kept open until the end
+    return reader
+
+
+async def open_ws(port: int, key: str, after: int, stream: Stream) -> asyncio.StreamReader:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    nonce = base64.b64encode(secrets.token_bytes(16)).decode()
+    extra = (
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n"
+    )
+    writer.write(_request(f"/v1/events/ws?after={after}", key, extra))
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(head.decode(errors="replace"))
+    stream.writer = writer  # type: ignore[attr-defined]
+    return reader
+
+
+async def read_sse(reader: asyncio.StreamReader, stream: Stream, expected: int) -> None:
+    """Scan the chunked body for ``id: N`` lines (a frame never spans two chunks)."""
+    buffer = b"\n"
+    while len(stream.sequences) < expected:
+        data = await reader.read(65536)
+        if not data:
+            return
+        now = time.monotonic()
+        buffer += data
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            continue
+        for found in SSE_ID.finditer(buffer, 0, end + 1):
+            stream.sequences.append(int(found.group(1)))
+            stream.times.append(now)
+        buffer = buffer[end + 1 :]
+
+
+async def read_ws(reader: asyncio.StreamReader, stream: Stream, expected: int) -> None:
+    """Read the server's (unmasked) frames; each text frame is one event."""
+    while len(stream.sequences) < expected:
+        head = await reader.readexactly(2)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(length)
+        if head[0] & 0x0F == 0x8:  # close
+            return
+        found = WS_SEQUENCE.match(payload)
+        if found:
+            stream.sequences.append(int(found.group(1)))
+            stream.times.append(time.monotonic())
+
+
+async def connect_all(
+    protocol: str, port: int, key: str, after: int, count: int
+) -> list[tuple[Stream, asyncio.StreamReader]]:
+    opener = open_sse if protocol == "sse" else open_ws
+    gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+
+    async def one() -> tuple[Stream, asyncio.StreamReader]:
+        stream = Stream()
+        async with gate:
+            for attempt in range(5):
+                try:
+                    return stream, await opener(port, key, after, stream)
+                except OSError:
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            return stream, await opener(port, key, after, stream)
+
+    async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+# -- the burst ---------------------------------------------------------------------------------
+
+
+async def post(port: int, key: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = json.dumps(body).encode()
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + data
+    )
+    response = await reader.read()
+    writer.close()
+    head, _, payload = response.partition(b"\r\n\r\n")
+    if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 201")):
+        raise RuntimeError(response[:500].decode(errors="replace"))
+    return json.loads(payload) if payload else {}
+
+
+async def burst(port: int, key: str, transfers: int, posters: int) -> dict[str, float]:
+    """Post the transfers; the time each request was sent, by transfer id."""
+    sent: dict[str, float] = {}
+
+    async def poster(n: int) -> None:
+        for i in range(n, transfers, posters):
+            transfer_id = f"t{i:06}"
+            body = {"id": transfer_id, "debit_account_id": "src", "credit_account_id": "dst",
+                    "amount": 1}  # fmt: skip
+            sent[transfer_id] = time.monotonic()
+            await post(port, key, "/v1/transfers", body)
+
+    await asyncio.gather(*(poster(n) for n in range(posters)))
+    return sent
+
+
+async def event_ids(port: int, key: str, after: int) -> dict[int, str]:
+    """Sequence -> transfer id of the events after ``after`` (GET /v1/events)."""
+    found: dict[int, str] = {}
+    cursor = after
+    while True:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_request(f"/v1/events?after={cursor}&limit=1000", key, "Connection: close\r\n"))
+        response = await reader.read()
+        writer.close()
+        body = response.partition(b"\r\n\r\n")[2]
+        if b"\r\n" in body[:10]:  # chunked: one chunk for a JSON answer
+            body = body.split(b"\r\n", 1)[1].rsplit(b"\r\n0\r\n", 1)[0]
+        page = json.loads(body)
+        for event in page["data"]:
+            found[event["sequence"]] = event["data"]["id"]
+            cursor = event["sequence"]
+        if not page["has_more"]:
+            return found
+
+
+# -- one protocol ------------------------------------------------------------------------------
+
+
+async def measure(protocol: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    process, base, key = start_server(workdir / protocol)
+    port = int(base.rpartition(":")[2])
+    try:
+        for account in ("src", "dst"):
+            await post(port, key, "/v1/accounts", {"id": account, "currency": "USD",
+                                                   "normal_balance": "debit"})  # fmt: skip
+        after = 2
+        await asyncio.sleep(1.0)
+        rss_before = rss_bytes(process.pid)
+        started = time.monotonic()
+        streams = await connect_all(protocol, port, key, after, args.streams)
+        connect_seconds = time.monotonic() - started
+        await asyncio.sleep(SETTLE_SECONDS)
+        rss_open = rss_bytes(process.pid)
+        read = read_sse if protocol == "sse" else read_ws
+        readers = [
+            asyncio.create_task(read(reader, stream, args.transfers)) for stream, reader in streams
+        ]
+        sent = await burst(port, key, args.transfers, args.posters)
+        done, pending = await asyncio.wait(readers, timeout=DELIVERY_TIMEOUT_SECONDS)
+        rss_after = rss_bytes(process.pid)
+        for task in pending:
+            task.cancel()
+        ids = await event_ids(port, key, after)
+        result = verdict(protocol, args, streams, ids, sent, after)
+        result.update(
+            rss_before_mib=rss_before / 2**20,
+            rss_open_mib=rss_open / 2**20,
+            rss_after_burst_mib=rss_after / 2**20,
+            rss_per_stream_kib=(rss_open - rss_before) / args.streams / 1024,
+            connect_seconds=round(connect_seconds, 1),
+            streams_unfinished=len(pending),
+        )
+        for stream, _ in streams:
+            stream.writer.close()  # type: ignore[attr-defined]
+        return result
+    finally:
+        stop_server(process)
+
+
+def verdict(
+    protocol: str,
+    args: argparse.Namespace,
+    streams: list[tuple[Stream, asyncio.StreamReader]],
+    ids: dict[int, str],
+    sent: dict[str, float],
+    after: int,
+) -> dict[str, Any]:
+    expected = list(range(after + 1, after + args.transfers + 1))
+    complete = sum(1 for s, _ in streams if s.sequences == expected)
+    fan_out = sorted(
+        t - sent[ids[seq]] for s, _ in streams for seq, t in zip(s.sequences, s.times, strict=True)
+    )
+
+    def pct(p: float) -> float:
+        return round(fan_out[min(len(fan_out) - 1, int(p * len(fan_out)))] * 1000, 1)
+
+    return {
+        "protocol": protocol,
+        "streams": args.streams,
+        "transfers": args.transfers,
+        "streams_with_every_event_once_in_order": complete,
+        "ok": complete == args.streams,
+        "deliveries": len(fan_out),
+        "fan_out_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)}
+        if fan_out
+        else None,
+        "fan_out_mean_ms": round(statistics.fmean(fan_out) * 1000, 1) if fan_out else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=10_000)
+    parser.add_argument("--transfers", type=int, default=100)
+    parser.add_argument("--posters", type=int, default=4)
+    parser.add_argument("--protocols", default="sse,ws")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    limit = raise_open_files()
+    if args.streams + 200 > limit:
+        raise SystemExit(f"open-file limit {limit} is too low for {args.streams} streams")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tally-c10k-") as tmp:
+        for protocol in args.protocols.split(","):
+            (Path(tmp) / protocol).mkdir()
+            result = asyncio.run(measure(protocol, args, Path(tmp)))
+            print(json.dumps(result, indent=2), flush=True)
+            results.append(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"c10k-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written: {path}")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
