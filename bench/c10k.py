@@ -40,9 +40,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 TALLY = Path(sys.executable).with_name("tally")
@@ -55,19 +56,82 @@ SSE_ID = re.compile(rb"\nid: (\d+)\n")
 WS_SEQUENCE = re.compile(rb'\{"sequence":(\d+),')
 
 
-@dataclass
-class Stream:
-    """One client connection and what it read."""
+class Stream(asyncio.Protocol):
+    """One client connection: reads the response head, then scans what follows
+    for event sequences (SSE: ``id: N`` lines, which never span two chunks;
+    WebSocket: each unmasked text frame's ``{"sequence":N``), noting when each
+    arrived. A protocol, not a StreamReader and a task: the measuring side must
+    stay small next to the server it shares two cores with."""
 
-    sequences: list[int] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
+    def __init__(self, protocol: str, request: bytes, expected: int) -> None:
+        self.protocol = protocol
+        self.request = request
+        self.expected = expected
+        self.sequences: list[int] = []
+        self.times: list[float] = []
+        self.buffer = b""
+        loop = asyncio.get_running_loop()
+        self.head: asyncio.Future[bytes] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in (self.head, self.done):
+            if not future.done():
+                future.set_exception(ConnectionError(f"closed: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.head.done():
+            head, found, rest = self.buffer.partition(b"\r\n\r\n")
+            if not found:
+                return
+            self.head.set_result(head)
+            self.buffer = (b"\n" + rest) if self.protocol == "sse" else rest
+        if self.protocol == "sse":
+            self._scan_sse()
+        else:
+            self._scan_ws()
+        if len(self.sequences) >= self.expected and not self.done.done():
+            self.done.set_result(None)
+
+    def _scan_sse(self) -> None:
+        end = self.buffer.rfind(b"\n\n")
+        if end < 0:
+            return
+        now = time.monotonic()
+        for found in SSE_ID.finditer(self.buffer, 0, end + 1):
+            self.sequences.append(int(found.group(1)))
+            self.times.append(now)
+        self.buffer = self.buffer[end + 1 :]
+
+    def _scan_ws(self) -> None:
+        buffer, at, now = self.buffer, 0, time.monotonic()
+        while len(buffer) - at >= 2:
+            length, start = buffer[at + 1] & 0x7F, at + 2
+            if length == 126:
+                length, start = int.from_bytes(buffer[at + 2 : at + 4], "big"), at + 4
+            elif length == 127:
+                length, start = int.from_bytes(buffer[at + 2 : at + 10], "big"), at + 10
+            if len(buffer) < start + length:
+                break
+            found = WS_SEQUENCE.match(buffer, start)
+            if found:
+                self.sequences.append(int(found.group(1)))
+                self.times.append(now)
+            at = start + length
+        self.buffer = buffer[at:]
 
 
 # -- the server ------------------------------------------------------------------------------
 
 
 def raise_open_files() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
@@ -110,7 +174,7 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
                 if r.status == 200:
                     return process, base, key
         except OSError:
@@ -144,82 +208,42 @@ def _request(path: str, key: str, extra: str = "") -> bytes:
     ).encode()
 
 
-async def open_sse(port: int, key: str, after: int, stream: Stream) -> asyncio.StreamReader:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_request(f"/v1/events/stream?after={after}", key))
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(head.decode(errors="replace"))
-    stream.writer = writer  # type: ignore[attr-defined]  # kept open until the end
-    return reader
-
-
-async def open_ws(port: int, key: str, after: int, stream: Stream) -> asyncio.StreamReader:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+def stream_request(protocol: str, key: str, after: int) -> bytes:
+    if protocol == "sse":
+        return _request(f"/v1/events/stream?after={after}", key)
     nonce = base64.b64encode(secrets.token_bytes(16)).decode()
     extra = (
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n"
     )
-    writer.write(_request(f"/v1/events/ws?after={after}", key, extra))
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise RuntimeError(head.decode(errors="replace"))
-    stream.writer = writer  # type: ignore[attr-defined]
-    return reader
-
-
-async def read_sse(reader: asyncio.StreamReader, stream: Stream, expected: int) -> None:
-    """Scan the chunked body for ``id: N`` lines (a frame never spans two chunks)."""
-    buffer = b"\n"
-    while len(stream.sequences) < expected:
-        data = await reader.read(65536)
-        if not data:
-            return
-        now = time.monotonic()
-        buffer += data
-        end = buffer.rfind(b"\n\n")
-        if end < 0:
-            continue
-        for found in SSE_ID.finditer(buffer, 0, end + 1):
-            stream.sequences.append(int(found.group(1)))
-            stream.times.append(now)
-        buffer = buffer[end + 1 :]
-
-
-async def read_ws(reader: asyncio.StreamReader, stream: Stream, expected: int) -> None:
-    """Read the server's (unmasked) frames; each text frame is one event."""
-    while len(stream.sequences) < expected:
-        head = await reader.readexactly(2)
-        length = head[1] & 0x7F
-        if length == 126:
-            length = int.from_bytes(await reader.readexactly(2), "big")
-        elif length == 127:
-            length = int.from_bytes(await reader.readexactly(8), "big")
-        payload = await reader.readexactly(length)
-        if head[0] & 0x0F == 0x8:  # close
-            return
-        found = WS_SEQUENCE.match(payload)
-        if found:
-            stream.sequences.append(int(found.group(1)))
-            stream.times.append(time.monotonic())
+    return _request(f"/v1/events/ws?after={after}", key, extra)
 
 
 async def connect_all(
-    protocol: str, port: int, key: str, after: int, count: int
-) -> list[tuple[Stream, asyncio.StreamReader]]:
-    opener = open_sse if protocol == "sse" else open_ws
+    protocol: str, port: int, key: str, after: int, count: int, expected: int
+) -> list[Stream]:
+    loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+    status = b"HTTP/1.1 200" if protocol == "sse" else b"HTTP/1.1 101"
 
-    async def one() -> tuple[Stream, asyncio.StreamReader]:
-        stream = Stream()
+    async def one() -> Stream:
         async with gate:
-            for attempt in range(5):
+            for attempt in range(6):
+                request = stream_request(protocol, key, after)
                 try:
-                    return stream, await opener(port, key, after, stream)
+                    _, stream = await loop.create_connection(
+                        lambda r=request: Stream(protocol, r, expected),  # type: ignore[misc]
+                        "127.0.0.1",
+                        port,
+                    )
+                    head = await stream.head
                 except OSError:
                     await asyncio.sleep(0.2 * (attempt + 1))
-            return stream, await opener(port, key, after, stream)
+                    continue
+                if not head.startswith(status):
+                    raise RuntimeError(head.decode(errors="replace"))
+                return stream
+            raise RuntimeError("could not connect")
 
     async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
         return await asyncio.gather(*(one() for _ in range(count)))
@@ -267,7 +291,9 @@ async def event_ids(port: int, key: str, after: int) -> dict[int, str]:
     cursor = after
     while True:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(_request(f"/v1/events?after={cursor}&limit=1000", key, "Connection: close\r\n"))
+        writer.write(
+            _request(f"/v1/events?after={cursor}&limit=1000", key, "Connection: close\r\n")
+        )
         response = await reader.read()
         writer.close()
         body = response.partition(b"\r\n\r\n")[2]
@@ -295,31 +321,26 @@ async def measure(protocol: str, args: argparse.Namespace, workdir: Path) -> dic
         await asyncio.sleep(1.0)
         rss_before = rss_bytes(process.pid)
         started = time.monotonic()
-        streams = await connect_all(protocol, port, key, after, args.streams)
+        streams = await connect_all(protocol, port, key, after, args.streams, args.transfers)
         connect_seconds = time.monotonic() - started
         await asyncio.sleep(SETTLE_SECONDS)
         rss_open = rss_bytes(process.pid)
-        read = read_sse if protocol == "sse" else read_ws
-        readers = [
-            asyncio.create_task(read(reader, stream, args.transfers)) for stream, reader in streams
-        ]
         sent = await burst(port, key, args.transfers, args.posters)
-        done, pending = await asyncio.wait(readers, timeout=DELIVERY_TIMEOUT_SECONDS)
+        _, pending = await asyncio.wait([s.done for s in streams], timeout=DELIVERY_TIMEOUT_SECONDS)
         rss_after = rss_bytes(process.pid)
-        for task in pending:
-            task.cancel()
         ids = await event_ids(port, key, after)
         result = verdict(protocol, args, streams, ids, sent, after)
         result.update(
-            rss_before_mib=rss_before / 2**20,
-            rss_open_mib=rss_open / 2**20,
-            rss_after_burst_mib=rss_after / 2**20,
-            rss_per_stream_kib=(rss_open - rss_before) / args.streams / 1024,
+            rss_before_mib=round(rss_before / 2**20, 1),
+            rss_open_mib=round(rss_open / 2**20, 1),
+            rss_after_burst_mib=round(rss_after / 2**20, 1),
+            rss_per_stream_kib=round((rss_open - rss_before) / args.streams / 1024, 2),
             connect_seconds=round(connect_seconds, 1),
             streams_unfinished=len(pending),
         )
-        for stream, _ in streams:
-            stream.writer.close()  # type: ignore[attr-defined]
+        for stream in streams:
+            if stream.transport is not None:
+                stream.transport.close()
         return result
     finally:
         stop_server(process)
@@ -328,15 +349,15 @@ async def measure(protocol: str, args: argparse.Namespace, workdir: Path) -> dic
 def verdict(
     protocol: str,
     args: argparse.Namespace,
-    streams: list[tuple[Stream, asyncio.StreamReader]],
+    streams: list[Stream],
     ids: dict[int, str],
     sent: dict[str, float],
     after: int,
 ) -> dict[str, Any]:
     expected = list(range(after + 1, after + args.transfers + 1))
-    complete = sum(1 for s, _ in streams if s.sequences == expected)
+    complete = sum(1 for s in streams if s.sequences == expected)
     fan_out = sorted(
-        t - sent[ids[seq]] for s, _ in streams for seq, t in zip(s.sequences, s.times, strict=True)
+        t - sent[ids[seq]] for s in streams for seq, t in zip(s.sequences, s.times, strict=True)
     )
 
     def pct(p: float) -> float:
@@ -349,9 +370,7 @@ def verdict(
         "streams_with_every_event_once_in_order": complete,
         "ok": complete == args.streams,
         "deliveries": len(fan_out),
-        "fan_out_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)}
-        if fan_out
-        else None,
+        "fan_out_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)} if fan_out else None,
         "fan_out_mean_ms": round(statistics.fmean(fan_out) * 1000, 1) if fan_out else None,
     }
 
@@ -371,7 +390,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tally-c10k-") as tmp:
         for protocol in args.protocols.split(","):
             (Path(tmp) / protocol).mkdir()
-            result = asyncio.run(measure(protocol, args, Path(tmp)))
+            result = uvloop.run(measure(protocol, args, Path(tmp)))
             print(json.dumps(result, indent=2), flush=True)
             results.append(result)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -109,6 +109,7 @@ class Services:
             buffer_events_max=s.events_buffer_events_max,
             heartbeat_seconds=s.events_heartbeat_seconds,
             poll_seconds=s.events_poll_seconds,
+            send_timeout_seconds=s.events_send_timeout_seconds,
             # A stream ends within a quarter of its lifetime of its end (tests use 0.5 s).
             tick_seconds=min(1.0, s.events_stream_seconds_max / 4 or 1.0),
         )

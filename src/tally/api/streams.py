@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import typing
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -163,6 +164,41 @@ def _overflow_json(last_sequence: int) -> str:
 # -- Server-Sent Events ------------------------------------------------------------------
 
 
+async def timed_send(subscriber: Subscriber, send: Send, message: Message) -> None:
+    """``send``, on the hub's write clock: a write its client does not take within
+    TALLY_EVENTS_SEND_TIMEOUT_SECONDS is cancelled by the hub (no timer per write)."""
+    subscriber.sending_since = _loop_time()
+    try:
+        await send(message)
+    finally:
+        subscriber.sending_since = 0.0
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def _stream(
+    services: Services, subscriber: Subscriber, run: Callable[[], Awaitable[None]]
+) -> None:
+    """Run a stream to its end; a write the hub cancelled (the client took
+    nothing for too long) ends it quietly, and the subscription always goes."""
+    subscriber.task = asyncio.current_task()
+    try:
+        await run()
+    except asyncio.CancelledError:
+        if not subscriber.stuck:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    except OSError:
+        pass  # the client left mid-write: nothing more can reach it
+    finally:
+        subscriber.task = None
+        services.events.unsubscribe(subscriber)
+
+
 class EventStream(Response):
     """``text/event-stream``, written to ASGI ``send`` directly."""
 
@@ -178,28 +214,26 @@ class EventStream(Response):
         self._send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        services, subscriber = self._services, self._subscriber
         self._send = send
-        try:
-            await self._write(f"retry: {RETRY_MS}\n\n".encode(), start=True)
-            await pump(services, subscriber, self._after, self, receive)
-            await self._write(b"", more=False)
-        except (TimeoutError, OSError):
-            pass  # the client stopped reading (or left): nothing more can reach it
-        finally:
-            services.events.unsubscribe(subscriber)
 
-    async def _write(self, body: bytes, *, more: bool = True, start: bool = False) -> None:
+        async def run() -> None:
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await timed_send(self._subscriber, send, start)
+            await self._write(f"retry: {RETRY_MS}\n\n".encode())
+            await pump(self._services, self._subscriber, self._after, self, receive)
+            await self._write(b"", more=False)
+
+        await _stream(self._services, self._subscriber, run)
+
+    async def _write(self, body: bytes, *, more: bool = True) -> None:
         assert self._send is not None
-        async with asyncio.timeout(self._services.settings.events_send_timeout_seconds):
-            if start:
-                await self._send(
-                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                )
-            await self._send({"type": "http.response.body", "body": body, "more_body": more})
+        message = {"type": "http.response.body", "body": body, "more_body": more}
+        await timed_send(self._subscriber, self._send, message)
 
     async def events(self, events: list[SharedEvent]) -> None:
-        await self._write(b"".join(e.sse for e in events))
+        # One event, the common case: its shared bytes as they are.
+        body = events[0].sse if len(events) == 1 else b"".join(e.sse for e in events)
+        await self._write(body)
 
     async def heartbeat(self) -> None:
         await self._write(b": heartbeat\n\n")
@@ -217,13 +251,12 @@ NORMAL_CLOSURE = 1000
 
 
 class _SocketSink:
-    def __init__(self, send: Send, timeout_seconds: float) -> None:
+    def __init__(self, subscriber: Subscriber, send: Send) -> None:
+        self._subscriber = subscriber
         self._send = send
-        self._timeout = timeout_seconds
 
     async def text(self, text: str) -> None:
-        async with asyncio.timeout(self._timeout):
-            await self._send({"type": "websocket.send", "text": text})
+        await timed_send(self._subscriber, self._send, {"type": "websocket.send", "text": text})
 
     async def events(self, events: list[SharedEvent]) -> None:
         for event in events:
@@ -237,8 +270,7 @@ class _SocketSink:
         await self.close(CLOSE_OVERFLOW)
 
     async def close(self, code: int) -> None:
-        async with asyncio.timeout(self._timeout):
-            await self._send({"type": "websocket.close", "code": code})
+        await timed_send(self._subscriber, self._send, {"type": "websocket.close", "code": code})
 
 
 class EventSocket:
@@ -312,15 +344,14 @@ class EventSocket:
         except TallyError as error:
             await _close(send, error)
             return
-        sink = _SocketSink(send, settings.events_send_timeout_seconds)
-        try:
+        sink = _SocketSink(subscriber, send)
+
+        async def run() -> None:
             await pump(services, subscriber, after, sink, receive)
             if not subscriber.overflowed:
                 await sink.close(NORMAL_CLOSURE)
-        except (TimeoutError, OSError):
-            pass  # the client stopped reading (or left)
-        finally:
-            services.events.unsubscribe(subscriber)
+
+        await _stream(services, subscriber, run)
 
 
 def _auth_token(message: Message) -> str | None:

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -106,6 +107,9 @@ class Subscriber:
         "heartbeat",
         "live_from",
         "overflowed",
+        "sending_since",
+        "stuck",
+        "task",
         "tenant_id",
         "types",
     )
@@ -122,6 +126,12 @@ class Subscriber:
         self.closed = False
         self.heartbeat = False
         self.ends_at = math.inf  # the loop's clock: the hub closes it then
+        # While a write to the client is under way, when it began (the loop's
+        # clock); a write that takes too long is cancelled by the hub (``stuck``),
+        # through the stream's task: one clock for every stream, no timer each.
+        self.sending_since = 0.0
+        self.stuck = False
+        self.task: asyncio.Task[Any] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: SharedEvent) -> None:
@@ -184,9 +194,11 @@ class EventHub:
         buffer_events_max: int,
         heartbeat_seconds: float,
         poll_seconds: float,
+        send_timeout_seconds: float = 10.0,
         tick_seconds: float = TICK_SECONDS,
     ) -> None:
         self._ledger = ledger
+        self._send_timeout_seconds = send_timeout_seconds
         self._tick_seconds = tick_seconds
         self._buffer_events_max = buffer_events_max
         self._heartbeat_seconds = heartbeat_seconds
@@ -329,7 +341,8 @@ class EventHub:
 
     async def _beat(self) -> None:
         """Every subscriber's clock, one task for all of them (no timer per stream):
-        each ``heartbeat_seconds`` a heartbeat, and at its ``ends_at`` its close."""
+        each ``heartbeat_seconds`` a heartbeat, at its ``ends_at`` its close, and
+        the end of a write its client has not taken in ``send_timeout_seconds``."""
         loop = asyncio.get_running_loop()
         tick = min(self._tick_seconds, self._heartbeat_seconds)
         next_beat = loop.time() + self._heartbeat_seconds
@@ -339,9 +352,21 @@ class EventHub:
             beat = now >= next_beat
             if beat:
                 next_beat = now + self._heartbeat_seconds
+            stuck_since = now - self._send_timeout_seconds
             for feed in list(self._feeds.values()):
                 for subscriber in feed.subscribers:
                     if subscriber.ends_at <= now:
                         subscriber.close()
                     elif beat:
                         subscriber.beat()
+                    if 0 < subscriber.sending_since < stuck_since and not subscriber.stuck:
+                        _cancel_stuck(subscriber)
+
+
+def _cancel_stuck(subscriber: Subscriber) -> None:
+    """A client that has not taken a write for ``send_timeout_seconds`` cannot be
+    told anything more: its stream's task is cancelled, and the stream ends."""
+    subscriber.stuck = True
+    subscriber.close()
+    if subscriber.task is not None:
+        subscriber.task.cancel()
