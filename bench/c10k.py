@@ -34,12 +34,12 @@ import resource
 import secrets
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ HANDSHAKES_AT_ONCE = 200
 CONNECT_TIMEOUT_SECONDS = 300.0
 DELIVERY_TIMEOUT_SECONDS = 120.0
 SETTLE_SECONDS = 3.0
+POST_SECONDS: list[float] = []
 SSE_ID = re.compile(rb"\nid: (\d+)\n")
 WS_SEQUENCE = re.compile(rb'\{"sequence":(\d+),')
 
@@ -103,14 +104,14 @@ class Stream(asyncio.Protocol):
         end = self.buffer.rfind(b"\n\n")
         if end < 0:
             return
-        now = time.monotonic()
+        now = time.time()
         for found in SSE_ID.finditer(self.buffer, 0, end + 1):
             self.sequences.append(int(found.group(1)))
             self.times.append(now)
         self.buffer = self.buffer[end + 1 :]
 
     def _scan_ws(self) -> None:
-        buffer, at, now = self.buffer, 0, time.monotonic()
+        buffer, at, now = self.buffer, 0, time.time()
         while len(buffer) - at >= 2:
             length, start = buffer[at + 1] & 0x7F, at + 2
             if length == 126:
@@ -190,6 +191,17 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_bytes(pid: int) -> int:
@@ -278,30 +290,28 @@ async def burst(port: int, key: str, transfers: int, posters: int) -> dict[str, 
             transfer_id = f"t{i:06}"
             body = {"id": transfer_id, "debit_account_id": "src", "credit_account_id": "dst",
                     "amount": 1}  # fmt: skip
-            sent[transfer_id] = time.monotonic()
+            sent[transfer_id] = time.time()
             await post(port, key, "/v1/transfers", body)
+            POST_SECONDS.append(time.time() - sent[transfer_id])
 
     await asyncio.gather(*(poster(n) for n in range(posters)))
     return sent
 
 
-async def event_ids(port: int, key: str, after: int) -> dict[int, str]:
-    """Sequence -> transfer id of the events after ``after`` (GET /v1/events)."""
-    found: dict[int, str] = {}
+async def event_ids(port: int, key: str, after: int) -> dict[int, tuple[str, float]]:
+    """Sequence -> (transfer id, commit time) of the events after ``after``."""
+    found: dict[int, tuple[str, float]] = {}
     cursor = after
     while True:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            _request(f"/v1/events?after={cursor}&limit=1000", key, "Connection: close\r\n")
-        )
+        path = f"/v1/events?after={cursor}&limit=1000"
+        writer.write(_request(path, key, "Connection: close\r\n"))
         response = await reader.read()
         writer.close()
-        body = response.partition(b"\r\n\r\n")[2]
-        if b"\r\n" in body[:10]:  # chunked: one chunk for a JSON answer
-            body = body.split(b"\r\n", 1)[1].rsplit(b"\r\n0\r\n", 1)[0]
-        page = json.loads(body)
+        page = json.loads(response.partition(b"\r\n\r\n")[2])
         for event in page["data"]:
-            found[event["sequence"]] = event["data"]["id"]
+            committed = datetime.fromisoformat(event["created_at"].replace("Z", "+00:00"))
+            found[event["sequence"]] = (event["data"]["id"], committed.timestamp())
             cursor = event["sequence"]
         if not page["has_more"]:
             return found
@@ -313,6 +323,7 @@ async def event_ids(port: int, key: str, after: int) -> dict[int, str]:
 async def measure(protocol: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     process, base, key = start_server(workdir / protocol)
     port = int(base.rpartition(":")[2])
+    print(f"{protocol}: tally serve at {base}, pid {process.pid}", file=sys.stderr, flush=True)
     try:
         for account in ("src", "dst"):
             await post(port, key, "/v1/accounts", {"id": account, "currency": "USD",
@@ -325,8 +336,14 @@ async def measure(protocol: str, args: argparse.Namespace, workdir: Path) -> dic
         connect_seconds = time.monotonic() - started
         await asyncio.sleep(SETTLE_SECONDS)
         rss_open = rss_bytes(process.pid)
+        cpu = (cpu_seconds(process.pid), own_cpu_seconds(), time.monotonic())
         sent = await burst(port, key, args.transfers, args.posters)
         _, pending = await asyncio.wait([s.done for s in streams], timeout=DELIVERY_TIMEOUT_SECONDS)
+        burst_cpu = {
+            "wall": round(time.monotonic() - cpu[2], 2),
+            "server": round(cpu_seconds(process.pid) - cpu[0], 2),
+            "clients": round(own_cpu_seconds() - cpu[1], 2),
+        }
         rss_after = rss_bytes(process.pid)
         ids = await event_ids(port, key, after)
         result = verdict(protocol, args, streams, ids, sent, after)
@@ -337,7 +354,10 @@ async def measure(protocol: str, args: argparse.Namespace, workdir: Path) -> dic
             rss_per_stream_kib=round((rss_open - rss_before) / args.streams / 1024, 2),
             connect_seconds=round(connect_seconds, 1),
             streams_unfinished=len(pending),
+            burst_seconds=burst_cpu,
+            post_ms=_percentiles(sorted(POST_SECONDS)),
         )
+        POST_SECONDS.clear()
         for stream in streams:
             if stream.transport is not None:
                 stream.transport.close()
@@ -350,18 +370,18 @@ def verdict(
     protocol: str,
     args: argparse.Namespace,
     streams: list[Stream],
-    ids: dict[int, str],
+    ids: dict[int, tuple[str, float]],
     sent: dict[str, float],
     after: int,
 ) -> dict[str, Any]:
+    """Every stream got every event once, in order? And the fan-out times: from
+    the event's commit (its created_at) to a stream reading it, and (an upper
+    bound, as a client sees it) from the request that made it being sent."""
     expected = list(range(after + 1, after + args.transfers + 1))
     complete = sum(1 for s in streams if s.sequences == expected)
-    fan_out = sorted(
-        t - sent[ids[seq]] for s in streams for seq, t in zip(s.sequences, s.times, strict=True)
-    )
-
-    def pct(p: float) -> float:
-        return round(fan_out[min(len(fan_out) - 1, int(p * len(fan_out)))] * 1000, 1)
+    pairs = [(seq, t) for s in streams for seq, t in zip(s.sequences, s.times, strict=True)]
+    from_commit = sorted(t - ids[seq][1] for seq, t in pairs)
+    from_request = sorted(t - sent[ids[seq][0]] for seq, t in pairs)
 
     return {
         "protocol": protocol,
@@ -369,10 +389,18 @@ def verdict(
         "transfers": args.transfers,
         "streams_with_every_event_once_in_order": complete,
         "ok": complete == args.streams,
-        "deliveries": len(fan_out),
-        "fan_out_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)} if fan_out else None,
-        "fan_out_mean_ms": round(statistics.fmean(fan_out) * 1000, 1) if fan_out else None,
+        "deliveries": len(pairs),
+        "fan_out_ms_from_commit": _percentiles(from_commit),
+        "fan_out_ms_from_request_sent": _percentiles(from_request),
     }
+
+
+def _percentiles(times: list[float]) -> dict[str, float] | None:
+    """p50, p99 and max of sorted times, in milliseconds."""
+    if not times:
+        return None
+    names = (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+    return {n: round(times[min(len(times) - 1, int(p * len(times)))] * 1000, 1) for n, p in names}
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import typing
-from collections.abc import Awaitable, Callable
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -178,25 +177,14 @@ def _loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
-async def _stream(
-    services: Services, subscriber: Subscriber, run: Callable[[], Awaitable[None]]
-) -> None:
-    """Run a stream to its end; a write the hub cancelled (the client took
-    nothing for too long) ends it quietly, and the subscription always goes."""
-    subscriber.task = asyncio.current_task()
-    try:
-        await run()
-    except asyncio.CancelledError:
-        if not subscriber.stuck:
-            raise
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-    except OSError:
-        pass  # the client left mid-write: nothing more can reach it
-    finally:
-        subscriber.task = None
-        services.events.unsubscribe(subscriber)
+def _cancelled_by_hub(subscriber: Subscriber) -> bool:
+    """Whether the cancellation being handled is the hub's end of a write the
+    client did not take (then the stream ends quietly), not a shutdown's."""
+    task = asyncio.current_task()
+    if not subscriber.stuck or task is None:
+        return False
+    task.uncancel()
+    return True
 
 
 class EventStream(Response):
@@ -214,16 +202,25 @@ class EventStream(Response):
         self._send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # No wrapper coroutine or closure here: each would be kept for as long as
+        # the stream lives, ten thousand times over.
+        subscriber = self._subscriber
+        subscriber.task = asyncio.current_task()
         self._send = send
-
-        async def run() -> None:
+        try:
             start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            await timed_send(self._subscriber, send, start)
+            await timed_send(subscriber, send, start)
             await self._write(f"retry: {RETRY_MS}\n\n".encode())
-            await pump(self._services, self._subscriber, self._after, self, receive)
+            await pump(self._services, subscriber, self._after, self, receive)
             await self._write(b"", more=False)
-
-        await _stream(self._services, self._subscriber, run)
+        except asyncio.CancelledError:
+            if not _cancelled_by_hub(subscriber):
+                raise
+        except OSError:
+            pass  # the client left mid-write: nothing more can reach it
+        finally:
+            subscriber.task = None
+            self._services.events.unsubscribe(subscriber)
 
     async def _write(self, body: bytes, *, more: bool = True) -> None:
         assert self._send is not None
@@ -282,6 +279,19 @@ class EventSocket:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
+        opened = await self._open(scope, receive, send)
+        if opened is not None:
+            # Only these three outlive the handshake: the principal, the parsed
+            # request and its headers would be kept by this frame for as long as
+            # the stream lives, about 2 KiB each (measured with tracemalloc).
+            tenant_id, after, types = opened
+            await self._stream(receive, send, tenant_id, after, types)
+
+    async def _open(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[str, int | None, frozenset[str] | None] | None:
+        """Check the handshake and the credentials: the stream's tenant and where
+        it starts, or None when it was refused."""
         conn = HTTPConnection(scope)
         try:
             check_query_names(conn, WS_QUERY)
@@ -290,13 +300,13 @@ class EventSocket:
             principal = None if header is None else await self._admit(header)
         except TallyError as error:
             await _deny(scope, send, error)
-            return
+            return None
         await send({"type": "websocket.accept"})
         if principal is None:
             principal = await self._first_message_auth(receive, send)
             if principal is None:
-                return
-        await self._stream(receive, send, principal.tenant_id, after, types)
+                return None
+        return principal.tenant_id, after, types
 
     async def _admit(self, authorization: str) -> Principal:
         """Who is calling, allowed to read events and within their rate limit."""
@@ -345,13 +355,19 @@ class EventSocket:
             await _close(send, error)
             return
         sink = _SocketSink(subscriber, send)
-
-        async def run() -> None:
+        subscriber.task = asyncio.current_task()
+        try:
             await pump(services, subscriber, after, sink, receive)
             if not subscriber.overflowed:
                 await sink.close(NORMAL_CLOSURE)
-
-        await _stream(services, subscriber, run)
+        except asyncio.CancelledError:
+            if not _cancelled_by_hub(subscriber):
+                raise
+        except OSError:
+            pass  # the client left mid-write
+        finally:
+            subscriber.task = None
+            services.events.unsubscribe(subscriber)
 
 
 def _auth_token(message: Message) -> str | None:
