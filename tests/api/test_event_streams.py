@@ -259,6 +259,7 @@ def quiet_app(database_url: str) -> Iterator[tuple[TestClient, Api]]:
         events_buffer_events_max=3,
         events_ws_auth_seconds=0.3,
         events_stream_seconds_max=5,
+        events_send_timeout_seconds=1,
     )
     with TestClient(create_app(settings, clock=FakeClock())) as client:
         tenant_id, key = create_tenant(database_url)
@@ -300,6 +301,41 @@ def test_a_slow_client_gets_a_final_overflow_and_resumes_without_a_gap(
     assert seqs(resumed) == list(range(6, 15))
 
 
+def test_a_client_that_takes_nothing_is_disconnected_after_the_send_timeout(
+    quiet_app: tuple[TestClient, Api],
+) -> None:
+    client, api = quiet_app
+    assert client.portal is not None
+    seconds = client.portal.call(_stuck_stream, client.app, api)
+    assert 0.9 < seconds < 4  # TALLY_EVENTS_SEND_TIMEOUT_SECONDS=1, the hub looks each 1 s
+
+
+async def _stuck_stream(app: Any, api: Api) -> float:
+    """A stream whose client never takes a byte: its first write never completes."""
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()
+
+    started = time.monotonic()
+    await asyncio.wait_for(app(_scope(api, b""), receive, send), 10)
+    return time.monotonic() - started
+
+
+def _scope(api: Api, query: bytes) -> dict[str, Any]:
+    headers = [(b"authorization", f"Bearer {api.api_key}".encode())]
+    return {
+        "type": "http", "method": "GET", "path": STREAM, "raw_path": STREAM.encode(),
+        "query_string": query, "headers": headers, "scheme": "http",
+        "http_version": "1.1", "server": ("testserver", 80), "client": ("127.0.0.1", 1),
+        "root_path": "", "asgi": {"version": "3.0"},
+    }  # fmt: skip
+
+
 async def _slow_stream(app: Any, api: Api, transfers: int) -> bytes:
     """A stream whose client takes 0.2 s to read each write, while a batch of
     ``transfers`` commits: the buffer of 3 fills."""
@@ -317,13 +353,7 @@ async def _slow_stream(app: Any, api: Api, transfers: int) -> bytes:
                 done.set()
             await asyncio.sleep(0.2)
 
-    headers = [(b"authorization", f"Bearer {api.api_key}".encode())]
-    scope = {
-        "type": "http", "method": "GET", "path": STREAM, "raw_path": STREAM.encode(),
-        "query_string": b"after=2", "headers": headers, "scheme": "http",
-        "http_version": "1.1", "server": ("testserver", 80), "client": ("127.0.0.1", 1),
-        "root_path": "", "asgi": {"version": "3.0"},
-    }  # fmt: skip
+    scope = _scope(api, b"after=2")
     task = asyncio.create_task(app(scope, receive, send))
     await asyncio.sleep(0.1)
     items = [{"debit_account_id": "a", "credit_account_id": "b", "amount": 1}] * transfers

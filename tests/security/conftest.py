@@ -27,6 +27,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
 
 from tally.api import create_app
 from tally.config import Settings
@@ -146,6 +147,18 @@ def sse_events(text: str) -> list[dict[str, Any]]:
         assert fields["event"] == event["type"], frame
         events.append(event)
     return events
+
+
+def ws_messages(ws: Any) -> tuple[list[Any], int]:
+    """Every JSON message of a WebSocket until the server closes it (in process
+    after TALLY_EVENTS_STREAM_SECONDS_MAX), and its close code."""
+    messages = []
+    for _ in range(10_000):
+        try:
+            messages.append(ws.receive_json())
+        except WebSocketDisconnect as closed:
+            return messages, closed.code
+    raise AssertionError("the socket did not close")
 
 
 def read_all(caller: Caller, path: str) -> tuple[httpx.Response, Any]:

@@ -26,7 +26,7 @@ import pytest
 
 from tally.api.endpoint import RouteSpec
 from tally.api.openapi import ROUTES
-from tests.security.conftest import Tenant, assert_problem, join, make_key, read_all
+from tests.security.conftest import Tenant, assert_problem, join, make_key, read_all, ws_messages
 
 ID_ROUTES = [s for s in ROUTES if "{id}" in s.path]
 ID_ROUTE_PARAMS = [pytest.param(s, id=f"{s.method} {s.path}") for s in ID_ROUTES]
@@ -236,3 +236,18 @@ def test_an_admin_cannot_change_or_disable_the_owner_nor_become_owner(tenant: Te
     assert me.status_code == 200, me.text
     assert me.json()["role"] == "owner"
     assert admin.get("/v1/me").json()["role"] == "admin"
+
+
+def test_another_tenants_event_streams_show_none_of_this_tenants_events(
+    tenant: Tenant, stranger: Tenant
+) -> None:
+    caller = stranger.keys["all"]
+    r, shown = read_all(caller, "/v1/events/stream")
+    assert r.status_code == 200 and shown["data"] == []
+    assert tenant.id not in r.text
+    r = caller.get("/v1/events", params={"after": "0", "wait_seconds": "1"})
+    assert r.status_code == 200 and r.json()["data"] == []
+    with caller.client.websocket_connect("/v1/events/ws?after=0", headers=caller.headers) as ws:
+        messages, code = ws_messages(ws)
+    assert code == 1000
+    assert [m for m in messages if "sequence" in m] == []
