@@ -209,6 +209,7 @@ class EventStream(Response):
         self._send = send
         try:
             start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            self.raw_headers = []  # sent: not kept for the stream's life
             await timed_send(subscriber, send, start)
             await self._write(f"retry: {RETRY_MS}\n\n".encode())
             await pump(self._services, subscriber, self._after, self, receive)
