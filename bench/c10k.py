@@ -81,9 +81,11 @@ class Stream(asyncio.Protocol):
         transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for future in (self.head, self.done):
-            if not future.done():
-                future.set_exception(ConnectionError(f"closed: {exc}"))
+        # The verdict counts a stream closed early as one without every event.
+        if not self.head.done():
+            self.head.set_exception(ConnectionError(f"closed: {exc}"))
+        if not self.done.done():
+            self.done.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -110,6 +112,13 @@ class Stream(asyncio.Protocol):
             self.times.append(now)
         self.buffer = self.buffer[end + 1 :]
 
+    def _pong(self, payload: bytes) -> None:
+        mask = secrets.token_bytes(4)  # a client's frames are masked (RFC 6455 §5.3)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert self.transport is not None
+        assert len(payload) < 126
+        self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+
     def _scan_ws(self) -> None:
         buffer, at, now = self.buffer, 0, time.time()
         while len(buffer) - at >= 2:
@@ -120,6 +129,8 @@ class Stream(asyncio.Protocol):
                 length, start = int.from_bytes(buffer[at + 2 : at + 10], "big"), at + 10
             if len(buffer) < start + length:
                 break
+            if buffer[at] & 0x0F == 0x9:  # a ping: the server closes a client that never pongs
+                self._pong(buffer[start : start + length])
             found = WS_SEQUENCE.match(buffer, start)
             if found:
                 self.sequences.append(int(found.group(1)))

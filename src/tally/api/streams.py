@@ -107,7 +107,9 @@ async def pump(
             await sink.events(missed)
     last = max(last, subscriber.live_from)
     while not subscriber.closed:
-        await subscriber.wait()
+        waiter = subscriber.ready()
+        if waiter is not None:
+            await waiter
         fresh = [e for e in subscriber.take() if e.sequence > last]
         if fresh:
             last = fresh[-1].sequence

@@ -160,19 +160,24 @@ class Subscriber:
         events, self.buffer = self.buffer, []
         return events
 
-    async def wait(self) -> None:
-        """Until there is something to do: events, an overflow, a heartbeat, a close."""
+    def ready(self) -> asyncio.Future[None] | None:
+        """None when there is something to do (events, an overflow, a heartbeat, a
+        close), else a future done when there is. A stream awaits the future
+        itself: a coroutine here would be one more frame kept per stream."""
         if self.buffer or self.overflowed or self.closed or self.heartbeat:
-            return
+            return None
         self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+        return self._waiter
+
+    async def wait(self) -> None:
+        waiter = self.ready()
+        if waiter is not None:
+            await waiter
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class Feed:
