@@ -64,16 +64,42 @@ _REPLAYED = {
 }
 
 
+# OpenAPI 3.2's description of a stream: each item is one event of the stream (its
+# id, event and data fields), the data an EventOut as JSON.
 _EVENT_STREAM = {
-    "schema": {
-        "type": "string",
-        "description": "Server-Sent Events. Each event is `id: <sequence>`, "
-        "`event: <type>`, `data: <an EventOut as JSON>` and a blank line; a comment "
-        "line (`: heartbeat`) comes every 15 s; a client too slow to keep up gets a "
-        'final `event: overflow` (`data: {"type": "overflow", "last_sequence": '
-        "...}`) and the stream ends: reconnect with `Last-Event-ID`.",
+    "itemSchema": {
+        "type": "object",
+        "description": "One Server-Sent Event: `id: <sequence>`, `event: <type>`, `data: "
+        "<an EventOut as JSON>`. A comment line (`: heartbeat`) comes every 15 s; a client "
+        "too slow to keep up gets a final `event: overflow` whose data is "
+        '`{"type": "overflow", "last_sequence": N, "detail": ...}`, and the stream ends: '
+        "reconnect with `Last-Event-ID`.",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            "event": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/EventOut"},
+                        {
+                            "type": "object",
+                            "description": "The final frame to a client too slow to keep up.",
+                            "required": ["type", "last_sequence"],
+                            "properties": {
+                                "type": {"const": "overflow"},
+                                "last_sequence": {"type": "integer"},
+                                "detail": {"type": "string"},
+                            },
+                        },
+                    ]
+                },
+            },
+            "retry": {"type": "integer"},
+        },
+        "required": ["data"],
     },
-    "itemSchema": {"$ref": "#/components/schemas/EventOut"},
 }
 # OpenAPI describes no WebSocket: the one Tally serves is listed here.
 WEBSOCKETS = {
