@@ -144,6 +144,7 @@ class Services:
         self.writer.start()
         self.audit_appender.start()
         await self.events.start()
+        self.events.close_on_exit_signals()
         if self._wakeups is not None:
             await self._wakeups.start()
         s = self.settings

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -369,3 +371,20 @@ def test_bad_parameters_are_422_on_every_events_route(
             assert denied.value.response.status_code == 422
 
     asyncio.run(run())
+
+
+def test_a_stopping_server_ends_its_streams_at_once_rather_than_holding_them(
+    postgres_url: str, start_server: StartServer
+) -> None:
+    server = start_server(postgres_url)
+    _, key = cli_create_tenant(postgres_url, "shutdown")
+
+    async def run() -> float:
+        async with sse(server.base_url, key) as stream:
+            stopping = time.monotonic()
+            os.killpg(server.process.pid, signal.SIGTERM)
+            assert await stream.next(timeout=5) is None  # the stream ended, cleanly
+            return time.monotonic() - stopping
+
+    assert asyncio.run(run()) < 3
+    server.process.wait(timeout=5)  # not uvicorn's 10 s graceful timeout

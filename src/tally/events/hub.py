@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -212,6 +213,7 @@ class EventHub:
         self._poll_seconds = poll_seconds
         self._feeds: dict[str, Feed] = {}
         self._heartbeats: asyncio.Task[None] | None = None
+        self._chained_signals: list[tuple[int, Any]] = []
 
     @property
     def subscribers(self) -> int:
@@ -221,6 +223,7 @@ class EventHub:
         self._heartbeats = asyncio.create_task(self._beat(), name="tally-events-heartbeat")
 
     async def stop(self) -> None:
+        self._restore_signals()
         tasks = [f.task for f in self._feeds.values() if f.task is not None]
         if self._heartbeats is not None:
             tasks.append(self._heartbeats)
@@ -233,6 +236,43 @@ class EventHub:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def close_all(self) -> None:
+        """End every stream and long poll now (each gets its final chunk or close)."""
+        for feed in list(self._feeds.values()):
+            for subscriber in list(feed.subscribers):
+                subscriber.close()
+
+    def close_on_exit_signals(self) -> None:
+        """On SIGTERM or SIGINT, end every stream before the server waits for them.
+
+        uvicorn stops by waiting for every request in flight (up to its graceful
+        shutdown timeout) before the lifespan's shutdown, and a stream never ends
+        on its own: so a restart would hold every client for the whole timeout and
+        then cut it off. Chained to the handler the server installed; through the
+        loop's wakeup pipe (``call_soon_threadsafe``), the one safe way from a
+        signal handler. Only where this is the main thread (uvicorn's processes)."""
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(number)
+            if not callable(previous):
+                continue  # the default or ignored: no server of ours to chain to
+
+            def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+                loop.call_soon_threadsafe(self.close_all)
+                previous(signum, frame)
+
+            try:
+                signal.signal(number, handler)
+            except ValueError:
+                return  # not the main thread
+            self._chained_signals.append((number, previous))
+
+    def _restore_signals(self) -> None:
+        for number, previous in reversed(self._chained_signals):
+            with contextlib.suppress(ValueError):
+                signal.signal(number, previous)
+        self._chained_signals.clear()
 
     # -- wakeups -------------------------------------------------------------------------
 
