@@ -97,6 +97,14 @@ def test_last_event_id_resumes_with_no_gap_and_no_duplicate(api: Api) -> None:
     assert seqs(both) == [7]
 
 
+def test_a_head_of_the_stream_answers_its_headers_at_once(api: Api) -> None:
+    started = time.monotonic()
+    r = api.request("HEAD", STREAM)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert time.monotonic() - started < 0.4  # not the 0.5 s a stream lasts in process
+
+
 def test_types_filter_the_stream(api: Api) -> None:
     api.account("a")
     api.account("b")

@@ -104,6 +104,8 @@ def event_out(e: EventRecord) -> EventOut:
 async def stream_events(call: Call) -> Response:
     r = call.request
     after, types = stream_after(r), stream_types(r)
+    if r.method == "HEAD":  # the headers a GET would answer, and no stream to hold open
+        return Response(media_type=EventStream.media_type, headers={"x-accel-buffering": "no"})
     lifetime = call.settings.events_stream_seconds_max
     events = call.services.events
     subscriber = await events.subscribe(call.tenant_id, types, lifetime_seconds=lifetime)
