@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path profile soak sqlmap schema ha-test
+.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path bench-c10k profile soak sqlmap schema ha-test
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,11 @@ bench: $(BENCH_INSTALLED)
 ## bench-smoke: the short benchmark CI runs (under a minute)
 bench-smoke: $(BENCH_INSTALLED)
 	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
+
+## bench-c10k: 10,000 SSE streams, then 10,000 WebSockets, on one tally serve process:
+## RSS per stream and fan-out times of a burst of transfers (about 3 minutes)
+bench-c10k: $(INSTALLED)
+	$(BIN)/python bench/c10k.py $(C10K_ARGS)
 
 ## bench-path: the request path in process, no HTTP server: CPU µs per transfer (under a minute)
 bench-path: $(BENCH_INSTALLED)

@@ -34,6 +34,11 @@ os.environ["TALLY_IDEMPOTENCY_PURGE_INTERVAL_SECONDS"] = str(10**9)
 # (webhooks_deliver=True, on a database of its own): a dispatcher joins the
 # ring of every process on its database and would take other tests' endpoints.
 os.environ["TALLY_WEBHOOKS_DELIVER"] = "false"
+# Starlette's TestClient returns a response only once it has ended: an in-process
+# event stream ends after this long, so every in-process test (the security
+# tables call every route) gets its answer. The e2e servers strip TALLY_* and
+# stream as long as production does.
+os.environ["TALLY_EVENTS_STREAM_SECONDS_MAX"] = "0.5"
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TALLY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

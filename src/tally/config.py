@@ -129,6 +129,25 @@ class Settings(BaseSettings):
     graphql_cost_max: int = Field(default=10_000, ge=1)
     graphql_aliases_max: int = Field(default=20, ge=0, le=1_000)
     graphql_tokens_max: int = Field(default=2_000, ge=100, le=100_000)
+    # Live events (docs/events.md): long polling, Server-Sent Events, WebSocket.
+    # A stream's buffer of events not yet written to its client; a client that
+    # lets it fill is sent a final ``overflow`` and disconnected.
+    events_buffer_events_max: int = Field(default=1_024, ge=1, le=100_000)
+    # A comment line (SSE) or heartbeat message (WebSocket) this often.
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Each tenant's reader looks for new events this often even without a wakeup:
+    # a lost notification delays an event by at most this, never loses it.
+    events_poll_seconds: float = Field(default=10.0, gt=0, le=300)
+    # A stream ends after this long (the client resumes with Last-Event-ID), so
+    # that streams spread over new processes after a deploy; 0: never.
+    events_stream_seconds_max: float = Field(default=3_600.0, ge=0)
+    # A write to a stream's client that takes longer than this ends the stream.
+    events_send_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Long polling: GET /v1/events?wait_seconds= at most this (api.md §8).
+    events_wait_seconds_max: int = Field(default=30, ge=0, le=30)
+    # WebSocket: a connection without a handshake credential must send its
+    # {"type": "auth"} message within this.
+    events_ws_auth_seconds: float = Field(default=5.0, gt=0, le=60)
 
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # text: one human line per record; json: one object per line with the request

@@ -20,6 +20,8 @@ import logging
 from tally.audit import Appender, AuditLog
 from tally.config import Settings
 from tally.errors import TallyError
+from tally.events import EventHub
+from tally.events.redis import RedisWakeups
 from tally.identity.authentication import Authenticator
 from tally.identity.credentials import CredentialCache
 from tally.identity.passwords import PasswordHasher
@@ -31,6 +33,7 @@ from tally.ledger.retention import purge_expired_keys
 from tally.ledger.writer import Writer
 from tally.limits import Limiter, Limits
 from tally.storage import make_store
+from tally.storage.notifications import EVENTS_CHANNEL
 from tally.support.clock import Clock, wall_clock_us
 from tally.support.loops import start_rounds
 from tally.webhooks.dispatcher import Dispatcher, DispatchSettings
@@ -108,7 +111,56 @@ class Services:
             if s.webhooks_deliver
             else None
         )
+        self.events = self._event_hub()
         self._rounds: list[asyncio.Task[None]] = []
+
+    def _event_hub(self) -> EventHub:
+        """The live events of this process, woken by this process's writer and by
+        the others' commits: through Redis when it is set, else PostgreSQL NOTIFY
+        (SQLite is one process: its writer is enough)."""
+        s = self.settings
+        hub = EventHub(
+            self.ledger,
+            buffer_events_max=s.events_buffer_events_max,
+            heartbeat_seconds=s.events_heartbeat_seconds,
+            poll_seconds=s.events_poll_seconds,
+            send_timeout_seconds=s.events_send_timeout_seconds,
+            # A stream ends within a quarter of its lifetime of its end (tests use 0.5 s).
+            tick_seconds=min(1.0, s.events_stream_seconds_max / 4 or 1.0),
+        )
+        self._wakeups: RedisWakeups | None = None
+        # A commit anywhere also wakes this process's webhook dispatcher, so a
+        # delivery need not wait for its poll (docs/webhooks.md).
+        dispatcher = self.dispatcher
+
+        def local(tenant_ids: set[str]) -> None:
+            hub.wake(tenant_ids)
+            if dispatcher is not None:
+                dispatcher.wake()
+
+        def remote(message: str) -> None:
+            hub.on_message(message)
+            if dispatcher is not None:
+                dispatcher.wake()
+
+        if s.redis_url:
+            wakeups = self._wakeups = RedisWakeups(
+                s.redis_url,
+                timeout_seconds=s.redis_timeout_seconds,
+                on_message=remote,
+                on_reset=hub.wake_all,
+            )
+
+            def committed(tenant_ids: set[str]) -> None:
+                local(tenant_ids)
+                wakeups.publish(tenant_ids)
+
+            self.writer.on_committed = committed
+        else:
+            self.writer.on_committed = local
+            if not s.is_sqlite:
+                self.notifications.subscribe(EVENTS_CHANNEL, remote, hub.wake_all)
+        return hub
 
     async def start(self) -> None:
         _tune_garbage_collector()
@@ -120,6 +172,10 @@ class Services:
             log.warning("signing keys not loaded at start: %s", exc.detail or exc.code)
         self.writer.start()
         self.audit_appender.start()
+        await self.events.start()
+        self.events.close_on_exit_signals()
+        if self._wakeups is not None:
+            await self._wakeups.start()
         s = self.settings
         self._rounds = [
             start_rounds(
@@ -153,6 +209,9 @@ class Services:
         self._rounds.clear()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self._wakeups is not None:
+            await self._wakeups.stop()
+        await self.events.stop()
         await self.writer.stop()
         await self.audit_appender.stop()
         await self._limiter.close()

@@ -29,6 +29,8 @@ VALID_VALUES = {
     "order": "desc",
     "after": "0",
     "at": "2100-01-01T00:00:00Z",
+    "wait_seconds": "0",
+    "types": "transfer.created,account.created",
 }
 STATUS_VALUES = {
     "/v1/accounts": "open",
@@ -96,13 +98,10 @@ def test_a_mistyped_filter_is_refused_and_the_right_name_suggested(books: Api) -
     assert "acount_id" in problem["detail"]
 
 
-def test_wait_on_the_event_list_is_refused_it_is_not_a_parameter(books: Api) -> None:
-    # The long poll's parameter is to be wait_seconds; until it exists, neither
-    # spelling may be silently ignored.
-    for name in ("wait", "wait_seconds"):
-        r = books.get("/v1/events", params={name: "5"})
-        problem = assert_problem(r, 422, "validation_error")
-        assert [e["field"] for e in problem["errors"]] == [name]
+def test_wait_on_the_event_list_is_refused_the_parameter_is_wait_seconds(books: Api) -> None:
+    problem = assert_problem(books.get("/v1/events", params={"wait": "5"}), 422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == ["wait"]
+    assert "wait_seconds" in problem["errors"][0]["message"]
 
 
 def test_a_route_without_query_parameters_says_it_takes_none(books: Api) -> None:
@@ -156,6 +155,8 @@ def test_every_declared_parameter_is_accepted(books: Api) -> None:
         params.update({f"{name}[k]": "v" for name in spec.query.deep})
         r = books.get(_path(spec), params=params)
         assert r.status_code == 200, (spec.path, r.text)
+        if spec.media_type != "application/json":
+            continue  # the event stream: no page to walk
         cursor = r.json().get("next_cursor") if "cursor" in spec.query.form else None
         if cursor is not None:
             assert books.get(_path(spec), params={**params, "cursor": cursor}).status_code == 200

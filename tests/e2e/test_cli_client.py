@@ -233,3 +233,22 @@ def test_an_import_outlives_a_server_killed_and_restarted_under_it(
         out = setup.tally("import", str(csv_path), "--json").stdout
     assert json.loads(out.splitlines()[-1])["summary"]["refused"] == 0
     ledger_holds_each_row_once(setup, 3000, total)
+
+
+def test_events_tail_follow_prints_new_events_as_they_commit(setup: Setup) -> None:
+    logged_in(setup)
+    open_import_accounts(setup)
+    after = setup.json_lines("events", "tail")[-1]["sequence"]
+    tail = subprocess.Popen(
+        [str(TALLY), "events", "tail", "--follow", "--json", "--after", str(after)],
+        env=setup.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with setup.client() as c:
+            made = c.transfers.create("src", "dst", 77)
+        assert tail.stdout is not None
+        line = json.loads(tail.stdout.readline())  # blocks until the event arrives
+        assert (line["type"], line["data"]["id"]) == ("transfer.created", made.id)
+    finally:
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(RUN_SECONDS) == 0

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import pytest
 
 from tally.client import NO_RETRY, AsyncClient, Client, ConnectionFailed, RetryPolicy, errors
@@ -193,3 +196,51 @@ def test_the_async_client_retries_and_walks_pages_too(ledger: Ledger, tally: Cli
         walked = asyncio.run(run(url))
     assert len(walked) == 20 and "drop" in plan.seen
     assert tally.accounts.get("y").credits_posted == 100
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_event_stream_resumes_across_reconnects_without_a_gap_or_a_repeat(
+    request: pytest.FixtureRequest, tmp_path: Path, start_server: StartServer, backend: str
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'stream.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    # Streams end every 0.5 s: the client must reconnect, with Last-Event-ID, many times.
+    server = start_server(url, events_stream_seconds_max="0.5")
+    _, api_key = cli_create_tenant(url, "stream")
+    with Client(server.base_url, api_key) as tally:
+        open_accounts(tally, "s1", "s2")
+        start = tally.events.list(limit=1000).data[-1].sequence
+        writer = threading.Thread(
+            target=lambda: [
+                (tally.transfers.create("s1", "s2", 1), time.sleep(0.05)) for _ in range(40)
+            ]
+        )
+        writer.start()
+        seen = []
+        for event in tally.events.stream(after=start, types=["transfer.created"]):
+            seen.append(event.sequence)
+            if len(seen) == 40:
+                break
+        writer.join()
+    assert seen == list(range(start + 1, start + 41))  # every one, once, in order
+
+
+def test_the_async_event_stream_starts_after_the_sequence_it_is_given(ledger: Ledger) -> None:
+    with ledger.client() as tally:
+        open_accounts(tally, "e1", "e2")
+        made = [tally.transfers.create("e1", "e2", 7) for _ in range(3)]
+        first = tally.events.list(limit=1000).data[0].sequence
+
+    async def read() -> list[str]:
+        async with AsyncClient(ledger.server.base_url, ledger.api_key) as client:
+            ids = []
+            async for event in client.events.stream(after=first, types=["transfer.created"]):
+                ids.append(msgspec.json.decode(event.data)["id"])
+                if len(ids) == 3:
+                    return ids
+        return ids
+
+    assert asyncio.run(read()) == [t.id for t in made]

@@ -95,6 +95,8 @@ ROUTES: list[tuple[str, str, type[Any] | None]] = [
     ("POST", "/v1/transfers/{}/void", PendingVoid),
     ("POST", "/v1/transfers/batch", BatchCreate),
     ("GET", "/v1/events", None),
+    # Ends after TALLY_EVENTS_STREAM_SECONDS_MAX (0.5 s in tests): every answer is whole.
+    ("GET", "/v1/events/stream", None),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
     ("GET", "/openapi.json", None),
@@ -112,6 +114,7 @@ QUERY_NAMES = [
     "created_before",
     "metadata[k]",
     "metadata[]",
+    "types",
 ]
 
 FUZZ = settings(

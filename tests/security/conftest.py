@@ -13,6 +13,7 @@ loops of one test (expiry, retention, sealing) never act on another's rows.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
 
 from tally.api import create_app
 from tally.config import Settings
@@ -156,6 +158,46 @@ def graphql(
 
 def graphql_codes(out: dict[str, Any]) -> list[str]:
     return [e["extensions"]["code"] for e in out.get("errors", [])]
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """The events of a Server-Sent Events body: each frame's ``data`` as JSON,
+    with its ``id`` and ``event`` lines checked against it."""
+    events = []
+    for frame in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in frame.split("\n") if line and not line.startswith(":")
+        )
+        if "data" not in fields or fields.get("event") == "overflow":
+            continue
+        event = json.loads(fields["data"])
+        assert fields["id"] == str(event["sequence"]), frame
+        assert fields["event"] == event["type"], frame
+        events.append(event)
+    return events
+
+
+def ws_messages(ws: Any) -> tuple[list[Any], int]:
+    """Every JSON message of a WebSocket until the server closes it (in process
+    after TALLY_EVENTS_STREAM_SECONDS_MAX), and its close code."""
+    messages = []
+    for _ in range(10_000):
+        try:
+            messages.append(ws.receive_json())
+        except WebSocketDisconnect as closed:
+            return messages, closed.code
+    raise AssertionError("the socket did not close")
+
+
+def read_all(caller: Caller, path: str) -> tuple[httpx.Response, Any]:
+    """A GET of everything a read route shows: a page of 1000, or (the event
+    stream, which ends after TALLY_EVENTS_STREAM_SECONDS_MAX in process) every
+    event from the first, as ``{"data": [...]}``."""
+    if path == "/v1/events/stream":
+        r = caller.get(path, params={"after": "0"})
+        return r, ({"data": sse_events(r.text)} if r.status_code == 200 else None)
+    r = caller.get(path, params={"limit": "1000"} if path != "/v1/me" else None)
+    return r, (r.json() if r.status_code == 200 else None)
 
 
 def login(client: TestClient, email: str, password: str, role: str = "") -> Person:

@@ -38,6 +38,8 @@ from tests.security.conftest import (
     graphql_codes,
     join,
     make_key,
+    read_all,
+    ws_messages,
 )
 
 ID_ROUTES = [s for s in ROUTES if "{id}" in s.path]
@@ -151,9 +153,8 @@ def test_another_tenants_lists_show_none_of_this_tenants_objects(
     lists = [s for s in ROUTES if s.method == "GET" and "{" not in s.path and s.auth]
     assert {s.path for s in lists} >= {"/v1/accounts", "/v1/members", "/v1/audit-events"}
     for spec in lists:
-        r = caller.get(spec.path, params={"limit": "1000"} if spec.path != "/v1/me" else None)
+        r, shown = read_all(caller, spec.path)
         assert r.status_code == 200, (spec.path, r.text)
-        shown = r.json()
         if spec.path == "/v1/audit-events":
             for event in shown["data"]:
                 assert event["actor"]["id"] in (None, *stranger_ids(stranger)), event
@@ -163,7 +164,7 @@ def test_another_tenants_lists_show_none_of_this_tenants_objects(
         text = json.dumps(shown)
         for value in secrets_of_a:
             assert value not in text, (spec.path, value)
-        if spec.path in ("/v1/accounts", "/v1/transfers", "/v1/events"):
+        if spec.path in ("/v1/accounts", "/v1/transfers", "/v1/events", "/v1/events/stream"):
             assert shown["data"] == [], spec.path  # tenant B owns no ledger object
 
 
@@ -398,3 +399,18 @@ def test_the_console_answers_another_tenants_object_like_one_that_exists_nowhere
     assert owner.get("/v1/transfers/hold").json()["status"] == "pending"
     assert tenant.keys["read-only"].get("/v1/accounts").status_code == 200
     assert owner.get("/v1/accounts/src").json()["currency"] == "USD"
+
+
+def test_another_tenants_event_streams_show_none_of_this_tenants_events(
+    tenant: Tenant, stranger: Tenant
+) -> None:
+    caller = stranger.keys["all"]
+    r, shown = read_all(caller, "/v1/events/stream")
+    assert r.status_code == 200 and shown["data"] == []
+    assert tenant.id not in r.text
+    r = caller.get("/v1/events", params={"after": "0", "wait_seconds": "1"})
+    assert r.status_code == 200 and r.json()["data"] == []
+    with caller.client.websocket_connect("/v1/events/ws?after=0", headers=caller.headers) as ws:
+        messages, code = ws_messages(ws)
+    assert code == 1000
+    assert [m for m in messages if "sequence" in m] == []

@@ -41,7 +41,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
 
 from tally.identity.tokens import REQUIRED_CLAIMS
 from tests.conftest import FakeClock
@@ -678,3 +679,56 @@ def test_a_forged_or_tampered_console_cookie_is_a_login_page(
             continue
         assert r.status_code == 303, forged[:40]
         assert r.headers["location"].startswith("/console/login")
+
+
+# -- the event WebSocket (/v1/events/ws): credentials at the handshake or in a message ----
+
+
+def _ws_refusal(client: TestClient, headers: dict[str, str]) -> int:
+    with pytest.raises(WebSocketDenialResponse) as denied:
+        client.websocket_connect("/v1/events/ws", headers=headers).__enter__()
+    problem = denied.value.json()
+    assert problem["status"] == denied.value.status_code
+    return int(denied.value.status_code)
+
+
+def test_the_event_websocket_refuses_a_bad_handshake_credential_with_401(
+    tenant: Tenant, client: TestClient
+) -> None:
+    for header in ("Bearer tly_nope_nope", "Bearer ", "Basic dXNlcjpwYXNz", "tly_x_y"):
+        assert _ws_refusal(client, {"Authorization": header}) == 401
+
+
+def test_the_event_websocket_refuses_a_revoked_key_and_one_without_the_scope(
+    tenant: Tenant, client: TestClient
+) -> None:
+    key = make_key(tenant.owner, "ws-revoked", ["events:read"])
+    with client.websocket_connect("/v1/events/ws", headers=key.headers) as ws:
+        ws.close()
+    assert tenant.owner.delete(f"/v1/api-keys/{key.key_id}").status_code == 204
+    assert _ws_refusal(client, key.headers) == 401
+    no_scope = make_key(tenant.owner, "ws-no-scope", ["accounts:read"])
+    assert _ws_refusal(client, no_scope.headers) == 403
+    with client.websocket_connect("/v1/events/ws") as ws:
+        ws.send_json({"type": "auth", "token": no_scope.token})
+        assert ws.receive_json()["code"] == "forbidden"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 4403
+
+
+def test_the_event_websocket_auth_message_takes_only_a_credential(
+    tenant: Tenant, client: TestClient
+) -> None:
+    for message in (
+        {"type": "auth", "token": tenant.keys["accounts:read"].token.upper()},
+        {"type": "auth", "token": ["a", "list"]},
+        {"type": "auth", "token": "x" * 10_000},
+        {"type": "AUTH", "token": tenant.keys["all"].token},
+    ):
+        with client.websocket_connect("/v1/events/ws") as ws:
+            ws.send_json(message)
+            assert ws.receive_json()["code"] == "unauthenticated"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 4401

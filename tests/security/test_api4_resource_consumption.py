@@ -23,8 +23,10 @@ flow, proved in test_api6_sensitive_business_flows.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +52,7 @@ from tests.security.conftest import (
     graphql,
     graphql_codes,
     serve,
+    ws_messages,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -402,3 +405,45 @@ def test_a_console_form_over_its_limit_is_refused_and_never_parsed(
     r = owner.post(console_path(route), many)
     assert r.status_code == 400, (route.path, r.status_code)
     assert owner.get("/console/accounts").status_code == 200  # the session is unharmed
+
+
+# -- the event streams: every wait, buffer and list is bounded --------------------------------
+
+STREAM_LIMITS = [
+    ("/v1/events", {"wait_seconds": "31"}, "wait_seconds"),
+    ("/v1/events", {"wait_seconds": str(10**30)}, "wait_seconds"),
+    ("/v1/events/stream", {"types": ",".join(["account.created"] * 40)}, "types"),
+    ("/v1/events/stream", {"after": str(2**63)}, "after"),
+]
+
+
+@pytest.mark.parametrize(("path", "params", "field"), STREAM_LIMITS)
+def test_every_event_route_refuses_a_wait_or_a_filter_beyond_its_limit(
+    tenant: Tenant, path: str, params: dict[str, str], field: str
+) -> None:
+    problem = assert_problem(tenant.owner.get(path, params=params), 422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == [field]
+
+
+def test_an_event_stream_ends_on_its_own_and_holds_no_subscription_after(
+    tenant: Tenant, client: TestClient
+) -> None:
+    # In process TALLY_EVENTS_STREAM_SECONDS_MAX is 0.5 s (tests/conftest.py): the
+    # stream ends, and the process's hub keeps nothing of it.
+    hub = client.app.state.services.events  # type: ignore[attr-defined]
+    started = time.monotonic()
+    r = tenant.owner.get("/v1/events/stream", params={"after": "0"})
+    assert r.status_code == 200
+    assert time.monotonic() - started < 5
+    with client.websocket_connect("/v1/events/ws", headers=tenant.owner.headers) as ws:
+        assert ws_messages(ws)[1] == 1000
+    deadline = time.monotonic() + 2  # the stream lets go right after its last write
+    while hub.subscribers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hub.subscribers == 0
+
+
+def test_the_event_websocket_reads_no_large_message(tenant: Tenant, client: TestClient) -> None:
+    with client.websocket_connect("/v1/events/ws") as ws:
+        ws.send_text(json.dumps({"type": "auth", "token": "x" * 100_000}))
+        assert ws.receive_json()["code"] == "unauthenticated"

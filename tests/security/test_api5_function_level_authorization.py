@@ -73,6 +73,7 @@ def real_request(spec: RouteSpec, tenant: Tenant) -> tuple[str, Any]:
         ("POST", "/v1/transfers/{id}/post"): lambda: ("/v1/transfers/hold/post", {}),
         ("POST", "/v1/transfers/{id}/void"): lambda: ("/v1/transfers/hold/void", {}),
         ("GET", "/v1/events"): lambda: ("/v1/events", None),
+        ("GET", "/v1/events/stream"): lambda: ("/v1/events/stream?after=0", None),
         ("GET", "/v1/members"): lambda: ("/v1/members", None),
         ("POST", "/v1/members"): lambda: (
             "/v1/members", {"email": unique_email("fl"), "role": "admin"},

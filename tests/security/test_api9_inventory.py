@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 import tally
 from tally.api.graphql import graphiql
@@ -203,3 +204,14 @@ def test_a_documented_path_with_a_trailing_slash_is_not_found_not_redirected(
         )
         assert "location" not in r.headers, (path, r.status_code, r.headers.get("location"))
         assert_problem(r, 404, "not_found")
+
+
+def test_the_one_websocket_is_documented_and_served_and_no_other(
+    tenant: Tenant, client: TestClient, document: dict[str, Any]
+) -> None:
+    assert set(document["x-websockets"]) == {"/v1/events/ws"}
+    with client.websocket_connect("/v1/events/ws", headers=tenant.owner.headers) as ws:
+        ws.close()
+    for path in ("/v1/events/ws/", "/v1/events", "/v1/ws", "/ws", "/v1/events/stream"):
+        with pytest.raises(WebSocketDisconnect):
+            client.websocket_connect(path, headers=tenant.owner.headers).__enter__()

@@ -27,6 +27,7 @@ from tally.api.operations import operation_routes
 from tally.api.problems import problem_response
 from tally.api.router import ApiRouter
 from tally.api.routes import ROUTES
+from tally.api.streams import EventSocket
 from tally.config import Settings, get_settings
 from tally.console import console_routes
 from tally.errors import MethodNotAllowed, NotFound, TallyError
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
         cors_origins=services.settings.cors_origins,
         access_log=services.settings.access_log,
         trusted_proxies=services.settings.trusted_proxies,
+        websockets={"/v1/events/ws": EventSocket(services)},
     )
     # Outermost, so a request's span covers everything Tally does with it.
     stop_tracing.append(tracing.instrument(app, services.settings))

@@ -93,6 +93,7 @@ class RouteSpec:
     tag: str = ""
     auth: bool = True  # False: sign-up, login, refresh (the caller has no credential yet)
     idempotency_key: bool = True  # takes Idempotency-Key (ledger writes; api.md §3)
+    media_type: str = "application/json"  # of the success response
 
     @property
     def mutating(self) -> bool:
@@ -133,11 +134,12 @@ class RouteTable:
         params: tuple[Param, ...] = (),
         auth: bool = True,
         idempotency_key: bool = True,
+        media_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             spec = RouteSpec(
                 method, path, operation_id, summary, handler, scope, success, request,
-                errors, params, self.tag, auth, idempotency_key,
+                errors, params, self.tag, auth, idempotency_key, media_type,
             )  # fmt: skip
             self.specs.append(spec)
             return handler

@@ -56,8 +56,11 @@ class ApiMiddleware:
         cors_origins: list[str],
         access_log: bool = False,
         trusted_proxies: list[str] | None = None,
+        websockets: dict[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
+        # WebSocket routes by path (/v1/events/ws): the rest is Starlette's.
+        self.websockets = websockets or {}
         self.access_log = access_log
         self.proxies = TrustedProxies(parse_networks(trusted_proxies or ()))
         self.inner: ASGIApp = Dispatch(app, router)
@@ -73,7 +76,12 @@ class ApiMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            socket = None
+            if scope["type"] == "websocket":
+                if self.proxies:  # the real client, for its rate limit and audit rows
+                    self.proxies.rewrite(scope)
+                socket = self.websockets.get(scope["path"])
+            await (socket or self.app)(scope, receive, send)
             return
         if self.proxies:
             self.proxies.rewrite(scope)

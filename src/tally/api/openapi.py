@@ -70,6 +70,61 @@ _REPLAYED = {
 _DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "Done; no content."}
 
 
+# OpenAPI 3.2's description of a stream: each item is one event of the stream (its
+# id, event and data fields), the data an EventOut as JSON.
+_EVENT_STREAM = {
+    "itemSchema": {
+        "type": "object",
+        "description": "One Server-Sent Event: `id: <sequence>`, `event: <type>`, `data: "
+        "<an EventOut as JSON>`. A comment line (`: heartbeat`) comes every 15 s; a client "
+        "too slow to keep up gets a final `event: overflow` whose data is "
+        '`{"type": "overflow", "last_sequence": N, "detail": ...}`, and the stream ends: '
+        "reconnect with `Last-Event-ID`.",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            "event": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/EventOut"},
+                        {
+                            "type": "object",
+                            "description": "The final frame to a client too slow to keep up.",
+                            "required": ["type", "last_sequence"],
+                            "properties": {
+                                "type": {"const": "overflow"},
+                                "last_sequence": {"type": "integer"},
+                                "detail": {"type": "string"},
+                            },
+                        },
+                    ]
+                },
+            },
+            "retry": {"type": "integer"},
+        },
+        "required": ["data"],
+    },
+}
+# OpenAPI describes no WebSocket: the one Tally serves is listed here.
+WEBSOCKETS = {
+    "/v1/events/ws": {
+        "summary": "Stream events over WebSocket",
+        "description": "The events of GET /v1/events/stream, one JSON text message each "
+        "(an EventOut). Credentials: `Authorization: Bearer ...` on the handshake, or a "
+        'first message `{"type": "auth", "token": "..."}` within 5 s. Scope '
+        "`events:read`. `?after=` resumes after that sequence; `?types=` filters. The "
+        'server also sends `{"type": "heartbeat"}` every 15 s, and `{"type": '
+        '"overflow", "last_sequence": N}` then close code 4008 to a client too slow to '
+        "keep up. A refused handshake is an HTTP problem response (401, 403, 422, 429); "
+        "a refused auth message is a problem message, then close code 4000 + status.",
+        "scope": "events:read",
+        "parameters": ["after", "types"],
+    }
+}
+
+
 def _operation(spec: RouteSpec) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, schema in spec.success.items():
@@ -85,7 +140,9 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
         response: dict[str, Any] = {"description": description}
         if spec.keyed:
             response["headers"] = _REPLAYED
-        if isinstance(schema, tuple):
+        if spec.media_type == "text/event-stream":
+            response["content"] = {"text/event-stream": _EVENT_STREAM}
+        elif isinstance(schema, tuple):
             one_of = {"oneOf": [{"$ref": _REF.format(name=t.__name__)} for t in schema]}
             response["content"] = {"application/json": {"schema": one_of}}
         elif schema is not None:
@@ -165,6 +222,7 @@ def build_openapi() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": {**_api_paths(), **_graphql_paths(), **_operation_paths()},
+        "x-websockets": WEBSOCKETS,
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

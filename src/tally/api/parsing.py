@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 
 from tally.api.field_errors import field_error
 from tally.errors import (
@@ -131,7 +131,7 @@ class QueryNames:
         return f"it takes {', '.join(names)}" if names else "it takes none"
 
 
-def check_query_names(request: Request, names: QueryNames) -> None:
+def check_query_names(request: HTTPConnection, names: QueryNames) -> None:
     """Refuse (422, naming each) a parameter the route does not take, and one given
     twice: a mistyped or repeated filter would otherwise be silently ignored, and a
     reconciliation script would read the wrong set."""
@@ -168,7 +168,7 @@ def _query_name_error(key: str, names: QueryNames, seen: set[str]) -> FieldError
     return FieldError(shown, "unknown_field", message)
 
 
-def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+def query_int(request: HTTPConnection, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
@@ -206,7 +206,7 @@ def query_time(request: Request, name: str) -> int | None:
         ) from None
 
 
-def query_text(request: Request, name: str, chars_max: int = 64) -> str | None:
+def query_text(request: HTTPConnection, name: str, chars_max: int = 64) -> str | None:
     raw = request.query_params.get(name)
     if raw is not None and not 1 <= len(raw) <= chars_max:
         raise ValidationFailed(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -35,7 +34,6 @@ app.add_typer(events, name="events")
 
 PROFILE = typer.Option("--profile", help="The saved profile to use (tally login).")
 METADATA = typer.Option("--metadata", "-m", help="KEY=VALUE; repeat for more.")
-TAIL_POLL_SECONDS = 1.0
 
 
 def run(profile: str | None, work: Callable[[Client], T]) -> T:
@@ -268,10 +266,8 @@ def events_tail(
 
 
 def _events(c: Client, after: int, follow: bool) -> Iterator[Any]:
-    while True:
-        for event in c.events.iterate(after=after, limit=1000):
-            after = event.sequence
-            yield event
-        if not follow:
-            return
-        time.sleep(TAIL_POLL_SECONDS)
+    """The events after ``after``; with ``follow``, then every new one, live, from
+    the event stream (it resumes by itself after a dropped connection)."""
+    if follow:
+        return c.events.stream(after=after)
+    return c.events.iterate(after=after, limit=1000)

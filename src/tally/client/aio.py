@@ -11,14 +11,16 @@ async with AsyncClient("http://127.0.0.1:8000", api_key="tk_test_…") as tally:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 import httpx
 
+from tally.api.schemas.ledger import EventOut
 from tally.client import calls
 from tally.client.calls import Call
 from tally.client.retry import Attempts, RetryPolicy
+from tally.client.streams import astream_events
 from tally.client.wire import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT_SECONDS,
@@ -51,8 +53,8 @@ class AsyncClient:
         self.api_key = api_key
         self.retry = retry or RetryPolicy()
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout_seconds)
-        self._sleep = sleep
+        self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout_seconds)
+        self.sleep = sleep
         self.accounts = Accounts(self)
         self.transfers = Transfers(self)
         self.events = Events(self)
@@ -62,7 +64,7 @@ class AsyncClient:
         attempts = Attempts(self.retry)
         while True:
             try:
-                response = await self._http.request(
+                response = await self.http.request(
                     call.method, call.path, params=call.query, content=call.content(),
                     headers=headers(call, self.api_key),
                 )  # fmt: skip
@@ -74,7 +76,7 @@ class AsyncClient:
                 wait = attempts.delay(response.headers.get("retry-after"))
                 if not should_retry(response) or wait is None:
                     return answer(call, response)
-            await self._sleep(wait)
+            await self.sleep(wait)
 
     async def pages(self, call: Call[Page[T]]) -> AsyncIterator[Page[T]]:
         """Every page of a list, following ``next_cursor``."""
@@ -87,7 +89,7 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         if self._own_http:
-            await self._http.aclose()
+            await self.http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -147,6 +149,14 @@ class Transfers(_Resource):
 class Events(_Resource):
     list = _one(calls.list_events)
     iterate = _all(calls.list_events)
+
+    def stream(
+        self, *, after: int | None = None, types: Sequence[str] | None = None
+    ) -> AsyncIterator[EventOut]:
+        """Every event after ``after`` (None: from the next one to commit), live,
+        for as long as it is iterated: reconnects with Last-Event-ID, so never a
+        gap or a repeat (``tally.client.streams``)."""
+        return astream_events(self._client, after, types)
 
 
 __all__ = ["AsyncClient"]

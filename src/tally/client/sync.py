@@ -15,14 +15,16 @@ one idempotency key per logical call, reused by every retry.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 import httpx
 
+from tally.api.schemas.ledger import EventOut
 from tally.client import calls
 from tally.client.calls import Call
 from tally.client.retry import Attempts, RetryPolicy
+from tally.client.streams import stream_events
 from tally.client.wire import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT_SECONDS,
@@ -57,8 +59,8 @@ class Client:
         self.api_key = api_key
         self.retry = retry or RetryPolicy()
         self._own_http = http is None
-        self._http = http or httpx.Client(base_url=base_url, timeout=timeout_seconds)
-        self._sleep = sleep
+        self.http = http or httpx.Client(base_url=base_url, timeout=timeout_seconds)
+        self.sleep = sleep
         self.accounts = Accounts(self)
         self.transfers = Transfers(self)
         self.events = Events(self)
@@ -68,7 +70,7 @@ class Client:
         attempts = Attempts(self.retry)
         while True:
             try:
-                response = self._http.request(
+                response = self.http.request(
                     call.method, call.path, params=call.query, content=call.content(),
                     headers=headers(call, self.api_key),
                 )  # fmt: skip
@@ -80,7 +82,7 @@ class Client:
                 wait = attempts.delay(response.headers.get("retry-after"))
                 if not should_retry(response) or wait is None:
                     return answer(call, response)
-            self._sleep(wait)
+            self.sleep(wait)
 
     def pages(self, call: Call[Page[T]]) -> Iterator[Page[T]]:
         """Every page of a list, following ``next_cursor``."""
@@ -93,7 +95,7 @@ class Client:
 
     def close(self) -> None:
         if self._own_http:
-            self._http.close()
+            self.http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -149,6 +151,14 @@ class Transfers(_Resource):
 class Events(_Resource):
     list = _one(calls.list_events)
     iterate = _all(calls.list_events)
+
+    def stream(
+        self, *, after: int | None = None, types: Sequence[str] | None = None
+    ) -> Iterator[EventOut]:
+        """Every event after ``after`` (None: from the next one to commit), live,
+        for as long as it is iterated: reconnects with Last-Event-ID, so never a
+        gap or a repeat (``tally.client.streams``)."""
+        return stream_events(self._client, after, types)
 
 
 __all__ = ["Client"]

@@ -265,6 +265,14 @@ class Ledger:
         rows = await self.store.list_events(tenant_id, after=start, limit=limit + 1)
         return page_of([_event(r) for r in rows], limit, lambda e: e.sequence)
 
+    async def read_events(self, tenant_id: str, *, after: int, limit: int) -> list[EventRecord]:
+        """Up to ``limit`` events after ``after``, oldest first (the live streams)."""
+        rows = await self.store.list_events(tenant_id, after=after, limit=limit)
+        return [_event(r) for r in rows]
+
+    async def last_event_sequence(self, tenant_id: str) -> int:
+        return await self.store.last_event_sequence(tenant_id)
+
 
 def _event(stored: StoredEvent) -> EventRecord:
     """Every event with its object's public JSON: an account event's stored copy,

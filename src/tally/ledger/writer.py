@@ -15,7 +15,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import Gauge, Histogram
 
@@ -53,6 +53,9 @@ class Writer:
         conflict_retry_after_seconds: int = 2,
         clock: Clock = wall_clock_us,
     ) -> None:
+        # Told, after each commit, the tenants whose requests changed something
+        # (so may have new events): the live event streams of this process.
+        self.on_committed: Callable[[set[str]], None] | None = None
         self._store = store
         self._queue: collections.deque[Job] = collections.deque()
         self._queued_commands = 0
@@ -161,6 +164,17 @@ class Writer:
         for job, result in zip(batch, results, strict=True):
             if job.future is not None and not job.future.done():
                 job.future.set_result(result)
+        if self.on_committed is not None:
+            changed = {
+                job.tenant_id
+                for job, result in zip(batch, results, strict=True)
+                if any(o.ok for o in result.outcomes)
+            }
+            if changed:
+                try:
+                    self.on_committed(changed)
+                except Exception:  # a listener's bug must not stop the writer
+                    log.exception("on_committed failed")
 
 
 def _abandoned(future: asyncio.Future[JobResult]) -> None:

@@ -30,6 +30,10 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 LISTENER_APPLICATION_NAME = "tally-listener"
+# The channel a write announces its tenant's new events on (tally.events), from
+# the write statement itself: "<tenant id>:<its last sequence>". A wakeup only:
+# the events table is what readers read.
+EVENTS_CHANNEL = "tally_events"
 RECONNECT_SECONDS_MAX = 5.0
 # A quiet listener asks its connection this often whether it is still there, so
 # a connection that died without a word (a network partition) is noticed.

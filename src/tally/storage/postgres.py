@@ -26,7 +26,12 @@ import msgspec
 
 from tally.config import Settings
 from tally.errors import Unavailable
-from tally.storage.notifications import Notifications, PostgresNotifications, stamp
+from tally.storage.notifications import (
+    EVENTS_CHANNEL,
+    Notifications,
+    PostgresNotifications,
+    stamp,
+)
 from tally.storage.records import StoredKey
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
@@ -200,8 +205,8 @@ _WRITES: dict[str, tuple[Sequence[str], Callable[[int], str]]] = {
 }
 
 
-@functools.lru_cache(maxsize=128)
-def _write_sql(parts: tuple[str, ...]) -> str:
+@functools.lru_cache(maxsize=256)
+def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
     """One statement for all of a tenant's writes in a batch: one round trip.
 
     It first advances the tenant's event counter by ``$2`` (the sequences the
@@ -223,7 +228,10 @@ def _write_sql(parts: tuple[str, ...]) -> str:
     ]
     for param, name in enumerate(parts, start=3):
         ctes.append(f"{name} AS ({_WRITES[name][1](param)})")
-    return f"WITH {', '.join(ctes)} SELECT base FROM seq"
+    # With events, the statement also announces them: NOTIFY is delivered when,
+    # and only if, the transaction commits, and costs no extra round trip here.
+    announce = f", pg_notify('{EVENTS_CHANNEL}', $1 || ':' || (base + $2))" if notify else ""
+    return f"WITH {', '.join(ctes)} SELECT base{announce} FROM seq"
 
 
 # A primary-key probe per key, whatever the statistics (see _SELECT_TRANSFERS).
@@ -315,6 +323,8 @@ class PostgresStore(Store):
         # The writer's own connection: it runs one transaction at a time, so it
         # needs no pool, and keeping it skips a pool round trip (reset) per batch.
         self._writer_conn: asyncpg.Connection | None = None
+        # Events are announced by NOTIFY, unless Redis carries the wakeups.
+        self._announce_events = not settings.redis_url
         self.notifications: Notifications = _notifications(settings)
 
     def _connect_options(self) -> dict[str, Any]:
@@ -532,7 +542,8 @@ class PostgresStore(Store):
         if not parts:
             return  # every command of this tenant was refused: nothing to write
         documents = [_encode_json(rows[name]).decode() for name in parts]
-        await conn.execute(_write_sql(parts), w.tenant_id, w.sequences_used, *documents)
+        notify = w.sequences_used > 0 and self._announce_events
+        await conn.execute(_write_sql(parts, notify), w.tenant_id, w.sequences_used, *documents)
 
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         try:

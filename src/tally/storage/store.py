@@ -309,6 +309,13 @@ class Store(abc.ABC):
             for r in rows
         ]
 
+    async def last_event_sequence(self, tenant_id: str) -> int:
+        """The sequence of the tenant's last committed event (0: none). The counter
+        moves in the transaction that writes the events, so a reader sees it move
+        only when they are committed."""
+        rows = await self.fetch("SELECT event_sequence FROM tenants WHERE id = $1", tenant_id)
+        return int(rows[0][0]) if rows else 0
+
     async def due_pending_transfers(self, now_us: int, limit: int) -> list[tuple[str, str]]:
         """(tenant, transfer id) of pending transfers past their deadline."""
         rows = await self.fetch(

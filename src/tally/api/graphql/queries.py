@@ -26,7 +26,8 @@ from tally.api.graphql.types import (
     page_size,
 )
 from tally.api.parsing import checked_metadata_filters
-from tally.api.routes.events import AFTER_MAX, event_out
+from tally.api.routes.events import event_out
+from tally.api.streams import AFTER_MAX
 from tally.errors import FieldError, NotFound, ValidationFailed
 from tally.storage import TransferFilter
 from tally.support.clock import parse_time
