@@ -21,7 +21,7 @@ from starlette.routing import Route
 from tally.api import tracing
 from tally.api.endpoint import UNEXPECTED, Endpoint, endpoint
 from tally.api.graphql.graphiql import graphiql_routes
-from tally.api.graphql.http import graphql_route
+from tally.api.graphql.route import graphql_route
 from tally.api.middleware import ApiMiddleware
 from tally.api.operations import operation_routes
 from tally.api.problems import problem_response

@@ -24,8 +24,8 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 from prometheus_client import Counter, Histogram
 
@@ -34,10 +34,17 @@ from tally.storage import Store
 from tally.support.clock import Clock, format_time
 from tally.support.loops import start_rounds
 from tally.webhooks import queue, ring
-from tally.webhooks.delivery import Attempt, attempt, new_client
 from tally.webhooks.queue import Claim, Result
 from tally.webhooks.schedule import Backoff, parse_retry_after
 from tally.webhooks.signing import signed_headers
+
+if TYPE_CHECKING:
+    # httpx (and the rich and click its package imports) is loaded by the first
+    # attempt, not with the server: about 20 MiB a process with no webhook to
+    # deliver need not carry (docs/events.md, C10k).
+    import httpx
+
+    from tally.webhooks.delivery import Attempt
 
 log = logging.getLogger(__name__)
 US = 1_000_000
@@ -95,7 +102,6 @@ class Dispatcher:
         self._wake = asyncio.Event()
 
     def start(self) -> None:
-        self._client = new_client()
         self._task = start_rounds(
             "webhooks",
             self.round,
@@ -180,7 +186,10 @@ class Dispatcher:
         if body is None:  # cannot happen while events are never deleted
             return Result("failed", now_us, None, "the event no longer exists")
         headers = signed_headers(c.endpoint.secrets_at(now_us), c.delivery.id, now_us // US, body)
-        assert self._client is not None, "started"
+        from tally.webhooks.delivery import attempt, new_client
+
+        if self._client is None:
+            self._client = new_client()
         started = time.perf_counter()
         done = await attempt(
             self._client, c.endpoint.url, body, headers,

@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from graphql import GraphQLError, OperationType, parse
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from tally.api import access_log
 from tally.api.endpoint import REQUEST_SECONDS, REQUESTS, UNEXPECTED, admit, client_address
 from tally.api.graphql.context import Context, Loaders
 from tally.api.graphql.errors import error_json, tally_error_json
 from tally.api.graphql.limits import LimitExceeded, Limits, check, operation_of
+from tally.api.graphql.route import PATH, GraphQLRequest
 from tally.api.graphql.schema import Schema, build_schema
 from tally.api.parsing import QueryNames, check_query_names, decode, idempotency_key, read_body
 from tally.api.problems import problem, request_id_of
@@ -51,7 +51,6 @@ from tally.services import Services
 
 log = logging.getLogger(__name__)
 
-PATH = "/graphql"
 _GET_PARAMETERS = QueryNames(
     frozenset({"query", "variables", "operationName", "extensions"}), frozenset()
 )
@@ -59,16 +58,8 @@ _POST_PARAMETERS = QueryNames(frozenset(), frozenset())
 _JSON = "application/json"
 
 
-class GraphQLRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """A GraphQL-over-HTTP request body: one operation."""
-
-    query: str
-    variables: dict[str, Any] | None = None
-    operationName: str | None = None
-    extensions: dict[str, Any] | None = None
-
-
-def graphql_route(services: Services) -> Route:
+def graphql_handler(services: Services) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of ``/graphql`` (``route.graphql_route`` calls this on first use)."""
     schema = build_schema(services.settings)
     s = services.settings
     limits = Limits(
@@ -102,7 +93,7 @@ def graphql_route(services: Services) -> Route:
         REQUEST_SECONDS.labels(method, PATH).observe(time.perf_counter() - started)
         return response
 
-    return Route(PATH, serve, methods=["GET", "POST"])
+    return serve
 
 
 async def _read(request: Request, body_bytes_max: int) -> tuple[GraphQLRequest, bytes, str | None]:
@@ -214,4 +205,4 @@ def error_response(error: TallyError, request: Request) -> Response:
     return Response(body, stored.status, headers=headers, media_type=_JSON)
 
 
-__all__ = ["PATH", "error_response", "graphql_route"]
+__all__ = ["PATH", "error_response", "graphql_handler"]

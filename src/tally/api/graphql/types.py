@@ -15,14 +15,13 @@ import strawberry
 
 from tally.api.graphql.context import Context
 from tally.api.graphql.scalars import Int64, JSONObject, Metadata
-from tally.api.schemas.ledger import BalanceSnapshotOut, EventOut
+from tally.api.routes.accounts import snapshot_out
+from tally.api.schemas.ledger import EventOut
 from tally.core import Account as CoreAccount
 from tally.core import Transfer as CoreTransfer
-from tally.core import derive_balance
 from tally.errors import FieldError, ValidationFailed
-from tally.ledger.public import AccountOut, BalanceOut, TransferOut, account_out, transfer_out
+from tally.ledger.public import AccountOut, TransferOut, account_out, transfer_out
 from tally.storage.records import BalanceRecord
-from tally.support.clock import format_time
 from tally.support.cursors import Page, encode_cursor
 
 T = TypeVar("T")
@@ -232,28 +231,6 @@ class BalanceSnapshot:
     credits_posted: Int64
     balance: Balance
     created_at: str | None
-
-
-def snapshot_out(account: CoreAccount, record: BalanceRecord) -> BalanceSnapshotOut:
-    b = derive_balance(
-        account.normal_balance,
-        debits_pending=record.debits_pending,
-        debits_posted=record.debits_posted,
-        credits_pending=record.credits_pending,
-        credits_posted=record.credits_posted,
-    )
-    return BalanceSnapshotOut(
-        account_id=account.id,
-        object="balance",
-        version=record.version,
-        transfer_id=record.transfer_id,
-        debits_pending=record.debits_pending,
-        debits_posted=record.debits_posted,
-        credits_pending=record.credits_pending,
-        credits_posted=record.credits_posted,
-        balance=BalanceOut(b.posted, b.pending, b.available),
-        created_at=None if record.created_at_us is None else format_time(record.created_at_us),
-    )
 
 
 def balance_connection(

@@ -164,13 +164,14 @@ async def account_balances(call: Call) -> Response:
     account = await ledger.get_account(call.tenant_id, account_id)
     if at is not None:
         return json_response(
-            _snapshot(account, await ledger.balance_at(call.tenant_id, account, at))
+            snapshot_out(account, await ledger.balance_at(call.tenant_id, account, at))
         )
     page = await ledger.balance_history(call.tenant_id, account, limit=limit, cursor=cursor)
-    return list_response(page, lambda rec: _snapshot(account, rec), BalanceList)
+    return list_response(page, lambda rec: snapshot_out(account, rec), BalanceList)
 
 
-def _snapshot(account: Account, record: BalanceRecord) -> BalanceSnapshotOut:
+def snapshot_out(account: Account, record: BalanceRecord) -> BalanceSnapshotOut:
+    """One row of an account's balance history as the API shows it (REST and GraphQL)."""
     b = derive_balance(
         account.normal_balance,
         debits_pending=record.debits_pending,
