@@ -41,9 +41,10 @@ class _App(Starlette):
     """Starlette, with the middleware added to it (ApiMiddleware; tracing, when on)
     outside its error middleware rather than inside: ``/v1`` requests, which
     ApiMiddleware dispatches itself and whose endpoints render every error
-    (``endpoint``), skip a frame and a ``send`` wrapper they never needed. Per
-    request that is CPU (issue 10); per open event stream it is memory, held for
-    the stream's life, ten thousand times over (docs/events.md). Every other
+    (``endpoint``), skip a frame and a ``send`` wrapper they never needed: per
+    open event stream that is memory, held for the stream's life, ten thousand
+    times over (docs/events.md). (Per request the CPU it saves was within the
+    noise of ``make bench-path``.) Every other
     route still goes through Starlette's error and exception middleware."""
 
     def build_middleware_stack(self) -> ASGIApp:
