@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tally.api import access_log
+from tally.api.endpoint import Endpoint
 from tally.api.problems import problem_response
 from tally.api.proxies import TrustedProxies, parse_networks
 from tally.api.router import ApiRouter, Dispatch
@@ -63,6 +65,8 @@ class ApiMiddleware:
         self.websockets = websockets or {}
         self.access_log = access_log
         self.proxies = TrustedProxies(parse_networks(trusted_proxies or ()))
+        self.router = router
+        self.cors = bool(cors_origins)
         self.inner: ASGIApp = Dispatch(app, router)
         if cors_origins:  # off by default: only the origins an operator names
             self.inner = CORSMiddleware(
@@ -97,10 +101,26 @@ class ApiMiddleware:
         try:
             if self.access_log:
                 await self._logged(scope, receive, send, request_id)
-            else:
-                await self._answer(scope, receive, send, request_id)
+                return
+            reply = _reply(send, request_id, scope.get("scheme") == "https")
+            matched = self._direct(scope)
+            if matched is None:
+                await self._answer(scope, receive, reply)
+                return
+            # A /v1 route, served from this frame: no further coroutine stays alive
+            # under an event stream for its whole life (docs/events.md, C10k).
+            handler, scope["path_params"] = matched
+            response = await handler(Request(scope, receive))
+            await response(scope, receive, reply)
         finally:
             REQUEST_ID.reset(token)
+
+    def _direct(self, scope: Scope) -> tuple[Endpoint, dict[str, str]] | None:
+        """The /v1 endpoint to serve here, or None: the request goes the long way
+        (CORS configured, a query string that is not UTF-8, not a /v1 route)."""
+        if self.cors or not _utf8(scope.get("query_string", b"")):
+            return None
+        return self.router.match(scope["method"], scope["path"])
 
     async def _logged(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """The request, timed, and its access line written when it ends."""
@@ -114,7 +134,8 @@ class ApiMiddleware:
             await send(message)
 
         try:
-            await self._answer(scope, receive, send_noting_status, request_id)
+            reply = _reply(send_noting_status, request_id, scope.get("scheme") == "https")
+            await self._answer(scope, receive, reply)
         finally:
             client = scope.get("client")
             state = scope["state"]
@@ -131,30 +152,36 @@ class ApiMiddleware:
                 client[0] if client else None,
             )
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        https = scope.get("scheme") == "https"
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"request-id", request_id.encode()))
-                names = {h[0] for h in headers}
-                for name, value in _SECURITY_HEADERS:
-                    if name not in names:
-                        headers.append((name, value))
-                if https:
-                    headers.append((b"strict-transport-security", _HSTS))
-                message["headers"] = headers
-            await send(message)
-
+    def _answer(self, scope: Scope, receive: Receive, reply: Send) -> Awaitable[None]:
+        """The request through CORS (when configured), the /v1 router or Starlette.
+        Not a coroutine itself: it hands back the one to await, so that no frame of
+        its own stays alive under a long response."""
         if not _utf8(scope.get("query_string", b"")):
             # Starlette decodes it as UTF-8 wherever it builds request.url (404s, 405s)
             # and raises otherwise. uvicorn refuses such a request itself; the app
             # does not count on every server doing so.
             bad = MalformedRequest("The query string is not valid UTF-8.")
-            await problem_response(bad, Request(scope))(scope, receive, send_with_headers)
-            return
-        await self.inner(scope, receive, send_with_headers)
+            return problem_response(bad, Request(scope))(scope, receive, reply)
+        return self.inner(scope, receive, reply)
+
+
+def _reply(send: Send, request_id: str, https: bool) -> Send:
+    """``send``, adding the request id and the security headers to the response's start."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            headers.append((b"request-id", request_id.encode()))
+            names = {h[0] for h in headers}
+            for name, value in _SECURITY_HEADERS:
+                if name not in names:
+                    headers.append((name, value))
+            if https:
+                headers.append((b"strict-transport-security", _HSTS))
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_headers
 
 
 def _utf8(data: bytes) -> bool:

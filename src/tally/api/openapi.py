@@ -14,8 +14,8 @@ import msgspec
 from tally import __version__
 from tally.api.endpoint import RouteSpec
 from tally.api.graphql import graphiql
-from tally.api.graphql.route import PATH as GRAPHQL_PATH
-from tally.api.graphql.route import GraphQLRequest
+from tally.api.graphql.request import PATH as GRAPHQL_PATH
+from tally.api.graphql.request import GraphQLRequest
 from tally.api.routes import ROUTES
 from tally.api.schemas.identity import NOT_BLANK_PATTERN
 from tally.api.schemas.ledger import BatchAction, TransferCreate

@@ -26,6 +26,9 @@ def run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
     uvicorn.run(
         APP_FACTORY,
         factory=True,
+        # The app's __call__ returns the coroutine to await (tally.api.app._App):
+        # say ASGI 3 rather than let uvicorn guess from whether it is a coroutine.
+        interface="asgi3",
         host=host,
         port=port,
         workers=workers,

@@ -12,9 +12,9 @@ refusal (401, 403, 422) raises its ``ApiError``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 import msgspec
@@ -22,12 +22,27 @@ import msgspec
 from tally.api.schemas.ledger import EventOut
 from tally.client.calls import Call
 from tally.client.errors import error_for
-from tally.client.retry import Attempts
+from tally.client.retry import Attempts, RetryPolicy
 from tally.client.wire import RETRYABLE_ERRORS, USER_AGENT, give_up, should_retry
 
-if TYPE_CHECKING:
-    from tally.client.aio import AsyncClient
-    from tally.client.sync import Client
+
+class SyncCaller(Protocol):
+    """What a stream needs of ``Client``."""
+
+    http: httpx.Client
+    api_key: str | None
+    retry: RetryPolicy
+    sleep: Callable[[float], None]
+
+
+class AsyncCaller(Protocol):
+    """What a stream needs of ``AsyncClient``."""
+
+    http: httpx.AsyncClient
+    api_key: str | None
+    retry: RetryPolicy
+    sleep: Callable[[float], Awaitable[None]]
+
 
 PATH = "/v1/events/stream"
 OVERFLOW = "overflow"
@@ -96,7 +111,7 @@ def _refusal(response: httpx.Response, attempts: Attempts) -> float:
 
 
 def stream_events(
-    client: Client, after: int | None, types: Sequence[str] | None
+    client: SyncCaller, after: int | None, types: Sequence[str] | None
 ) -> Iterator[EventOut]:
     where = Position(after, types)
     attempts = Attempts(client.retry)
@@ -124,7 +139,7 @@ def stream_events(
 
 
 async def astream_events(
-    client: AsyncClient, after: int | None, types: Sequence[str] | None
+    client: AsyncCaller, after: int | None, types: Sequence[str] | None
 ) -> AsyncIterator[EventOut]:
     where = Position(after, types)
     attempts = Attempts(client.retry)

@@ -33,7 +33,7 @@ from tally.api.endpoint import REQUEST_SECONDS, REQUESTS, UNEXPECTED, admit, cli
 from tally.api.graphql.context import Context, Loaders
 from tally.api.graphql.errors import error_json, tally_error_json
 from tally.api.graphql.limits import LimitExceeded, Limits, check, operation_of
-from tally.api.graphql.route import PATH, GraphQLRequest
+from tally.api.graphql.request import PATH, GraphQLRequest
 from tally.api.graphql.schema import Schema, build_schema
 from tally.api.parsing import QueryNames, check_query_names, decode, idempotency_key, read_body
 from tally.api.problems import problem, request_id_of

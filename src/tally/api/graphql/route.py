@@ -10,26 +10,16 @@ schema's build, once per process.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tally.api.graphql.request import PATH
+
 if TYPE_CHECKING:
     from tally.services import Services
-
-PATH = "/graphql"
-
-
-class GraphQLRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """A GraphQL-over-HTTP request body: one operation."""
-
-    query: str
-    variables: dict[str, Any] | None = None
-    operationName: str | None = None
-    extensions: dict[str, Any] | None = None
 
 
 def graphql_route(services: Services) -> Route:
