@@ -19,6 +19,13 @@ The references the map may write, each checked here:
   reader's browser resolves it) and, for a Markdown file, the anchor is one of
   its headings (GitHub's slugs); ``(#anchor)`` a heading of the map itself.
 
+A ``file.py::name`` not written from the repository's root is itself a problem.
+
+Each fundamental of issue 17 (``FUNDAMENTALS``) is a heading of the map, and its
+section has a ``**Code:**`` item naming code, a ``**Test:**`` item naming a test
+function and a ``**Measured:**`` item naming where its figure comes from; an item
+for something Tally does not have says "Not built yet" (or "Not measured").
+
 ``problems()`` is the checker; the last tests feed it broken references to show
 that each kind of break is caught.
 """
