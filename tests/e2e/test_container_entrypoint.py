@@ -105,8 +105,10 @@ def test_the_default_command_serves_as_the_process_itself_and_stops_on_sigterm(
     assert run_entrypoint(sqlite_db, "healthcheck", port=str(port)).returncode == 0
     # exec: the shell is gone and the server holds its pid, so a container's
     # SIGTERM reaches it (no shell swallowing it until the stop timeout's SIGKILL).
+    # `tally serve` itself execs the lean server process (tally.cli.serving), which
+    # keeps that pid too.
     cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
-    assert any(part.endswith(b"tally") for part in cmdline), cmdline
+    assert b"tally.cli.serving" in cmdline, cmdline
     process.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal it caught (so a
     # supervisor sees "ended by SIGTERM"); either way the lifespan finished.

@@ -34,6 +34,7 @@ from tally.events import SharedEvent, Subscriber
 from tally.identity import ADMIN, Principal
 from tally.services import Services
 
+LAST_EVENT_ID_DIGITS_MAX = 18  # below AFTER_MAX, whatever the digits
 AFTER_MAX = 2**62  # beyond any sequence a tenant reaches; the document publishes it
 EVENT_TYPES: tuple[str, ...] = typing.get_args(typing.get_type_hints(EventOut)["type"])
 TYPES_CHARS_MAX = 512
@@ -70,8 +71,14 @@ def stream_after(conn: HTTPConnection) -> int | None:
     if last_event_id is None:
         return None if after < 0 else after
     text = last_event_id.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= AFTER_MAX):
-        message = f"Last-Event-ID must be an event sequence, an integer 0-{AFTER_MAX}."
+    # At most 18 digits, as the document says (^[0-9]{1,18}$): every value that
+    # pattern allows is a sequence the server takes (found by schemathesis, when
+    # the pattern allowed 19 digits and the server refused those above 2^62).
+    if not (text.isascii() and text.isdigit() and len(text) <= LAST_EVENT_ID_DIGITS_MAX):
+        message = (
+            "Last-Event-ID must be an event sequence: an integer of at most "
+            f"{LAST_EVENT_ID_DIGITS_MAX} digits."
+        )
         raise ValidationFailed([FieldError("Last-Event-ID", "out_of_range", message)])
     return int(text)
 

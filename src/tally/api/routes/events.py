@@ -15,6 +15,7 @@ from tally.api.schemas.ledger import EventList, EventOut
 from tally.api.streams import (
     AFTER_MAX,
     EVENT_TYPES,
+    LAST_EVENT_ID_DIGITS_MAX,
     TYPES_CHARS_MAX,
     EventStream,
     stream_after,
@@ -95,7 +96,7 @@ def event_out(e: EventRecord) -> EventOut:
         Param(
             "Last-Event-ID",
             "header",
-            {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            {"type": "string", "pattern": f"^[0-9]{{1,{LAST_EVENT_ID_DIGITS_MAX}}}$"},
             "Resume after this sequence: the id of the last event received, as a "
             "reconnecting EventSource sends it.",
         ),
