@@ -27,6 +27,7 @@ cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import logging.config
 import signal
@@ -36,7 +37,7 @@ from typing import Any
 from weakref import WeakSet
 
 from aioquic.h3.connection import ErrorCode
-from aioquic.h3.events import HeadersReceived
+from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import HandshakeCompleted, QuicEvent
@@ -44,6 +45,7 @@ from aioquic.tls import SessionTicket
 from hypercorn.config import Config
 from hypercorn.events import Closed
 from hypercorn.protocol import quic as hypercorn_quic
+from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h3 import H3Protocol
 
 from tally.cli.serving import GRACEFUL_SHUTDOWN_SECONDS, TLS12_CIPHERS
@@ -106,14 +108,39 @@ class TicketedQuicConnection(QuicConnection):
 
 
 class EarlyDataH3Protocol(H3Protocol):
-    """Hypercorn's HTTP/3 connection, marking requests that came in 0-RTT."""
+    """Hypercorn's HTTP/3 connection, marking requests that came in 0-RTT and
+    rejecting, rather than dropping, those that come once the server is stopping."""
 
     handshake_completed = False
 
     async def handle(self, quic_event: QuicEvent) -> None:
+        """Hypercorn's own, except for a request that arrives while stopping:
+        hypercorn ignores its headers, then fails on its body (KeyError, which ends
+        the whole QUIC endpoint). Here it is reset with H3_REQUEST_REJECTED, which
+        tells the client nothing ran and a retry elsewhere is safe (RFC 9114 §4.1.1)."""
         if isinstance(quic_event, HandshakeCompleted):
             self.handshake_completed = True
-        await super().handle(quic_event)
+        for event in self.connection.handle_event(quic_event):
+            if isinstance(event, HeadersReceived) and event.stream_id not in self.streams:
+                if self.context.terminated.is_set():
+                    self._reject(event.stream_id)
+                    continue
+                await self._create_stream(event)
+            elif not isinstance(event, HeadersReceived | DataReceived):
+                continue
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                continue  # rejected above, or already closed
+            if isinstance(event, DataReceived):
+                await stream.handle(Body(stream_id=event.stream_id, data=event.data))
+            if event.stream_ended:
+                await stream.handle(EndBody(stream_id=event.stream_id))
+
+    def _reject(self, stream_id: int) -> None:
+        quic = self.connection._quic  # the connection hypercorn gave H3Connection
+        quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+        with contextlib.suppress(ValueError):  # the client already ended its side
+            quic.stop_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
 
     async def _create_stream(self, request: HeadersReceived) -> None:
         if not self.handshake_completed:

@@ -127,7 +127,8 @@ def _env(value: object) -> str:
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"])
-    return f"{where + ': ' if where else ''}{error['msg']}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where + ': ' if where else ''}{message}"
 
 
 def dev_cert(
