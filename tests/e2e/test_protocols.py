@@ -183,14 +183,11 @@ def test_uvicorn_serves_https_with_http11_by_alpn_and_tls_12_at_least(
 
 
 def test_serve_refuses_what_its_server_cannot_speak(sqlite_url: str, tls: Tls) -> None:
-    pair = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    # The real command, exit status and words; tests/unit/cli/test_transport.py
+    # has every combination.
     cases = [
         (["--server", "uvicorn", "--http2"], "uvicorn speaks HTTP/1.1 only"),
-        (["--server", "granian", "--quic-port", "9", *pair], "needs --server hypercorn"),
         (["--server", "hypercorn", "--quic-port", "9"], "QUIC has no plain-text mode"),
-        (["--server", "hypercorn", "--workers", "2"], "hypercorn runs one process"),
-        (["--tls-cert", str(tls.cert)], "set both or neither"),
-        (["--tls-cert", str(tls.cert), "--tls-key", "/nonexistent.pem"], "no such TLS file"),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     env["TALLY_DATABASE_URL"] = sqlite_url

@@ -48,7 +48,7 @@ from hypercorn.protocol import quic as hypercorn_quic
 from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h3 import H3Protocol
 
-from tally.cli.serving import GRACEFUL_SHUTDOWN_SECONDS, TLS12_CIPHERS
+from tally.cli.transport import GRACEFUL_SHUTDOWN_SECONDS, TLS12_CIPHERS
 from tally.config import Settings
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from tally.cli.serving import log_config, transport_problem
+from tally.cli.serving import log_config
+from tally.cli.transport import transport_problem
 from tally.config import Settings, get_settings
 from tally.storage.schema import SchemaNotReady, require_up_to_date
 from tally.storage.schema import migrate as run_migrations
@@ -28,7 +29,44 @@ def _default(name: str) -> str:
     """A setting's default as help shows it. The options themselves default to None,
     so that the setting (its environment variable, else this default) decides."""
     value = Settings.model_fields[name].default
-    return f"[default: {value}, or TALLY_{name.upper()} when set]"
+    shown = value
+    if value is None or isinstance(value, bool):
+        shown = {None: "none", True: "on", False: "off"}[value]
+    return f"[default: {shown}, or TALLY_{name.upper()} when set]"
+
+
+# The transport's options (docs/protocols.md), here to keep serve's signature short.
+TlsCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="PATH",
+        help="PEM certificate chain: serve https (TLS 1.2+, 1.3 preferred); with "
+        f"--tls-key. {_default('tls_cert')}",
+    ),
+]
+TlsKeyOption = Annotated[
+    Path | None,
+    typer.Option(metavar="PATH", help=f"Its PEM private key. {_default('tls_key')}"),
+]
+Http2Option = Annotated[
+    bool | None,
+    typer.Option(
+        "--http2/--no-http2",
+        help="HTTP/2 beside HTTP/1.1 (granian, hypercorn): h2 by ALPN over TLS, h2c "
+        f"by prior knowledge without. {_default('http2')}",
+        show_default=False,
+    ),
+]
+QuicPortOption = Annotated[
+    int | None,
+    typer.Option(
+        metavar="PORT",
+        min=1,
+        max=65535,
+        help="Also HTTP/3 over QUIC on this UDP port (hypercorn, with TLS); "
+        f"advertised by Alt-Svc. {_default('quic_port')}",
+    ),
+]
 
 
 def serve(
@@ -57,48 +95,15 @@ def serve(
             "(its ASGI interface) or hypercorn (the one with HTTP/3); all on uvloop.",
         ),
     ] = HttpServer.uvicorn,
-    tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="PATH",
-            help="PEM certificate chain: serve https (TLS 1.2+, 1.3 preferred); with "
-            f"--tls-key. {_default('tls_cert')}",
-        ),
-    ] = None,
-    tls_key: Annotated[
-        Path | None,
-        typer.Option(metavar="PATH", help=f"Its PEM private key. {_default('tls_key')}"),
-    ] = None,
-    http2: Annotated[
-        bool | None,
-        typer.Option(
-            "--http2/--no-http2",
-            help="HTTP/2 beside HTTP/1.1 (granian, hypercorn): h2 by ALPN over TLS, h2c "
-            f"by prior knowledge without. {_default('http2')}",
-            show_default=False,
-        ),
-    ] = None,
-    quic_port: Annotated[
-        int | None,
-        typer.Option(
-            metavar="PORT",
-            min=1,
-            max=65535,
-            help="Also HTTP/3 over QUIC on this UDP port (hypercorn, with TLS); "
-            f"advertised by Alt-Svc. {_default('quic_port')}",
-        ),
-    ] = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    http2: Http2Option = None,
+    quic_port: QuicPortOption = None,
 ) -> None:
     """Run the HTTP server (uvicorn, granian or hypercorn, on uvloop)."""
-    given = {"tls_cert": tls_cert, "tls_key": tls_key, "http2": http2, "quic_port": quic_port}
-    transport = {f"TALLY_{k.upper()}": _env(v) for k, v in given.items() if v is not None}
-    os.environ.update(transport)  # the server process reads its settings from these
-    get_settings.cache_clear()
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        typer.echo(f"tally serve: {_first_error(exc)}", err=True)
-        raise typer.Exit(2) from None
+    given: dict[str, object] = {"tls_cert": tls_cert, "tls_key": tls_key, "http2": http2}
+    given["quic_port"] = quic_port
+    settings = _transport_settings(given)
     workers = workers or settings.workers
     problem = transport_problem(server.value, settings, workers)
     if problem is not None:
@@ -116,6 +121,19 @@ def serve(
     sys.stderr.flush()
     # A fresh interpreter with only the server's imports (tally.cli.serving says why).
     os.execv(sys.executable, [sys.executable, "-m", "tally.cli.serving", *args])  # noqa: S606
+
+
+def _transport_settings(given: dict[str, object]) -> Settings:
+    """The settings with the transport options given on the command line, which
+    also go into the environment: the server process reads its settings there."""
+    transport = {f"TALLY_{k.upper()}": _env(v) for k, v in given.items() if v is not None}
+    os.environ.update(transport)
+    get_settings.cache_clear()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        typer.echo(f"tally serve: {_first_error(exc)}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _env(value: object) -> str:

@@ -20,6 +20,7 @@ SERVER_MODULES = [
     "pydantic_settings", "prometheus_client", "argon2", "jwt", "cryptography", "redis", "zxcvbn",
     "strawberry",
     "jinja2",
+    "hypercorn", "aioquic", "trustme",
 ]  # fmt: skip
 
 PROGRAM = """
