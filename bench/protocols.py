@@ -74,6 +74,7 @@ class Row:
     tally_cpu_us_per_transfer: float
     load_generator_cpu_percent: float
     errors: int = 0
+    error_statuses: dict[str, int] = field(default_factory=dict)  # "0": no answer
     note: str = ""
 
     @property
@@ -194,6 +195,7 @@ def h2load_row(
     if not exited or proc.returncode != 0:
         raise RuntimeError(f"h2load {protocol} failed ({proc.returncode}):\n{text[-2000:]}")
     latencies, created, errors = [], 0, 0
+    statuses: dict[str, int] = {}
     for line in log_file.read_text().splitlines():
         _, status, duration_us = line.split("\t")[:3]
         if status == "201":
@@ -201,6 +203,7 @@ def h2load_row(
             latencies.append(float(duration_us))
         else:
             errors += 1
+            statuses[status] = statuses.get(status, 0) + 1
     wanted = "h2" if protocol == "h2" else "http/1.1"
     if f"Application protocol: {wanted}" not in text:
         raise RuntimeError(f"h2load did not negotiate {wanted}:\n{text[-2000:]}")
@@ -216,6 +219,7 @@ def h2load_row(
         tally_cpu_us_per_transfer=round(usage["tally"]["cpu_seconds"] / max(created, 1) * 1e6, 1),
         load_generator_cpu_percent=usage["load"]["cpu_percent"],
         errors=errors,
+        error_statuses=statuses,
         note=concurrency,
     )
     return row, bench.clients
