@@ -59,6 +59,11 @@ DRAIN_POLL_SECONDS = 0.05
 # Datagrams received and not yet handled, per UDP socket: about 1.4 MB at QUIC's
 # 1,350-byte datagrams; past it they are dropped and QUIC retransmits them.
 QUIC_DATAGRAMS_QUEUED_MAX = 1_024
+# Requests on one HTTP/1.1 or HTTP/2 connection before hypercorn closes it (its
+# default, 1,000, ends an h2 connection with 100 streams in flight every ten
+# rounds; h2load does not reconnect, which capped make bench-protocols' h2 row at
+# 500 transfers/s). Still a bound: a long-lived connection is recycled.
+REQUESTS_PER_CONNECTION_MAX = 100_000
 # Alt-Svc's freshness: how long a client may remember that HTTP/3 is here.
 ALT_SVC_MAX_AGE_SECONDS = 86_400
 
@@ -228,6 +233,7 @@ def hypercorn_config(settings: Settings, host: str, port: int) -> Config:
     config = Config()
     config.bind = [_address(host, port)]
     config.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
+    config.keep_alive_max_requests = REQUESTS_PER_CONNECTION_MAX
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.alpn_protocols = ["h2", "http/1.1"] if settings.http2 else ["http/1.1"]
