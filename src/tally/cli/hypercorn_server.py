@@ -8,7 +8,7 @@ tests in tests/e2e/test_protocols.py hold each to what it promises):
 - **Session tickets**, so that a returning client resumes without a full
   handshake and may send its first request in 0-RTT early data. Each ticket is
   used once and at most ``quic_session_tickets_max`` are kept, in this
-  process's memory: hence one process (docs/protocols.md#limits).
+  process's memory: hence one process (docs/protocols.md, HTTP/3 limits).
 - **Marking early data** (RFC 8470 §5.1): a request whose headers arrived before
   the handshake completed carries ``Early-Data: 1`` into the app, whose
   middleware answers anything but GET, HEAD and OPTIONS with 425 Too Early. A

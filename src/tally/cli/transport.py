@@ -31,7 +31,7 @@ def transport_problem(server: str, settings: Settings, workers: int) -> str | No
     if server == "hypercorn" and workers != 1:
         # One UDP socket shared by processes would hand a QUIC connection's
         # datagrams to whichever process reads first, and the session tickets of
-        # 0-RTT live in one process's memory (docs/protocols.md#limits).
+        # 0-RTT live in one process's memory (docs/protocols.md, HTTP/3 limits).
         return "hypercorn runs one process: --workers 1 (scale out with replicas)"
     for path in (settings.tls_cert, settings.tls_key):
         if path is not None and not os.path.isfile(path):
