@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import h2.exceptions
 import httpx
 import pytest
 
@@ -367,3 +368,78 @@ def test_hypercorn_answers_requests_in_flight_and_ends_streams_when_stopped(
         assert created <= listed, f"{len(created - listed)} transfers answered 201 are missing"
 
     asyncio.run(asyncio.wait_for(check(), TEST_BUDGET_SECONDS))
+
+
+def test_granian_over_h2_ends_streams_and_answers_in_flight_when_stopped(
+    start_server: StartServer, sqlite_url: str, tls: Tls
+) -> None:
+    """The same stop under granian's HTTP/2 over TLS: transfers in flight on
+    multiplexed streams are answered, the event stream on the same connection
+    ends cleanly, and the server exits 0 within its grace period."""
+    server = start_server(
+        sqlite_url, tls_ca=tls.ca, http_server="granian", http2="true", **tls.settings()
+    )
+    _, key = cli_create_tenant(sqlite_url, "granian stop")
+    _set_up_accounts(server, key, tls)
+    headers = {"authorization": f"Bearer {key}"}
+    verify = ssl.create_default_context(cafile=str(tls.ca))
+
+    async def run() -> tuple[set[str], float]:
+        created: set[str] = set()
+        stopping = asyncio.Event()
+        async with (
+            httpx.AsyncClient(
+                base_url=server.base_url, verify=verify, http2=True, headers=headers
+            ) as client,
+            client.stream("GET", "/v1/events/stream") as stream,
+        ):
+            assert stream.status_code == 200 and stream.http_version == "HTTP/2"
+
+            async def move(n: int) -> None:
+                for i in range(10_000):
+                    body = {"id": f"g-{n}-{i}", "debit_account_id": "a", "credit_account_id": "b"}
+                    try:
+                        answer = await client.post("/v1/transfers", json={**body, "amount": 1})
+                    except (httpx.TransportError, h2.exceptions.ProtocolError):
+                        # The client's h2 state machine is closed by the server's
+                        # GOAWAY and then refuses the PING that may follow it
+                        # (h2 raises that one unwrapped): the connection's end.
+                        assert stopping.is_set(), "a request failed before the SIGTERM"
+                        return
+                    if answer.status_code != 201:
+                        assert stopping.is_set() and answer.status_code >= 500, answer.text
+                        return
+                    created.add(body["id"])
+
+            async def read_stream() -> None:
+                try:
+                    async for _ in stream.aiter_bytes():
+                        pass
+                except h2.exceptions.ProtocolError:
+                    assert stopping.is_set(), "the stream failed before the SIGTERM"
+
+            movers = [asyncio.create_task(move(n)) for n in range(8)]
+            reader = asyncio.create_task(read_stream())
+            await asyncio.sleep(1.0)
+            stopping.set()
+            os.killpg(server.process.pid, signal.SIGTERM)
+            started = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(*movers, reader), STOP_WITHIN_SECONDS)
+        while server.process.poll() is None:
+            assert time.monotonic() - started < STOP_WITHIN_SECONDS, "granian did not exit"
+            await asyncio.sleep(0.05)
+        return created, time.monotonic() - started
+
+    created, took = asyncio.run(asyncio.wait_for(run(), TEST_BUDGET_SECONDS))
+    assert server.process.returncode == 0, server.log_tail()
+    assert "Traceback" not in server.log_text(), server.log_tail()
+    assert created, "no transfer was answered before the SIGTERM"
+    reader = start_server(sqlite_url, migrate=False)
+
+    async def check() -> None:
+        async with httpx.AsyncClient(base_url=reader.base_url, headers=headers) as client:
+            listed = {t["id"] for t in await walk(client, "/v1/transfers")}
+        assert created <= listed, f"{len(created - listed)} transfers answered 201 are missing"
+
+    asyncio.run(asyncio.wait_for(check(), TEST_BUDGET_SECONDS))
+    assert took < STOP_WITHIN_SECONDS
