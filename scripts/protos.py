@@ -14,7 +14,6 @@ own name (``tally/v1/ledger.proto``), which is what server reflection serves.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
