@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +27,8 @@ from grpc_status import rpc_status
 
 from tally.grpc.v1 import ledger_pb2 as pb
 from tally.grpc.v1 import ledger_pb2_grpc as pb_grpc
-from tests.e2e.conftest import Server, cli_create_tenant, free_port, tally_server
+from tests.conftest import create_tenant
+from tests.e2e.conftest import Server, free_port, tally_server
 
 CALL_TIMEOUT_SECONDS = 10.0
 
@@ -61,7 +66,7 @@ def served(
 @pytest.fixture
 def g(served: tuple[Server, int, str]) -> Iterator[Grpc]:
     server, grpc_port, url = served
-    _, api_key = cli_create_tenant(url, "grpc")
+    _, api_key = create_tenant(url, "grpc")  # in process: a CLI run per test costs a second
     client = Grpc(server, grpc_port, api_key)
     try:
         yield client
@@ -151,24 +156,31 @@ def test_create_transfers_streams_items_through_the_batching_writer(g: Grpc) -> 
 
     def items() -> Iterator[pb.CreateTransferRequest]:
         for i in range(count):
-            debit, credit = ("alice", "cash") if i == 7 else ("cash", "alice")
+            if i == 7:  # more than alice has by then
+                yield pb.CreateTransferRequest(
+                    id="s-7", debit_account_id="alice", credit_account_id="cash", amount=100
+                )
+                continue
             yield pb.CreateTransferRequest(
-                id=f"s-{i}", debit_account_id=debit, credit_account_id=credit, amount=2
+                id=f"s-{i}", debit_account_id="cash", credit_account_id="alice", amount=2
             )
 
     response = s.CreateTransfers(items(), metadata=md, timeout=60)
     results = response.results
     assert [r.index for r in results] == list(range(count))
-    # Item 7 debits alice before enough has reached her: it alone fails.
+    # Item 7 debits alice more than has reached her: it alone fails.
     assert results[7].status == "failed" and results[7].error.code == "exceeds_credits"
     assert sum(r.status == "created" for r in results) == count - 1
     assert results[2_499].transfer.id == "s-2499"
     alice = s.GetAccount(pb.GetAccountRequest(id="alice"), metadata=md)
     assert alice.credits_posted == 2 * (count - 1)
-    # Sent again (ids are the permanent idempotency layer): every item exists, nothing moves.
+    # Sent again (ids are the permanent idempotency layer): every item that was
+    # written exists and moves nothing; item 7, which alice can now afford, runs.
     again = s.CreateTransfers(items(), metadata=md, timeout=60)
     assert sum(r.status == "exists" for r in again.results) == count - 1
-    assert s.GetAccount(pb.GetAccountRequest(id="alice"), metadata=md) == alice
+    assert again.results[7].status == "created"
+    after = s.GetAccount(pb.GetAccountRequest(id="alice"), metadata=md)
+    assert (after.credits_posted, after.debits_posted) == (alice.credits_posted, 100)
 
 
 def test_a_bad_item_refuses_the_stream_before_anything_is_written(g: Grpc) -> None:
@@ -188,10 +200,10 @@ def test_events_stream_live_and_resume_after_a_sequence(g: Grpc) -> None:
     accounts(g)  # events 1 and 2
     stream = s.StreamEvents(pb.StreamEventsRequest(after=0), metadata=md, timeout=20)
     first = [next(stream), next(stream)]
-    assert [(e.sequence, e.type) for e in first] == [(1, "account.created")] * 1 + [
-        (2, "account.created")
-    ]
-    transfer = pb.CreateTransferRequest(debit_account_id="cash", credit_account_id="alice", amount=9)
+    assert [(e.sequence, e.type) for e in first] == [(1, "account.created"), (2, "account.created")]
+    transfer = pb.CreateTransferRequest(
+        debit_account_id="cash", credit_account_id="alice", amount=9
+    )
     made = s.CreateTransfer(transfer, metadata=md)
     live = next(stream)  # committed after the stream opened
     assert (live.sequence, live.type) == (3, "transfer.created")
@@ -284,30 +296,55 @@ def test_an_idempotency_key_replays_the_first_answer_and_runs_once(g: Grpc) -> N
     assert refused(s.CreateTransfer, changed, keyed)[:2] == (
         grpc.StatusCode.INVALID_ARGUMENT, "idempotency_key_reused"
     )  # fmt: skip
-    assert refused(s.CreateTransfer, request, g.auth(idempotency_key="é"))[:2] == (
+    assert refused(s.CreateTransfer, request, g.auth(idempotency_key="k" * 256))[:2] == (
         grpc.StatusCode.INVALID_ARGUMENT, "idempotency_key_invalid"
     )  # fmt: skip
 
 
-def test_stopping_the_server_ends_streams_cleanly_within_the_grace(
+def test_stopping_the_server_finishes_calls_in_flight_and_ends_streams_cleanly(
     tmp_path: Path,
 ) -> None:
+    """SIGTERM while an event stream is open and a CreateTransfers call is half
+    sent: the stream ends with OK at once, the call finishes (its items written),
+    and the process exits within the grace (TALLY_GRPC_SHUTDOWN_GRACE_SECONDS)."""
     url = f"sqlite:///{tmp_path / 'stop.db'}"
     grpc_port = free_port()
+    grace_seconds = 3.0
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(
-            tally_server(url, tmp_path / "serve.log", grpc_port=str(grpc_port))
+            tally_server(
+                url,
+                tmp_path / "serve.log",
+                grpc_port=str(grpc_port),
+                grpc_shutdown_grace_seconds=str(grace_seconds),
+            )
         )
-        _, api_key = cli_create_tenant(url, "stop")
+        _, api_key = create_tenant(url, "stop")
         channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
         stub = pb_grpc.LedgerStub(channel)
         md = [("authorization", f"Bearer {api_key}")]
-        stub.CreateAccount(pb.CreateAccountRequest(id="a", currency="USD"), metadata=md)
+        for name in ("a", "b"):
+            stub.CreateAccount(pb.CreateAccountRequest(id=name, currency="USD"), metadata=md)
         stream = stub.StreamEvents(pb.StreamEventsRequest(after=0), metadata=md, timeout=30)
         assert next(stream).sequence == 1
-        from tests.e2e.conftest import stop_server
+        signalled = threading.Event()
 
-        stop_server(server)  # SIGTERM, waits for the exit (bounded)
-        assert list(stream) == []  # nothing more, and no error: the stream ended with OK
+        def items() -> Iterator[pb.CreateTransferRequest]:
+            yield pb.CreateTransferRequest(debit_account_id="a", credit_account_id="b", amount=1)
+            signalled.wait(10)
+            time.sleep(0.3)  # the server is stopping by now
+            yield pb.CreateTransferRequest(debit_account_id="a", credit_account_id="b", amount=2)
+
+        batch = stub.CreateTransfers.future(items(), metadata=md, timeout=30)
+        time.sleep(0.3)  # the call is in flight: its first item read
+        started = time.monotonic()
+        os.killpg(server.process.pid, signal.SIGTERM)
+        signalled.set()
+        response = batch.result()
+        assert [r.status for r in response.results] == ["created", "created"]
+        assert [e.sequence for e in stream] == [2]  # what was left, then the end
         assert stream.code() == grpc.StatusCode.OK
-        assert server.process.returncode == 0, server.log_tail()
+        server.process.wait(timeout=grace_seconds + 5)
+        assert time.monotonic() - started < grace_seconds + 2
+    log = server.log_text()
+    assert "Application shutdown complete" in log and "Traceback" not in log, log
