@@ -132,8 +132,6 @@ def grpc_status(refusal: Refusal, request_id: str | None) -> grpc.Status:
     status = status_pb2.Status(code=code.value[0], message=refusal.detail, details=details)
     converted = rpc_status.to_status(status)
     extra = [("tally-code", refusal.code)]
-    if request_id is not None:
-        extra.append(("request-id", request_id))
     # HTTP's header names (RateLimit-Remaining) are not valid metadata keys as they
     # are: gRPC takes lower case only.
     extra += [(k.lower(), v) for k, v in refusal.metadata.items()]
