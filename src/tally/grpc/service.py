@@ -392,7 +392,9 @@ def _object_id(value: str) -> str:
 
 def _too_many(limit: int, where: str) -> FieldError:
     return FieldError(
-        "items", "too_many", f"At most {limit} transfers {where}: send the rest in another call."
+        "items",
+        "invalid_length",
+        f"At most {limit} transfers {where}: send the rest in another call.",
     )
 
 
