@@ -301,6 +301,26 @@ def test_an_idempotency_key_replays_the_first_answer_and_runs_once(g: Grpc) -> N
     )  # fmt: skip
 
 
+def test_a_keyed_stream_is_one_batch_stored_and_replayed_whole(g: Grpc) -> None:
+    s = g.stub
+    accounts(g)
+    keyed = g.auth(idempotency_key="import-1")
+    items = [
+        pb.CreateTransferRequest(debit_account_id="cash", credit_account_id="alice", amount=3)
+        for _ in range(5)
+    ]
+    first = s.CreateTransfers(iter(items), metadata=keyed)
+    again, replay = s.CreateTransfers.with_call(iter(items), metadata=keyed)
+    assert again == first  # server-chosen ids included: nothing ran twice
+    assert ("idempotent-replayed", "true") in replay.trailing_metadata()
+    alice = s.GetAccount(pb.GetAccountRequest(id="alice"), metadata=g.auth())
+    assert alice.credits_posted == 15
+    too_many = iter(items * 201)  # 1,005 items: more than one batch
+    assert refused(s.CreateTransfers, too_many, keyed)[:2] == (
+        grpc.StatusCode.INVALID_ARGUMENT, "validation_error"
+    )  # fmt: skip
+
+
 def test_stopping_the_server_finishes_calls_in_flight_and_ends_streams_cleanly(
     tmp_path: Path,
 ) -> None:
