@@ -335,7 +335,7 @@ def test_stopping_the_server_finishes_calls_in_flight_and_ends_streams_cleanly(
             tally_server(
                 url,
                 tmp_path / "serve.log",
-                grpc_port=str(grpc_port),
+                options=("--grpc-port", str(grpc_port)),  # the operator's way to turn it on
                 grpc_shutdown_grace_seconds=str(grace_seconds),
             )
         )
