@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tally.api import tracing
 from tally.api.endpoint import UNEXPECTED, Endpoint, endpoint
 from tally.api.graphql.graphiql import graphiql_routes
-from tally.api.graphql.route import graphql_route
+from tally.api.graphql.request import PATH as GRAPHQL_PATH
+from tally.api.graphql.route import GraphQLEndpoints
 from tally.api.middleware import ApiMiddleware
 from tally.api.operations import operation_routes
 from tally.api.problems import problem_response
@@ -74,11 +75,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
 
     # Built once: Starlette's routes (404/405 fallback) and the fast /v1 router share them.
     endpoints = _endpoints_by_path(services)
+    graphql = GraphQLEndpoints(services)
     app = _App(
         routes=[
             *operation_routes(services),
             *_api_routes(endpoints),
-            graphql_route(services),
+            graphql.route,
             *graphiql_routes(),
             *console_routes(services),
         ],
@@ -96,7 +98,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
         cors_origins=services.settings.cors_origins,
         access_log=services.settings.access_log,
         trusted_proxies=services.settings.trusted_proxies,
-        websockets={"/v1/events/ws": EventSocket(services)},
+        websockets={"/v1/events/ws": EventSocket(services), GRAPHQL_PATH: graphql.socket},
     )
     # Outermost, so a request's span covers everything Tally does with it.
     stop_tracing.append(tracing.instrument(app, services.settings))
