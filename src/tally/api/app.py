@@ -28,7 +28,7 @@ from tally.api.operations import operation_routes
 from tally.api.problems import problem_response
 from tally.api.router import ApiRouter
 from tally.api.routes import ROUTES
-from tally.api.streams import EventSocket
+from tally.api.streams import EventSocket, open_stream
 from tally.config import Settings, get_settings
 from tally.console import console_routes
 from tally.errors import MethodNotAllowed, NotFound, TallyError
@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
             *_api_routes(endpoints),
             graphql.route,
             *graphiql_routes(),
-            *console_routes(services),
+            *console_routes(services, open_stream),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},

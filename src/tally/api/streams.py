@@ -205,6 +205,20 @@ def _cancelled_by_hub(subscriber: Subscriber) -> bool:
     return True
 
 
+async def open_stream(request: HTTPConnection, services: Services, tenant_id: str) -> Response:
+    """A tenant's Server-Sent Events stream, as the request asks for it: from
+    ``Last-Event-ID`` or ``?after=`` (the missed events first) or from the next
+    event to commit, of the ``?types=`` asked for. REST's ``/v1/events/stream``
+    and the console's live feed (``console.ledger_pages.live_events``, whose
+    request passed the console's session cookie instead) both open theirs here."""
+    after, types = stream_after(request), stream_types(request)
+    if request.scope.get("method") == "HEAD":  # the headers a GET would answer, no stream
+        return Response(media_type=EventStream.media_type, headers={"x-accel-buffering": "no"})
+    lifetime = services.settings.events_stream_seconds_max
+    subscriber = await services.events.subscribe(tenant_id, types, lifetime_seconds=lifetime)
+    return EventStream(services, subscriber, after)
+
+
 class EventStream(Response):
     """``text/event-stream``, written to ASGI ``send`` directly."""
 
