@@ -21,13 +21,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tally.api import tracing
 from tally.api.endpoint import UNEXPECTED, Endpoint, endpoint
 from tally.api.graphql.graphiql import graphiql_routes
-from tally.api.graphql.route import graphql_route
+from tally.api.graphql.request import PATH as GRAPHQL_PATH
+from tally.api.graphql.route import GraphQLEndpoints
 from tally.api.middleware import ApiMiddleware
 from tally.api.operations import operation_routes
 from tally.api.problems import problem_response
 from tally.api.router import ApiRouter
 from tally.api.routes import ROUTES
-from tally.api.streams import EventSocket
+from tally.api.streams import EventSocket, open_stream
 from tally.config import Settings, get_settings
 from tally.console import console_routes
 from tally.errors import MethodNotAllowed, NotFound, TallyError
@@ -87,13 +88,14 @@ def create_app(
 
     # Built once: Starlette's routes (404/405 fallback) and the fast /v1 router share them.
     endpoints = _endpoints_by_path(services)
+    graphql = GraphQLEndpoints(services)
     app = _App(
         routes=[
             *operation_routes(services),
             *_api_routes(endpoints),
-            graphql_route(services),
+            graphql.route,
             *graphiql_routes(),
-            *console_routes(services),
+            *console_routes(services, open_stream),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
@@ -109,7 +111,7 @@ def create_app(
         cors_origins=services.settings.cors_origins,
         access_log=services.settings.access_log,
         trusted_proxies=services.settings.trusted_proxies,
-        websockets={"/v1/events/ws": EventSocket(services)},
+        websockets={"/v1/events/ws": EventSocket(services), GRAPHQL_PATH: graphql.socket},
     )
     # Outermost, so a request's span covers everything Tally does with it.
     stop_tracing.append(tracing.instrument(app, services.settings))
