@@ -17,7 +17,6 @@ No heartbeat messages: HTTP/2 keepalive pings keep idle connections open.
 from __future__ import annotations
 
 import asyncio
-import typing
 
 import grpc
 import msgspec
@@ -95,11 +94,6 @@ class _Sink:
     async def overflow(self, last_sequence: int) -> None:
         self.overflowed_after = last_sequence
 
-    async def receive(self) -> dict[str, typing.Any]:
-        """For the pump's question at each heartbeat, "has the client left?", in
-        ASGI's words. (grpc.aio also cancels the call's task when the client goes.)"""
-        return {"type": "http.disconnect" if self._context.done() else "grpc.open"}
-
 
 async def stream_events(
     services: Services,
@@ -114,7 +108,8 @@ async def stream_events(
     sink = _Sink(subscriber, context)
     subscriber.task = asyncio.current_task()
     try:
-        await pump(services, subscriber, after, sink, sink.receive)
+        # No receive: grpc.aio cancels the call's task when its client leaves.
+        await pump(services, subscriber, after, sink, None)
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if not subscriber.stuck or task is None:
