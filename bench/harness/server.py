@@ -82,9 +82,10 @@ def serve(
     workers: int,
     log_path: Path,
     http_server: str = "uvicorn",
+    **settings: str,
 ) -> Server:
     """Start ``tally serve --no-migrate --server HTTP_SERVER`` on a free port and wait
-    for /readyz."""
+    for /readyz; ``settings`` are more TALLY_* ones (``grpc_port="50051"``)."""
     port = procs.free_port()
     log = log_path.open("ab")
     proc = children.start(
@@ -92,7 +93,7 @@ def serve(
             str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), "--no-migrate", "--server", http_server,
         ],
-        env=tally_env(database_url),
+        env=tally_env(database_url, **settings),
         log=log,
     )  # fmt: skip
     server = Server(proc, f"http://127.0.0.1:{port}", log_path, log)

@@ -208,14 +208,15 @@ def tally_server(
     workers: int = 1,
     migrate: bool = True,
     port: int | None = None,
+    options: tuple[str, ...] = (),
     **settings: str,
 ) -> Iterator[Server]:
     """``tally serve`` on a free 127.0.0.1 port (or ``port``: a restart where the
     last one served), ready (``/readyz`` is 200) when yielded and always stopped
-    afterwards, workers included."""
+    afterwards, workers included. ``options``: more of serve's options."""
     port = port or free_port()
     args = [str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--workers", str(workers)]
+    args += ["--workers", str(workers), *options]
     if not migrate:
         args.append("--no-migrate")
     with log_path.open("wb") as log:

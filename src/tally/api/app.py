@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -59,7 +59,17 @@ class _App(Starlette):
         return app
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us) -> Starlette:
+# Another entry point that serves beside the app, on the same services (the gRPC
+# server): entered after the services start, left before they stop.
+Companion = Callable[[Services], contextlib.AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = wall_clock_us,
+    companions: Sequence[Companion] = (),
+) -> Starlette:
     services = Services(settings or get_settings(), clock=clock)
     stop_tracing: list[tracing.Shutdown] = []
 
@@ -67,7 +77,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                for companion in companions:
+                    await stack.enter_async_context(companion(services))
+                yield
         finally:
             await services.stop()
             for stop in stop_tracing:
@@ -123,9 +136,9 @@ class Served:
         return self.stack(scope, receive, send)
 
 
-def app_factory() -> Served:
+def app_factory(companions: Sequence[Companion] = ()) -> Served:
     """For ``uvicorn --factory tally.api.app:app_factory`` (with ``--interface asgi3``)."""
-    return Served(create_app())
+    return Served(create_app(companions=companions))
 
 
 def _endpoints_by_path(services: Services) -> dict[str, dict[str, Endpoint]]:

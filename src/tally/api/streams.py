@@ -408,13 +408,9 @@ async def admit_socket(services: Services, authorization: str, address: str | No
     """A WebSocket's caller (the ``Authorization`` value, from the handshake or a
     first message), within their rate limit: what ``endpoint.admit`` does for an
     HTTP request, bad credentials counted against the client's address as there.
-    Scopes are the route's business (events:read here, each field's under GraphQL)."""
-    try:
-        principal = await services.authenticator.authenticate(authorization)
-    except Unauthenticated:
-        await services.limits.for_address(address)
-        raise
-    await services.limits.for_credential(principal.actor_type, principal.actor_id)
+    Scopes are the route's business (events:read here, each field's under GraphQL).
+    The rule is ``Services.admit``, as for every entry point."""
+    principal, _ = await services.admit(authorization, address)
     return principal
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from tally.config import Settings, get_settings
 
-APP_FACTORY = "tally.api.app:app_factory"
+APP_FACTORY = "tally.cli.serving:app_factory"
 # How long a stopping worker lets requests in flight finish (then the writer drains).
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
@@ -75,6 +75,15 @@ def run_granian(settings: Settings, host: str, port: int, workers: int) -> None:
         respawn_failed_workers=True,
         workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS,
     ).serve()
+
+
+def app_factory() -> Any:
+    """The HTTP app, with the gRPC server beside it when TALLY_GRPC_PORT is set
+    (tally.grpc.server says why in the same process)."""
+    from tally.api.app import app_factory as http_app
+    from tally.grpc.server import grpc_companion
+
+    return http_app(companions=(grpc_companion,))
 
 
 def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
