@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path bench-c10k bench-protocols profile soak sqlmap schema ha-test
+.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path bench-c10k bench-grpc bench-protocols profile soak sqlmap schema proto ha-test
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ check: lint
 schema: $(INSTALLED)
 	$(BIN)/python scripts/graphql_schema.py > docs/schema.graphql
 	$(BIN)/python scripts/openapi.py > docs/openapi.json
+
+## proto: regenerate the gRPC code in src/tally/grpc/v1 from proto/ (committed; a
+## test fails while it differs from what protoc makes of the .proto files)
+proto: $(INSTALLED)
+	$(BIN)/python scripts/protos.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -103,6 +108,11 @@ bench-smoke: $(BENCH_INSTALLED)
 ## RSS per stream and fan-out times of a burst of transfers (about 3 minutes)
 bench-c10k: $(INSTALLED)
 	$(BIN)/python bench/c10k.py $(C10K_ARGS)
+
+## bench-grpc: gRPC unary and client-streaming transfers on make bench's workload:
+## throughput, p99 and Tally's CPU per transfer, PostgreSQL and SQLite (about 2 minutes)
+bench-grpc: $(BENCH_INSTALLED)
+	$(BIN)/python bench/grpc_bench.py $(BENCH_GRPC_ARGS)
 
 ## bench-path: the request path in process, no HTTP server: CPU µs per transfer (under a minute)
 bench-path: $(BENCH_INSTALLED)

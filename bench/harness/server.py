@@ -88,8 +88,9 @@ def serve(
     **settings: str,
 ) -> Server:
     """Start ``tally serve --no-migrate --server HTTP_SERVER`` on a free port and wait
-    for /readyz. ``settings`` become TALLY_* variables; with ``tls_ca`` (and the
-    tls_cert and tls_key settings) it is https, checked against that CA."""
+    for /readyz. ``settings`` become TALLY_* variables (``grpc_port="50051"``); with
+    ``tls_ca`` (and the tls_cert and tls_key settings) it is https, checked against
+    that CA."""
     port = procs.free_port()
     log = log_path.open("ab")
     proc = children.start(

@@ -163,6 +163,17 @@ class Settings(BaseSettings):
     # {"type": "auth"} message within this.
     events_ws_auth_seconds: float = Field(default=5.0, gt=0, le=60)
 
+    # The gRPC service (docs/grpc.md): off unless a port is set (tally serve
+    # --grpc-port). It runs in each server process, in the HTTP app's loop; with
+    # several workers they share the port (SO_REUSEPORT).
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
+    grpc_host: str = "127.0.0.1"
+    # On shutdown: calls in flight get this long to finish (streams end at once,
+    # cleanly); what is still running then is cancelled.
+    grpc_shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=60)
+    # Calls (streams included) served at once per process; past it, RESOURCE_EXHAUSTED.
+    grpc_concurrent_calls_max: int = Field(default=10_000, ge=1, le=100_000)
+
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # text: one human line per record; json: one object per line with the request
     # id, for log pipelines (support/logs.py).

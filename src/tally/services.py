@@ -19,12 +19,13 @@ import logging
 
 from tally.audit import Appender, AuditLog
 from tally.config import Settings
-from tally.errors import TallyError
+from tally.errors import TallyError, Unauthenticated
 from tally.events import EventHub
 from tally.events.redis import RedisWakeups
 from tally.identity.authentication import Authenticator
 from tally.identity.credentials import CredentialCache
 from tally.identity.passwords import PasswordHasher
+from tally.identity.principals import Principal
 from tally.identity.service import Identity
 from tally.identity.tokens import Keyring
 from tally.ledger import Ledger
@@ -113,6 +114,23 @@ class Services:
         )
         self.events = self._event_hub()
         self._rounds: list[asyncio.Task[None]] = []
+
+    async def admit(
+        self, authorization: str | None, address: str | None
+    ) -> tuple[Principal, dict[str, str]]:
+        """Who is calling (the ``Authorization`` value), and the rate-limit metadata
+        their call earned; or the error that stops it (401, 429). Every entry point
+        admits its callers here: REST and GraphQL (``api.endpoint.admit``), gRPC.
+
+        A flood of bad credentials from one address runs into that address's
+        bucket (429), so guessing keys or tokens, and the audit rows of the
+        failures, are bounded like any other traffic."""
+        try:
+            principal = await self.authenticator.authenticate(authorization)
+        except Unauthenticated:
+            await self.limits.for_address(address)
+            raise
+        return principal, await self.limits.for_credential(principal.actor_type, principal.actor_id)
 
     def _event_hub(self) -> EventHub:
         """The live events of this process, woken by this process's writer and by

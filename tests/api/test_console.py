@@ -384,3 +384,47 @@ def test_an_admin_invites_a_member_changes_their_role_and_disables_them(
     audit = owner.get("/console/audit").text
     for action in ("inviteMember", "updateMember", "disableMember"):
         assert action in audit
+
+
+def test_the_events_page_runs_only_its_live_feed_script_which_starts_after_the_last_event(
+    owner: Browser, client: TestClient
+) -> None:
+    headers = bearer(client, owner.email)
+    for account_id in ("feed-a", "feed-b"):
+        r = client.post("/v1/accounts", json={"id": account_id, "currency": "USD"}, headers=headers)
+        assert r.status_code == 201, r.text
+    page = owner.get("/console/events")
+    assert page.status_code == 200
+    csp = {d.strip() for d in page.headers["content-security-policy"].split(";")}
+    assert {"script-src 'self'", "connect-src 'self'", "default-src 'none'"} <= csp
+    assert "unsafe" not in page.headers["content-security-policy"]
+    scripts = re.findall(r"<script[^>]*>", page.text)
+    assert scripts == ['<script src="/console/live.js" defer>']  # a file, nothing inline
+    assert 'data-stream="/console/events/stream?after=2"' in page.text
+    js = owner.get("/console/live.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "innerHTML" not in js.text  # values go in as text, never as markup
+
+
+def test_the_live_feed_is_the_tenants_event_stream_behind_the_session_cookie(
+    owner: Browser, client: TestClient
+) -> None:
+    headers = bearer(client, owner.email)
+    for account_id in ("s-a", "s-b", "s-c"):
+        r = client.post("/v1/accounts", json={"id": account_id, "currency": "USD"}, headers=headers)
+        assert r.status_code == 201, r.text
+    # The stream ends after TALLY_EVENTS_STREAM_SECONDS_MAX in process (tests/conftest.py).
+    r = owner.get("/console/events/stream", params={"after": "1"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert re.findall(r"^id: (\d+)$", r.text, re.M) == ["2", "3"]
+    assert "event: account.created" in r.text
+    resumed = owner.get("/console/events/stream", headers={"Last-Event-ID": "2"})
+    assert re.findall(r"^id: (\d+)$", resumed.text, re.M) == ["3"]
+    # Without a session: the login page, no stream (EventSource gives up on it).
+    r = fresh(client).get("/console/events/stream", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+    # Another tenant's owner sees only their own events.
+    other_email, _ = signup(client)
+    theirs = console_login(client, other_email).get("/console/events/stream", params={"after": "0"})
+    assert "s-a" not in theirs.text

@@ -183,13 +183,28 @@ def test_post_one_pending_transfer_and_void_another(person: Person, screenshots:
     assert len(person.transfers_of("bob")) == 5
 
 
+def test_the_events_page_adds_an_event_live_as_it_commits(
+    person: Person, screenshots: Path
+) -> None:
+    """The page's live feed (console/static/live.js over the session's event
+    stream): an account created through the API appears without a reload."""
+    person.go("/console/events")
+    shown = person.page.locator("#events-body tr").count()
+    expect(person.page.locator("#live-status")).to_have_text(re.compile(r"^Live: "))
+    r = person.api.post("/v1/accounts", json={"id": "carol", "currency": "USD"})
+    assert r.status_code == 201, r.text
+    expect(person.page.locator("#events-body tr.live", has_text='"carol"')).to_have_count(1)
+    assert person.page.locator("#events-body tr").count() == shown + 1
+    person.shot(screenshots, "08-live-event")
+
+
 def test_log_out_ends_the_session(person: Person, screenshots: Path) -> None:
     person.go("/console/accounts")
     person.page.get_by_role("button", name="Log out").click()
     person.page.wait_for_url("**/console/login")
     person.go("/console/accounts")
     assert "/console/login" in person.page.url
-    person.shot(screenshots, "08-logged-out")
+    person.shot(screenshots, "09-logged-out")
 
 
 def test_on_postgresql_a_double_click_makes_one_transfer(

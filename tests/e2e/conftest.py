@@ -213,15 +213,17 @@ def tally_server(
     migrate: bool = True,
     port: int | None = None,
     tls_ca: Path | None = None,
+    options: tuple[str, ...] = (),
     **settings: str,
 ) -> Iterator[Server]:
     """``tally serve`` on a free 127.0.0.1 port (or ``port``: a restart where the
     last one served), ready (``/readyz`` is 200) when yielded and always stopped
-    afterwards, workers included. With ``tls_ca`` (and the ``tls_cert`` and
-    ``tls_key`` settings) it serves https, checked against that CA."""
+    afterwards, workers included. ``options``: more of serve's options. With
+    ``tls_ca`` (and the ``tls_cert`` and ``tls_key`` settings) it serves https,
+    checked against that CA."""
     port = port or free_port()
     args = [str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--workers", str(workers)]
+    args += ["--workers", str(workers), *options]
     if not migrate:
         args.append("--no-migrate")
     with log_path.open("wb") as log:

@@ -34,7 +34,7 @@ import tally
 from tally.api.graphql import graphiql
 from tally.api.openapi import ROUTES, build_openapi
 from tally.console import CONSOLE_ROUTES
-from tally.console.routes import STYLESHEET_PATH
+from tally.console.routes import LIVE_SCRIPT_PATH, STYLESHEET_PATH
 from tests.security.conftest import Tenant, assert_problem
 
 GRAPHIQL = {graphiql.PAGE_PATH} | {graphiql.asset_path(name) for name, _ in graphiql.ASSETS}
@@ -48,7 +48,10 @@ OPERATIONAL = {
     *GRAPHIQL,
 }
 GRAPHQL = "/graphql"
-CONSOLE = {(r.method, r.path) for r in CONSOLE_ROUTES} | {("GET", STYLESHEET_PATH)}
+CONSOLE = {(r.method, r.path) for r in CONSOLE_ROUTES} | {
+    ("GET", STYLESHEET_PATH),
+    ("GET", LIVE_SCRIPT_PATH),
+}
 
 
 @pytest.fixture(scope="module")

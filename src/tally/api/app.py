@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,13 +21,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tally.api import tracing
 from tally.api.endpoint import UNEXPECTED, Endpoint, endpoint
 from tally.api.graphql.graphiql import graphiql_routes
-from tally.api.graphql.route import graphql_route
+from tally.api.graphql.request import PATH as GRAPHQL_PATH
+from tally.api.graphql.route import GraphQLEndpoints
 from tally.api.middleware import ApiMiddleware
 from tally.api.operations import operation_routes
 from tally.api.problems import problem_response
 from tally.api.router import ApiRouter
 from tally.api.routes import ROUTES
-from tally.api.streams import EventSocket
+from tally.api.streams import EventSocket, open_stream
 from tally.config import Settings, get_settings
 from tally.console import console_routes
 from tally.errors import MethodNotAllowed, NotFound, TallyError
@@ -58,7 +59,17 @@ class _App(Starlette):
         return app
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us) -> Starlette:
+# Another entry point that serves beside the app, on the same services (the gRPC
+# server): entered after the services start, left before they stop.
+Companion = Callable[[Services], contextlib.AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = wall_clock_us,
+    companions: Sequence[Companion] = (),
+) -> Starlette:
     services = Services(settings or get_settings(), clock=clock)
     stop_tracing: list[tracing.Shutdown] = []
 
@@ -66,7 +77,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                for companion in companions:
+                    await stack.enter_async_context(companion(services))
+                yield
         finally:
             await services.stop()
             for stop in stop_tracing:
@@ -74,13 +88,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
 
     # Built once: Starlette's routes (404/405 fallback) and the fast /v1 router share them.
     endpoints = _endpoints_by_path(services)
+    graphql = GraphQLEndpoints(services)
     app = _App(
         routes=[
             *operation_routes(services),
             *_api_routes(endpoints),
-            graphql_route(services),
+            graphql.route,
             *graphiql_routes(),
-            *console_routes(services),
+            *console_routes(services, open_stream),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
@@ -96,7 +111,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = wall_clock_us
         cors_origins=services.settings.cors_origins,
         access_log=services.settings.access_log,
         trusted_proxies=services.settings.trusted_proxies,
-        websockets={"/v1/events/ws": EventSocket(services)},
+        websockets={"/v1/events/ws": EventSocket(services), GRAPHQL_PATH: graphql.socket},
     )
     # Outermost, so a request's span covers everything Tally does with it.
     stop_tracing.append(tracing.instrument(app, services.settings))
@@ -121,9 +136,9 @@ class Served:
         return self.stack(scope, receive, send)
 
 
-def app_factory() -> Served:
+def app_factory(companions: Sequence[Companion] = ()) -> Served:
     """For ``uvicorn --factory tally.api.app:app_factory`` (with ``--interface asgi3``)."""
-    return Served(create_app())
+    return Served(create_app(companions=companions))
 
 
 def _endpoints_by_path(services: Services) -> dict[str, dict[str, Endpoint]]:

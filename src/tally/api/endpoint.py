@@ -41,7 +41,6 @@ from tally.errors import (
     IdempotencyKeyRequired,
     NotFound,
     TallyError,
-    Unauthenticated,
 )
 from tally.identity import Principal
 from tally.identity.roles import allows
@@ -283,23 +282,17 @@ async def admit(
 ) -> tuple[Principal | None, dict[str, str]]:
     """Who is calling, and the rate-limit headers their request earned; or the
     error that stops it (401, 429). Every entry point over HTTP (REST, GraphQL)
-    admits its requests here."""
+    admits its requests here; the rule itself is ``Services.admit``, which gRPC
+    calls too."""
+    address = client_address(request)
     if not auth:
-        return None, await services.limits.for_address(client_address(request))
-    try:
-        principal = await services.authenticator.authenticate(request.headers.get("authorization"))
-    except Unauthenticated:
-        # A flood of bad credentials from one address runs into that address's
-        # bucket (429), so guessing keys or tokens, and the audit rows of the
-        # failures, are bounded like any other traffic.
-        await services.limits.for_address(client_address(request))
-        raise
+        return None, await services.limits.for_address(address)
+    principal, headers = await services.admit(request.headers.get("authorization"), address)
     if ctx is not None:
         ctx.tenant_id = principal.tenant_id
         ctx.actor_type, ctx.actor_id = principal.actor_type, principal.actor_id
     if services.settings.access_log:
         _note_caller(request, principal.tenant_id, principal.actor_type, principal.actor_id)
-    headers = await services.limits.for_credential(principal.actor_type, principal.actor_id)
     return principal, headers
 
 

@@ -52,14 +52,17 @@ WS_QUERY = QueryNames(frozenset({"after", "types"}), frozenset())
 def stream_types(conn: HTTPConnection) -> frozenset[str] | None:
     """``?types=a,b``: only these event types (None: every type)."""
     raw = query_text(conn, "types", TYPES_CHARS_MAX)
-    if raw is None:
-        return None
-    types = frozenset(raw.split(","))
+    return None if raw is None else event_types(raw.split(","), "types")
+
+
+def event_types(names: typing.Iterable[str], field: str) -> frozenset[str]:
+    """The event types a stream asks for, each one known (422 otherwise)."""
+    types = frozenset(names)
     unknown = sorted(types - set(EVENT_TYPES))
     if unknown:
         shown = ", ".join(t[:40] for t in unknown[:5])
-        message = f"types takes a comma-separated list of {', '.join(EVENT_TYPES)}; not {shown}."
-        raise ValidationFailed([FieldError("types", "invalid", message)])
+        message = f"{field} takes a list of {', '.join(EVENT_TYPES)}; not {shown}."
+        raise ValidationFailed([FieldError(field, "invalid", message)])
     return types
 
 
@@ -95,10 +98,16 @@ class Sink(typing.Protocol):
 
 
 async def pump(
-    services: Services, subscriber: Subscriber, after: int | None, sink: Sink, receive: Receive
+    services: Services,
+    subscriber: Subscriber,
+    after: int | None,
+    sink: Sink,
+    receive: Receive | None,
 ) -> None:
     """Send what was missed, then what comes, until the client leaves, overflows,
-    or the stream's time is up (the hub closes it)."""
+    or the stream's time is up (the hub closes it). With ``receive``, the pump
+    also asks at each heartbeat whether the client left; without it (a GraphQL
+    subscription, whose connection reads its client itself), the caller ends it."""
     last = subscriber.live_from if after is None else after
     while last < subscriber.live_from:
         records = await services.ledger.read_events(
@@ -123,7 +132,7 @@ async def pump(
             await sink.events(fresh)
         if subscriber.heartbeat:
             subscriber.heartbeat = False
-            if client_left(receive):
+            if receive is not None and client_left(receive):
                 return
             if not fresh:
                 await sink.heartbeat()
@@ -194,6 +203,20 @@ def _cancelled_by_hub(subscriber: Subscriber) -> bool:
         return False
     task.uncancel()
     return True
+
+
+async def open_stream(request: HTTPConnection, services: Services, tenant_id: str) -> Response:
+    """A tenant's Server-Sent Events stream, as the request asks for it: from
+    ``Last-Event-ID`` or ``?after=`` (the missed events first) or from the next
+    event to commit, of the ``?types=`` asked for. REST's ``/v1/events/stream``
+    and the console's live feed (``console.ledger_pages.live_events``, whose
+    request passed the console's session cookie instead) both open theirs here."""
+    after, types = stream_after(request), stream_types(request)
+    if request.scope.get("method") == "HEAD":  # the headers a GET would answer, no stream
+        return Response(media_type=EventStream.media_type, headers={"x-accel-buffering": "no"})
+    lifetime = services.settings.events_stream_seconds_max
+    subscriber = await services.events.subscribe(tenant_id, types, lifetime_seconds=lifetime)
+    return EventStream(services, subscriber, after)
 
 
 class EventStream(Response):
@@ -307,27 +330,28 @@ class EventSocket:
             check_query_names(conn, WS_QUERY)
             after, types = stream_after(conn), stream_types(conn)
             header = conn.headers.get("authorization")
-            principal = None if header is None else await self._admit(header)
+            address = conn.client.host if conn.client is not None else None
+            principal = None if header is None else await self._admit(header, address)
         except TallyError as error:
             await _deny(scope, send, error)
             return None
         await send({"type": "websocket.accept"})
         if principal is None:
-            principal = await self._first_message_auth(receive, send)
+            principal = await self._first_message_auth(receive, send, address)
             if principal is None:
                 return None
         return principal.tenant_id, after, types
 
-    async def _admit(self, authorization: str) -> Principal:
+    async def _admit(self, authorization: str, address: str | None) -> Principal:
         """Who is calling, allowed to read events and within their rate limit."""
-        services = self._services
-        principal = await services.authenticator.authenticate(authorization)
-        await services.limits.for_credential(principal.actor_type, principal.actor_id)
+        principal = await admit_socket(self._services, authorization, address)
         if SCOPE not in principal.scopes and ADMIN not in principal.scopes:
             raise Forbidden(f"This credential lacks the {SCOPE} scope.")
         return principal
 
-    async def _first_message_auth(self, receive: Receive, send: Send) -> Principal | None:
+    async def _first_message_auth(
+        self, receive: Receive, send: Send, address: str | None
+    ) -> Principal | None:
         """A credential in a first ``{"type": "auth", "token": ...}`` message, for
         clients (browsers) that cannot set a handshake header."""
         try:
@@ -342,7 +366,7 @@ class EventSocket:
         try:
             if token is None:
                 raise Unauthenticated('The first message must be {"type":"auth","token":"..."}.')
-            return await self._admit(f"Bearer {token}")
+            return await self._admit(f"Bearer {token}", address)
         except TallyError as error:
             await _close(send, error)
             return None
@@ -378,6 +402,16 @@ class EventSocket:
         finally:
             subscriber.task = None
             services.events.unsubscribe(subscriber)
+
+
+async def admit_socket(services: Services, authorization: str, address: str | None) -> Principal:
+    """A WebSocket's caller (the ``Authorization`` value, from the handshake or a
+    first message), within their rate limit: what ``endpoint.admit`` does for an
+    HTTP request, bad credentials counted against the client's address as there.
+    Scopes are the route's business (events:read here, each field's under GraphQL).
+    The rule is ``Services.admit``, as for every entry point."""
+    principal, _ = await services.admit(authorization, address)
+    return principal
 
 
 def _auth_token(message: Message) -> str | None:

@@ -249,10 +249,8 @@ def hypercorn_config(settings: Settings, host: str, port: int) -> Config:
     return config
 
 
-async def _serve(settings: Settings, host: str, port: int) -> None:
+async def _serve(settings: Settings, host: str, port: int, app_factory: Callable[[], Any]) -> None:
     from hypercorn.asyncio import serve
-
-    from tally.api.app import app_factory
 
     config = hypercorn_config(settings, host, port)
     _install_quic_hooks(settings)
@@ -279,8 +277,11 @@ def run_hypercorn(
     host: str,
     port: int,
     log_config: Callable[[str, str], dict[str, Any]],
+    app_factory: Callable[[], Any],
 ) -> None:
+    """``app_factory`` and ``log_config`` are tally.cli.serving's, handed in (this
+    module is what serving runs, so it cannot import serving)."""
     import uvloop
 
     logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
-    uvloop.run(_serve(settings, host, port))
+    uvloop.run(_serve(settings, host, port, app_factory))

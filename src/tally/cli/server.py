@@ -87,6 +87,16 @@ def serve(
     migrate: Annotated[
         bool, typer.Option(help="Migrate the database first (tally migrate).")
     ] = True,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Also serve gRPC (tally.v1.Ledger, docs/grpc.md) on this port, on the "
+            "same address. [default: off, or TALLY_GRPC_PORT when set]",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
     server: Annotated[
         HttpServer,
         typer.Option(
@@ -116,6 +126,10 @@ def serve(
     except SchemaNotReady as exc:
         typer.echo(f"tally serve: {exc}", err=True)
         raise typer.Exit(1) from None
+    if grpc_port is not None:
+        # The server process reads its settings from the environment (it is exec'd).
+        os.environ["TALLY_GRPC_PORT"] = str(grpc_port)
+        os.environ.setdefault("TALLY_GRPC_HOST", host or settings.host)
     args = [server.value, host or settings.host, str(port or settings.port), str(workers)]
     sys.stdout.flush()
     sys.stderr.flush()

@@ -20,7 +20,7 @@ from typing import Any
 from tally.cli.transport import GRACEFUL_SHUTDOWN_SECONDS, tls_context
 from tally.config import Settings, get_settings
 
-APP_FACTORY = "tally.api.app:app_factory"
+APP_FACTORY = "tally.cli.serving:app_factory"
 
 
 def _uvicorn_tls(config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
@@ -110,6 +110,15 @@ def run_granian(settings: Settings, host: str, port: int, workers: int) -> None:
     ).serve()
 
 
+def app_factory() -> Any:
+    """The HTTP app, with the gRPC server beside it when TALLY_GRPC_PORT is set
+    (tally.grpc.server says why in the same process)."""
+    from tally.api.app import app_factory as http_app
+    from tally.grpc.server import grpc_companion
+
+    return http_app(companions=(grpc_companion,))
+
+
 def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     """One format for uvicorn's loggers, Tally's and everything else's: a line of
     text, or (``json``) one JSON object per record with the request id.
@@ -152,7 +161,7 @@ def main(argv: list[str]) -> None:
     if server == "hypercorn":
         from tally.cli.hypercorn_server import run_hypercorn
 
-        run_hypercorn(get_settings(), host, int(port), log_config)
+        run_hypercorn(get_settings(), host, int(port), log_config, app_factory)
         return
     run = run_granian if server == "granian" else run_uvicorn
     run(get_settings(), host, int(port), int(workers))

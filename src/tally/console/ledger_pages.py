@@ -4,15 +4,18 @@ Each calls the same ``Ledger`` use case as the REST route of the same name."""
 
 from __future__ import annotations
 
+import typing
+
 from starlette.responses import Response
 
 from tally.console import fields
 from tally.console.chart import balance_chart
 from tally.console.errors import status_of
-from tally.console.web import Form, Visit, path_of
+from tally.console.web import CSP, LIVE_CSP, Form, Visit, path_of
 from tally.console.writes import KEY_FIELD, keyed_write, new_key
 from tally.core import Transfer, derive_balance
-from tally.errors import MalformedRequest, TallyError
+from tally.core.model import EventType
+from tally.errors import MalformedRequest, NotFound, TallyError
 from tally.ledger import commands
 from tally.storage import TransferFilter
 
@@ -21,6 +24,9 @@ HISTORY_POINTS_MAX = 500  # the chart's newest changes; older ones fall off its 
 ACCOUNT = "/console/accounts/{id}"
 TRANSFER = "/console/transfers/{id}"
 AFTER_MAX = 2**62
+LIVE_EVENTS = "/console/events/stream"
+# What the live feed listens for (each Server-Sent Event is named by its type).
+EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
 FLAGS = ("none", "debits_must_not_exceed_credits", "credits_must_not_exceed_debits")
 
 
@@ -245,9 +251,27 @@ async def events(visit: Visit) -> Response:
     page = await visit.services.ledger.list_events(
         visit.tenant_id, after=after, limit=PAGE_SIZE, cursor=_cursor(visit)
     )
+    # The last page live: its feed starts after the last event shown (or the
+    # sequence asked for), so nothing is shown twice and nothing is skipped.
+    live = page.next_cursor is None and visit.open_stream is not None
+    last = page.items[-1].sequence if page.items else after
     return visit.page(
         "events.html",
+        csp=LIVE_CSP if live else CSP,
         events=page.items,
         after=after,
         next_cursor=page.next_cursor,
+        live=live,
+        stream=f"{LIVE_EVENTS}?after={last}",
+        event_types=",".join(EVENT_TYPES),
     )
+
+
+async def live_events(visit: Visit) -> Response:
+    """The events page's live feed (``static/live.js`` reads it): the tenant's
+    Server-Sent Events stream, the one /v1/events/stream serves, behind the
+    session cookie. ``Last-Event-ID`` (a reconnecting EventSource) or ``?after=``
+    says where it resumes."""
+    if visit.open_stream is None:
+        raise NotFound("This console serves no live feed.")
+    return await visit.open_stream(visit.request, visit.services, visit.tenant_id)

@@ -11,11 +11,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tally.console import admin_pages, auth_pages, ledger_pages
-from tally.console.web import ConsoleRoute, Endpoint, handle
+from tally.console.web import ConsoleRoute, Endpoint, StreamOpener, handle
 from tally.identity.roles import ADMIN
 from tally.services import Services
 
 STYLESHEET_PATH = "/console/console.css"
+LIVE_SCRIPT_PATH = "/console/live.js"
 
 CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("GET", "/console", auth_pages.home),
@@ -56,6 +57,7 @@ CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
         action="voidTransfer",
     ),
     ConsoleRoute("GET", "/console/events", ledger_pages.events, "events:read"),
+    ConsoleRoute("GET", "/console/events/stream", ledger_pages.live_events, "events:read"),
     ConsoleRoute("GET", "/console/api-keys", admin_pages.api_keys, ADMIN),
     ConsoleRoute(
         "POST", "/console/api-keys", admin_pages.create_api_key, ADMIN, action="createApiKey"
@@ -89,27 +91,37 @@ CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
 )
 
 
-def stylesheet() -> bytes:
-    return resources.files("tally.console").joinpath("static/console.css").read_bytes()
+def static_file(name: str) -> bytes:
+    return resources.files("tally.console").joinpath(f"static/{name}").read_bytes()
 
 
-def console_routes(services: Services) -> list[Route]:
+def console_routes(services: Services, open_stream: StreamOpener | None = None) -> list[Route]:
+    """The console's routes; ``open_stream`` serves its live event feed (without
+    it, the feed's route answers 404 and the events page is refreshed by hand)."""
     by_path: dict[str, dict[str, ConsoleRoute]] = {}
     for route in CONSOLE_ROUTES:
         by_path.setdefault(route.path, {})[route.method] = route
     routes = []
     for path, methods in by_path.items():
-        handlers = {method: handle(route, services) for method, route in methods.items()}
+        handlers = {
+            method: handle(route, services, open_stream) for method, route in methods.items()
+        }
 
         async def dispatch(request: Request, handlers: dict[str, Endpoint] = handlers) -> Response:
             method = "GET" if request.method == "HEAD" else request.method
             return await handlers[method](request)
 
         routes.append(Route(path, dispatch, methods=list(handlers)))
-    css = stylesheet()
-
-    async def console_css(request: Request) -> Response:
-        return Response(css, media_type="text/css")
-
-    routes.append(Route(STYLESHEET_PATH, console_css, methods=["GET"]))
+    for path, name, media_type in (
+        (STYLESHEET_PATH, "console.css", "text/css"),
+        (LIVE_SCRIPT_PATH, "live.js", "text/javascript"),
+    ):
+        routes.append(Route(path, _static(static_file(name), media_type), methods=["GET"]))
     return routes
+
+
+def _static(body: bytes, media_type: str) -> Endpoint:
+    async def serve(request: Request) -> Response:
+        return Response(body, media_type=media_type)
+
+    return serve

@@ -54,11 +54,15 @@ log = logging.getLogger(__name__)
 PREFIX = "/console"
 LOGIN_PATH = f"{PREFIX}/login"
 HOME_PATH = f"{PREFIX}/accounts"
-# Only this origin's stylesheet and forms: no script, no inline style, no frame.
+# Only this origin's stylesheet and forms: no script (but LIVE_CSP's page), no
+# inline style, no frame.
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+# The events page adds one script of this origin (its live feed, a file: nothing
+# inline) and its connection back to this origin's event stream.
+LIVE_CSP = CSP + "; script-src 'self'; connect-src 'self'"
 # The API's no-referrer would make Chromium send "Origin: null" with the console's
 # own forms (the Fetch standard serializes the origin as null under no-referrer),
 # and the Origin check below could then not tell our forms from anyone's.
@@ -70,6 +74,11 @@ FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 Handler = Callable[["Visit"], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
+# A tenant's Server-Sent Events stream as a request asks for it: given by the HTTP
+# layer above (tally.api.streams.open_stream), which owns the event streams. The
+# console decides who may watch (its session cookie, the events:read scope); the
+# stream itself is the same one /v1/events/stream serves.
+StreamOpener = Callable[[Request, Services, str], Awaitable[Response]]
 
 
 class SignInNeeded(Exception):
@@ -113,6 +122,7 @@ class Visit:
     request: Request
     services: Services
     route: ConsoleRoute
+    open_stream: StreamOpener | None = None
     audit: AuditContext | None = None
     principal_or_none: Principal | None = None
     session: sessions.Session | None = None
@@ -159,7 +169,7 @@ class Visit:
     def may(self, scope: str) -> bool:
         return self.principal_or_none is not None and allows(self.principal.scopes, scope)
 
-    def page(self, template: str, status: int = 200, **context: Any) -> Response:
+    def page(self, template: str, status: int = 200, csp: str = CSP, **context: Any) -> Response:
         p = self.principal_or_none
         html = render(
             template,
@@ -170,7 +180,7 @@ class Visit:
             path=self.request.url.path,
             **context,
         )
-        return HTMLResponse(html, status_code=status, headers={"content-security-policy": CSP})
+        return HTMLResponse(html, status_code=status, headers={"content-security-policy": csp})
 
     def see_other(self, path: str) -> Response:
         """Post/redirect/get: a reload of the next page sends nothing again."""
@@ -190,11 +200,13 @@ def path_of(template: str, **ids: str) -> str:
     return template
 
 
-def handle(route: ConsoleRoute, services: Services) -> Endpoint:
+def handle(
+    route: ConsoleRoute, services: Services, open_stream: StreamOpener | None = None
+) -> Endpoint:
     """The Starlette endpoint of a console route."""
 
     async def run(request: Request) -> Response:
-        visit = Visit(request, services, route)
+        visit = Visit(request, services, route, open_stream)
         if route.mutating:
             visit.audit = AuditContext(route.action, visit.request_id, visit.client_address)
         code: str | None = None

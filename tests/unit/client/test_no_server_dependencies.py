@@ -20,6 +20,8 @@ SERVER_MODULES = [
     "pydantic_settings", "prometheus_client", "argon2", "jwt", "cryptography", "redis", "zxcvbn",
     "strawberry",
     "jinja2",
+    # grpcio, protobuf (google.protobuf), reflection, health, status.
+    "grpc", "google", "grpc_reflection", "grpc_health", "grpc_status",
     "hypercorn", "aioquic", "trustme",
 ]  # fmt: skip
 

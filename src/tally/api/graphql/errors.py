@@ -55,3 +55,15 @@ def error_json(error: GraphQLError) -> dict[str, Any]:
     if error.path:
         out["path"] = list(error.path)
     return out
+
+
+def result_json(data: dict[str, Any] | None, errors: list[GraphQLError] | None) -> dict[str, Any]:
+    """An operation's result as sent: over HTTP, and as a subscription's ``next``."""
+    out: dict[str, Any] = {}
+    if errors:
+        out["errors"] = [error_json(e) for e in errors]
+    # data is null once execution started (an error has a path), absent when the
+    # document was refused before it (GraphQL spec §7.1.2).
+    if data is not None or not errors or any(e.path for e in errors):
+        out["data"] = data
+    return out

@@ -24,15 +24,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from graphql import GraphQLError, OperationType, parse
+from graphql import GraphQLError, OperationType
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tally.api import access_log
 from tally.api.endpoint import REQUEST_SECONDS, REQUESTS, UNEXPECTED, admit, client_address
 from tally.api.graphql.context import Context, Loaders
-from tally.api.graphql.errors import error_json, tally_error_json
-from tally.api.graphql.limits import LimitExceeded, Limits, check, operation_of
+from tally.api.graphql.errors import error_json, result_json, tally_error_json
+from tally.api.graphql.limits import Limits, checked_operation
 from tally.api.graphql.request import PATH, GraphQLRequest
 from tally.api.graphql.schema import Schema, build_schema
 from tally.api.parsing import QueryNames, check_query_names, decode, idempotency_key, read_body
@@ -56,11 +56,16 @@ _GET_PARAMETERS = QueryNames(
 )
 _POST_PARAMETERS = QueryNames(frozenset(), frozenset())
 _JSON = "application/json"
+SUBSCRIPTION_OVER_HTTP = GraphQLError(
+    "A subscription runs over WebSocket: open /graphql with the graphql-transport-ws "
+    "subprotocol (docs/graphql.md).",
+    extensions={"code": "validation_error"},
+)
 
 
-def graphql_handler(services: Services) -> Callable[[Request], Awaitable[Response]]:
-    """The endpoint of ``/graphql`` (``route.graphql_route`` calls this on first use)."""
-    schema = build_schema(services.settings)
+def machinery(services: Services) -> tuple[Schema, Limits]:
+    """The schema and the document limits, built once per process and shared by
+    ``/graphql`` over HTTP and over WebSocket (``route.py`` calls this on first use)."""
     s = services.settings
     limits = Limits(
         depth_max=s.graphql_depth_max,
@@ -69,6 +74,14 @@ def graphql_handler(services: Services) -> Callable[[Request], Awaitable[Respons
         page_default=s.page_limit_default,
         page_max=s.page_limit_max,
     )
+    return build_schema(s), limits
+
+
+def graphql_handler(
+    services: Services, schema: Schema, limits: Limits
+) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of ``/graphql`` over HTTP."""
+    s = services.settings
     logged = s.access_log
 
     async def serve(request: Request) -> Response:
@@ -138,14 +151,13 @@ async def _run(
 ) -> Response:
     variables = body.variables or {}
     try:
-        document = parse(body.query, max_tokens=services.settings.graphql_tokens_max)
-        operation = operation_of(document, body.operationName)
-        check(document, operation, variables, limits)
+        operation = checked_operation(
+            body.query, body.operationName, variables, limits, services.settings.graphql_tokens_max
+        )
     except GraphQLError as error:  # a syntax error, or a limit
         return _answer({"errors": [error_json(error)]})
-    except RecursionError:  # fragments nested thousands deep (a raised token limit)
-        nested = LimitExceeded("depth", "The query's fragments are nested too deeply.")
-        return _answer({"errors": [error_json(nested)]})
+    if operation.operation is OperationType.SUBSCRIPTION:
+        return _answer({"errors": [error_json(SUBSCRIPTION_OVER_HTTP)]})
     mutation = operation.operation is OperationType.MUTATION
     if operation.operation is not OperationType.QUERY and request.method == "GET":
         raise MethodNotAllowed(
@@ -171,14 +183,8 @@ async def _run(
         context_value=ctx,
         operation_name=body.operationName,
     )
-    out: dict[str, Any] = {}
-    if result.errors:
-        out["errors"] = [error_json(e) for e in result.errors]
-    # data is null once execution started (an error has a path), absent when the
-    # document was refused before it (GraphQL spec §7.1.2).
+    out = result_json(result.data, result.errors)
     errors = result.errors or []
-    if result.data is not None or not errors or any(e.path for e in errors):
-        out["data"] = result.data
     headers = {"idempotent-replayed": "true"} if ctx.replayed else {}
     # A field refused for a passing reason (a key in use, a full queue, a database
     # away) says when to retry, in the header REST sends too.
@@ -205,4 +211,4 @@ def error_response(error: TallyError, request: Request) -> Response:
     return Response(body, stored.status, headers=headers, media_type=_JSON)
 
 
-__all__ = ["PATH", "error_response", "graphql_handler"]
+__all__ = ["PATH", "error_response", "graphql_handler", "machinery"]

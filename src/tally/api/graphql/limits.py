@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, parse
 from graphql.language import (
     DocumentNode,
     FieldNode,
@@ -78,6 +78,25 @@ def operation_of(document: DocumentNode, operation_name: str | None) -> Operatio
         operation.name is None or operation.name.value != operation_name
     ):
         raise GraphQLError(f"Unknown operation named {operation_name[:80]!r}.")
+    return operation
+
+
+def checked_operation(
+    query: str,
+    operation_name: str | None,
+    variables: dict[str, Any],
+    limits: Limits,
+    tokens_max: int,
+) -> OperationDefinitionNode:
+    """The request's one operation, parsed and within every limit; or the
+    ``GraphQLError`` that refuses it (a syntax error, a limit). Over HTTP and over
+    WebSocket alike."""
+    try:
+        document = parse(query, max_tokens=tokens_max)
+        operation = operation_of(document, operation_name)
+        check(document, operation, variables, limits)
+    except RecursionError:  # fragments nested thousands deep (a raised token limit)
+        raise LimitExceeded("depth", "The query's fragments are nested too deeply.") from None
     return operation
 
 

@@ -15,6 +15,7 @@ from strawberry.types import ExecutionContext
 from tally.api.graphql.mutations import Mutation
 from tally.api.graphql.queries import Query
 from tally.api.graphql.scalars import SCALARS
+from tally.api.graphql.subscriptions import Subscription
 from tally.config import Settings
 from tally.errors import TallyError
 
@@ -43,6 +44,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
     return Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALARS),
     )

@@ -31,7 +31,7 @@ from tally.api.schemas.ledger import (
     BalanceOut,
     BalanceSnapshotOut,
 )
-from tally.core import Account, UpdateAccount, derive_balance
+from tally.core import Account, CreateAccount, UpdateAccount, derive_balance
 from tally.ledger import commands
 from tally.ledger.public import account_out
 from tally.storage.records import BalanceRecord
@@ -47,7 +47,14 @@ routes = RouteTable(tag="Accounts")
 )  # fmt: skip
 async def create_account(call: Call) -> Response:
     body: AccountCreate = await call.body(AccountCreate)
-    command = commands.create_account(
+    command = account_command(body)
+    ctx = call.write_context(answer_account(call.request_id))
+    return written_response(await call.services.ledger.create_account(call.tenant_id, command, ctx))
+
+
+def account_command(body: AccountCreate) -> CreateAccount:
+    """The command of an account request (REST's body, a gRPC message's fields)."""
+    return commands.create_account(
         id=body.id,
         currency=body.currency,
         normal_balance=body.normal_balance,
@@ -55,8 +62,6 @@ async def create_account(call: Call) -> Response:
         credits_must_not_exceed_debits=body.flags.credits_must_not_exceed_debits,
         metadata=body.metadata,
     )
-    ctx = call.write_context(answer_account(call.request_id))
-    return written_response(await call.services.ledger.create_account(call.tenant_id, command, ctx))
 
 
 _METADATA_FILTER = Param(

@@ -17,9 +17,7 @@ from tally.api.streams import (
     EVENT_TYPES,
     LAST_EVENT_ID_DIGITS_MAX,
     TYPES_CHARS_MAX,
-    EventStream,
-    stream_after,
-    stream_types,
+    open_stream,
 )
 from tally.storage.records import EventRecord
 from tally.support.clock import format_time
@@ -103,11 +101,4 @@ def event_out(e: EventRecord) -> EventOut:
     ),
 )  # fmt: skip
 async def stream_events(call: Call) -> Response:
-    r = call.request
-    after, types = stream_after(r), stream_types(r)
-    if r.method == "HEAD":  # the headers a GET would answer, and no stream to hold open
-        return Response(media_type=EventStream.media_type, headers={"x-accel-buffering": "no"})
-    lifetime = call.settings.events_stream_seconds_max
-    events = call.services.events
-    subscriber = await events.subscribe(call.tenant_id, types, lifetime_seconds=lifetime)
-    return EventStream(call.services, subscriber, after)
+    return await open_stream(call.request, call.services, call.tenant_id)

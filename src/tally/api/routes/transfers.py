@@ -37,7 +37,15 @@ routes = RouteTable(tag="Transfers")
 )  # fmt: skip
 async def create_transfer(call: Call) -> Response:
     body: TransferCreate = await call.body(TransferCreate)
-    command = commands.create_transfer(
+    ctx = call.write_context(answer_transfer(call.request_id))
+    return written_response(
+        await call.services.ledger.create_transfer(call.tenant_id, transfer_command(body), ctx)
+    )
+
+
+def transfer_command(body: TransferCreate) -> CreateTransfer:
+    """The command of a transfer request (REST's body, a gRPC message's fields)."""
+    return commands.create_transfer(
         id=body.id,
         debit_account_id=body.debit_account_id,
         credit_account_id=body.credit_account_id,
@@ -46,10 +54,6 @@ async def create_transfer(call: Call) -> Response:
         pending=body.pending,
         timeout_seconds=body.timeout_seconds,
         metadata=body.metadata,
-    )
-    ctx = call.write_context(answer_transfer(call.request_id))
-    return written_response(
-        await call.services.ledger.create_transfer(call.tenant_id, command, ctx)
     )
 
 
@@ -119,11 +123,13 @@ async def get_transfer(call: Call) -> Response:
 async def post_transfer(call: Call) -> Response:
     pending_id = call.path_id()
     body: PendingPost = await call.body(PendingPost, empty_ok=True)
-    command = commands.post_pending(
-        pending_id, id=body.id, amount=body.amount, metadata=body.metadata
-    )
+    command = post_command(pending_id, body)
     ctx = call.write_context(answer_transfer(call.request_id))
     return written_response(await call.services.ledger.post_pending(call.tenant_id, command, ctx))
+
+
+def post_command(pending_id: str, body: PendingPost) -> PostPending:
+    return commands.post_pending(pending_id, id=body.id, amount=body.amount, metadata=body.metadata)
 
 
 @routes.route(
@@ -134,9 +140,13 @@ async def post_transfer(call: Call) -> Response:
 async def void_transfer(call: Call) -> Response:
     pending_id = call.path_id()
     body: PendingVoid = await call.body(PendingVoid, empty_ok=True)
-    command = commands.void_pending(pending_id, id=body.id, metadata=body.metadata)
+    command = void_command(pending_id, body)
     ctx = call.write_context(answer_transfer(call.request_id))
     return written_response(await call.services.ledger.void_pending(call.tenant_id, command, ctx))
+
+
+def void_command(pending_id: str, body: PendingVoid) -> VoidPending:
+    return commands.void_pending(pending_id, id=body.id, metadata=body.metadata)
 
 
 # -- batch items --------------------------------------------------------------------------
