@@ -20,10 +20,12 @@ generator near 100 % of a core limits the row, not Tally). After each row the
 receiving account's credits must equal the 201s counted, give or take the
 requests still in flight when the load stopped: a fast wrong answer fails.
 
-``ROW_SOURCES`` is the hook for more rows on the same workload (gRPC unary and
-streaming): a function from a ``Bench`` to ``Row``s. ``bench/run.py`` runs this
-table at the end of ``make bench``; ``make bench-protocols`` runs it alone. Only
-127.0.0.1 is contacted.
+``ROW_SOURCES`` is the hook for more rows: a function from a ``Bench`` to
+``Row``s. ``grpc_rows`` adds gRPC unary and client-streaming from
+bench/grpc_bench.py, on that script's own workload (make bench's mix over 1,000
+accounts), so read those rows beside the others, not against them to the unit.
+``bench/run.py`` runs this table at the end of ``make bench``; ``make
+bench-protocols`` runs it alone. Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class Row:
     seconds: float
     p99_ms: float
     tally_cpu_us_per_transfer: float
-    load_generator_cpu_percent: float
+    load_generator_cpu_percent: float | None  # None: not measured apart
     errors: int = 0
     error_statuses: dict[str, int] = field(default_factory=dict)  # "0": no answer
     note: str = ""
@@ -360,10 +362,41 @@ def http_rows(bench: Bench) -> list[Row]:
     return rows
 
 
-# Each source gets the Bench and returns its rows. gRPC unary and streaming
-# (issue 12) append theirs here, on the same workload (one transfer of 1 from
-# bank to payee per call, --clients in flight).
-ROW_SOURCES: list[Callable[[Bench], list[Row]]] = [http_rows]
+def grpc_rows(bench: Bench) -> list[Row]:
+    """gRPC unary and client-streaming, from bench/grpc_bench.py (``make bench-grpc``)
+    on SQLite, one process: its own workload, make bench's mix over 1,000 accounts
+    (unary: --clients callers; streaming: 4 callers of 1,000 transfers per call,
+    whose p99 is a whole call's). Its load generator runs in this process and is
+    not measured apart. Plain HTTP/2 (h2c) under gRPC, on a port of its own."""
+    import grpc_bench
+
+    rows = []
+    for p in grpc_bench.rows(
+        backends=("sqlite",), seconds=bench.seconds, clients=bench.clients, work=bench.work
+    ):
+        if not p["invariants_ok"]:
+            bench.failures.append(f"{p['protocol']}: double entry violated")
+        streaming = "stream" in p["protocol"]
+        rows.append(
+            Row(
+                protocol=p["protocol"].replace("gRPC", "grpc"),
+                server="grpcio",
+                transport="h2c / TCP",
+                concurrency=f"{p['clients']} calls" + (" x 1,000 transfers" if streaming else ""),
+                transfers=p["transfers"],
+                seconds=p["duration_s"],
+                p99_ms=p["p99_ms"] or 0.0,
+                tally_cpu_us_per_transfer=p["tally_cpu_us_per_transfer"] or 0.0,
+                load_generator_cpu_percent=None,
+                errors=p["errors"],
+                note="bench/grpc_bench.py's workload",
+            )
+        )
+    return rows
+
+
+# Each source gets the Bench and returns its rows, appended to the table in order.
+ROW_SOURCES: list[Callable[[Bench], list[Row]]] = [http_rows, grpc_rows]
 
 
 def table(rows: list[Row]) -> str:
@@ -374,10 +407,13 @@ def table(rows: list[Row]) -> str:
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
+        load = (
+            "—" if r.load_generator_cpu_percent is None else f"{r.load_generator_cpu_percent:.0f}"
+        )
         lines.append(
             f"| {r.protocol} | {r.server} | {r.transport} | {r.concurrency} "
             f"| {r.transfers_per_s:,.0f} | {r.p99_ms:.2f} | {r.tally_cpu_us_per_transfer:,.1f} "
-            f"| {r.load_generator_cpu_percent:.0f} | {r.errors} |"
+            f"| {load} | {r.errors} |"
         )
     return "\n".join(lines) + "\n"
 
