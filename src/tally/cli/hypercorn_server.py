@@ -194,7 +194,8 @@ class DrainingQuicProtocol(hypercorn_quic.QuicProtocol):
         """Let hypercorn's UDP loop see that it is stopping and idle: it checks only
         after an event, and none may come."""
         if self._queue is not None:
-            self._queue.put_nowait(Closed())
+            with contextlib.suppress(asyncio.QueueFull):  # full: the loop has events
+                self._queue.put_nowait(Closed())
 
 
 def _install_quic_hooks(settings: Settings) -> None:
