@@ -466,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"protocols-{stamp}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(
-        f"\nPOST /v1/transfers, {args.clients} in flight, {args.seconds} s per row, "
+        f"\nPOST /v1/transfers (gRPC: CreateTransfer, CreateTransfers), {args.clients} in "
+        f"flight, {args.seconds} s per row, "
         f"one tally process on SQLite, {os.cpu_count()} CPUs:\n"
     )
     print(results["table"])
