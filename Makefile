@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path bench-c10k bench-grpc profile soak sqlmap schema proto ha-test
+.PHONY: run test check pytest lint security-scan install clean bench bench-smoke bench-path bench-c10k bench-grpc bench-protocols profile soak sqlmap schema proto ha-test
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -90,9 +90,15 @@ $(BENCH_INSTALLED): $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_INSTALLED)
 
-## bench: pgbench, then Tally on PostgreSQL and SQLite under wrk (about 5 minutes)
+## bench: pgbench, then Tally on PostgreSQL and SQLite under wrk, then the protocol
+## table (about 6 minutes; needs wrk and h2load: apt-get install wrk nghttp2-client)
 bench: $(BENCH_INSTALLED)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## bench-protocols: only the protocol table: h1 and h2 (h2load), h3 (aioquic), one
+## transfer workload, throughput, p99 and Tally CPU per transfer (about a minute)
+bench-protocols: $(BENCH_INSTALLED)
+	$(BIN)/python bench/protocols.py $(PROTOCOLS_ARGS)
 
 ## bench-smoke: the short benchmark CI runs (under a minute)
 bench-smoke: $(BENCH_INSTALLED)

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import protocols
 import psutil
 from harness import ledger, load, postgres, procs, report, server
 
@@ -71,6 +72,7 @@ class Plan:
     hot_pct: int
     sqlite_clients: list[int]
     keep_logs: bool = False
+    protocols: bool = True
     skipped: list[str] = field(default_factory=list)
 
 
@@ -103,6 +105,11 @@ def parse_args(argv: list[str] | None) -> Plan:
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip Tally on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip Tally on SQLite")
+    parser.add_argument(
+        "--no-protocols",
+        action="store_true",
+        help="skip the protocol table (h1, h2, h3; never in --smoke)",
+    )
     parser.add_argument(
         "--hot-clients",
         help="client counts of the hot-account point (64; smoke: none; '' for none)",
@@ -145,6 +152,7 @@ def parse_args(argv: list[str] | None) -> Plan:
         hot_pct=args.hot_pct,
         sqlite_clients=[] if args.no_sqlite else clients,
         keep_logs=args.keep_logs,
+        protocols=not (args.no_protocols or smoke),
     )
     if not args.no_postgres:
         sizes = (100,) if smoke else BATCH_SIZES
@@ -453,6 +461,11 @@ def write_outputs(plan: Plan, results: dict[str, Any], stamp: str) -> list[Path]
     paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
     paths[0].write_text(json.dumps(results, indent=2, default=str) + "\n")
     text = report.markdown(results)
+    if "protocols" in results:
+        text += (
+            "\n## Protocols: POST /v1/transfers, 64 in flight, one process on SQLite\n\n"
+            + results["protocols"]["table"]
+        )
     paths[1].write_text(text)
     try:
         report.chart(results, paths[2])
@@ -512,6 +525,13 @@ def run_all(plan: Plan, children: procs.Children, work: Path, results: dict[str,
     except Exception as exc:
         traceback.print_exc()
         results["scenario_errors"].append(f"Tally on SQLite: {type(exc).__name__}: {exc}")
+    if plan.protocols:
+        # bench/protocols.py: the same transfer over h1, h2 and h3 (and the hook's rows).
+        log("the protocol table")
+        seconds = min(plan.duration_seconds, 10)
+        table = protocols.run(seconds, 64, children, work)
+        results["protocols"] = table
+        results["scenario_errors"] += [f"protocols: {f}" for f in table["failures"]]
 
 
 def main(argv: list[str] | None = None) -> int:

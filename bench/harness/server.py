@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -82,10 +83,14 @@ def serve(
     workers: int,
     log_path: Path,
     http_server: str = "uvicorn",
+    *,
+    tls_ca: Path | None = None,
     **settings: str,
 ) -> Server:
     """Start ``tally serve --no-migrate --server HTTP_SERVER`` on a free port and wait
-    for /readyz; ``settings`` are more TALLY_* ones (``grpc_port="50051"``)."""
+    for /readyz. ``settings`` become TALLY_* variables (``grpc_port="50051"``); with
+    ``tls_ca`` (and the tls_cert and tls_key settings) it is https, checked against
+    that CA."""
     port = procs.free_port()
     log = log_path.open("ab")
     proc = children.start(
@@ -96,13 +101,18 @@ def serve(
         env=tally_env(database_url, **settings),
         log=log,
     )  # fmt: skip
-    server = Server(proc, f"http://127.0.0.1:{port}", log_path, log)
+    scheme = "https" if tls_ca is not None else "http"
+    server = Server(proc, f"{scheme}://127.0.0.1:{port}", log_path, log)
+    verify: ssl.SSLContext | bool = True
+    if tls_ca is not None:
+        verify = ssl.create_default_context(cafile=str(tls_ca))
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
         try:
-            if httpx.get(f"{server.base_url}/readyz", timeout=1.0).status_code == 200:
+            ready = httpx.get(f"{server.base_url}/readyz", timeout=1.0, verify=verify)
+            if ready.status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

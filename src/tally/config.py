@@ -27,6 +27,20 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
 
+    # Transport (docs/protocols.md). TLS: a PEM certificate chain and its key
+    # (``tally dev-cert`` makes a local pair); TLS 1.2 at least, 1.3 preferred.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # HTTP/2 beside HTTP/1.1 (granian and hypercorn): h2 by ALPN over TLS, h2c by
+    # prior knowledge on a plain port. Off: HTTP/1.1 only, the measured default.
+    http2: bool = False
+    # HTTP/3 over QUIC on this UDP port (hypercorn only, one process, TLS required);
+    # None: no UDP socket at all.
+    quic_port: int | None = Field(default=None, ge=1, le=65535)
+    # Session tickets kept for TLS resumption and 0-RTT over QUIC (one process's
+    # memory; a ticket is used once).
+    quic_session_tickets_max: int = Field(default=10_000, ge=0, le=1_000_000)
+
     # HTTP limits.
     body_bytes_max: int = Field(default=1024 * 1024, ge=1024)
     page_limit_default: int = 100
@@ -189,6 +203,18 @@ class Settings(BaseSettings):
                 "TALLY_WEBHOOKS_HEARTBEAT_SECONDS"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_is_a_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TALLY_TLS_CERT and TALLY_TLS_KEY go together: set both or neither")
+        if self.quic_port is not None and self.tls_cert is None:
+            raise ValueError("TALLY_QUIC_PORT needs TLS: QUIC has no plain-text mode")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @field_validator("db_direct_url")
     @classmethod

@@ -111,6 +111,14 @@ class MethodNotAllowed(TallyError):
     code = "method_not_allowed"
 
 
+class TooEarly(TallyError):
+    """A request that changes something arrived in TLS early data (0-RTT), which
+    an attacker can replay: refused unprocessed (RFC 8470); the client sends it
+    again once its handshake is complete."""
+
+    code = "too_early"
+
+
 class PreconditionFailed(TallyError):
     code = "precondition_failed"
 

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -176,10 +177,13 @@ def stop_server(server: Server) -> None:
     _signal_group(process, signal.SIGKILL)
 
 
-def _wait_ready(server: Server) -> None:
+def _wait_ready(server: Server, tls_ca: Path | None = None) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     last_error = "no answer yet"
-    with httpx.Client(base_url=server.base_url, timeout=2.0) as client:
+    verify: ssl.SSLContext | bool = True
+    if tls_ca is not None:
+        verify = ssl.create_default_context(cafile=str(tls_ca))
+    with httpx.Client(base_url=server.base_url, timeout=2.0, verify=verify) as client:
         while time.monotonic() < deadline:
             code = server.process.poll()
             if code is not None:
@@ -208,12 +212,15 @@ def tally_server(
     workers: int = 1,
     migrate: bool = True,
     port: int | None = None,
+    tls_ca: Path | None = None,
     options: tuple[str, ...] = (),
     **settings: str,
 ) -> Iterator[Server]:
     """``tally serve`` on a free 127.0.0.1 port (or ``port``: a restart where the
     last one served), ready (``/readyz`` is 200) when yielded and always stopped
-    afterwards, workers included. ``options``: more of serve's options."""
+    afterwards, workers included. ``options``: more of serve's options. With
+    ``tls_ca`` (and the ``tls_cert`` and ``tls_key`` settings) it serves https,
+    checked against that CA."""
     port = port or free_port()
     args = [str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--workers", str(workers), *options]
@@ -228,9 +235,10 @@ def tally_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    scheme = "https" if tls_ca is not None else "http"
+    server = Server(f"{scheme}://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_ready(server)
+        _wait_ready(server, tls_ca)
         yield server
     finally:
         stop_server(server)
@@ -244,6 +252,7 @@ class StartServer(Protocol):
         workers: int = 1,
         migrate: bool = True,
         port: int | None = None,
+        tls_ca: Path | None = None,
         **settings: str,
     ) -> Server: ...
 
@@ -275,12 +284,19 @@ def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sta
             workers: int = 1,
             migrate: bool = True,
             port: int | None = None,
+            tls_ca: Path | None = None,
             **settings: str,
         ) -> Server:
             log_path = tmp_path / f"tally-serve-{len(servers)}.log"
             server = stack.enter_context(
                 tally_server(
-                    database_url, log_path, workers=workers, migrate=migrate, port=port, **settings
+                    database_url,
+                    log_path,
+                    workers=workers,
+                    migrate=migrate,
+                    port=port,
+                    tls_ca=tls_ca,
+                    **settings,
                 )
             )
             servers.append(server)

@@ -15,11 +15,15 @@ from tally.api.endpoint import Endpoint
 from tally.api.problems import problem_response
 from tally.api.proxies import TrustedProxies, parse_networks
 from tally.api.router import ApiRouter, Dispatch
-from tally.errors import MalformedRequest
+from tally.errors import MalformedRequest, TooEarly
 from tally.support.ids import new_id
 from tally.support.logs import REQUEST_ID
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# What may run from TLS early data, which can be replayed (RFC 8470, RFC 9110 §9.2.1).
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# scope["state"] key: the request arrived (at least in part) in TLS early data.
+EARLY_DATA = "early_data"
 
 # Sent with every response unless the endpoint set its own (the /docs page sets a
 # CSP that lets it load its script). The API answers JSON, never a page to frame,
@@ -90,12 +94,18 @@ class ApiMiddleware:
         if self.proxies:
             self.proxies.rewrite(scope)
         request_id = None
+        early = False
         for name, value in scope["headers"]:
             if name == b"request-id":
                 text = value.decode("latin-1")
                 request_id = text if _CLIENT_REQUEST_ID.match(text) else None
+            elif name == b"early-data":
+                early = value == b"1"
         request_id = request_id or new_id("req")
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        if early:
+            state[EARLY_DATA] = True
         # Every line logged while this request is served names it (support/logs.py).
         token = REQUEST_ID.set(request_id)
         try:
@@ -103,7 +113,7 @@ class ApiMiddleware:
                 await self._logged(scope, receive, send, request_id)
                 return
             reply = _reply(send, request_id, scope.get("scheme") == "https")
-            matched = self._direct(scope)
+            matched = None if early else self._direct(scope)
             if matched is None:
                 await self._answer(scope, receive, reply)
                 return
@@ -156,6 +166,12 @@ class ApiMiddleware:
         """The request through CORS (when configured), the /v1 router or Starlette.
         Not a coroutine itself: it hands back the one to await, so that no frame of
         its own stays alive under a long response."""
+        if scope["state"].get(EARLY_DATA) and scope["method"] not in _SAFE_METHODS:
+            # Set by the server that terminated TLS (tally.cli.hypercorn_server) or
+            # a proxy in front (nginx's $ssl_early_data): the request came in 0-RTT,
+            # which an attacker can replay. Nothing runs (RFC 8470 §5.2).
+            refused = TooEarly("Sent in TLS early data: send it again after the handshake.")
+            return problem_response(refused, Request(scope))(scope, receive, reply)
         if not _utf8(scope.get("query_string", b"")):
             # Starlette decodes it as UTF-8 wherever it builds request.url (404s, 405s)
             # and raises otherwise. uvicorn refuses such a request itself; the app

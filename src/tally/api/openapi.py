@@ -42,6 +42,8 @@ _ERROR_TEXT = {
     "list or is given twice; `idempotency_key_reused` (the key was used for another "
     "method, path or body); or a ledger rule refused the request (`exceeds_credits`, "
     "`accounts_must_be_different`, … see the error codes).",
+    425: "Sent in TLS 0-RTT early data, which can be replayed (`too_early`): nothing "
+    "ran; send it again once the handshake is complete (RFC 8470).",
     429: "Too many requests (`rate_limited`): retry after `Retry-After` seconds; "
     "`RateLimit` and `RateLimit-Policy` say where the caller stands.",
     503: "The database is unreachable or the write queue is full (`unavailable`); "
@@ -151,8 +153,11 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
         responses[str(status)] = response
     writes = spec.keyed
     # Every /v1 route is rate limited (429) and refuses a query parameter it does not
-    # list (422); every keyed write can meet a key in use (409).
-    for status in sorted({*spec.errors, 422, 429} | ({409} if writes else set())):
+    # list (422); every keyed write can meet a key in use (409); every method but GET
+    # is refused from TLS early data (425, api/middleware.py).
+    statuses = {*spec.errors, 422, 429} | ({409} if writes else set())
+    statuses |= {425} if spec.method != "GET" else set()
+    for status in sorted(statuses):
         responses[str(status)] = {"description": _ERROR_TEXT[status], "content": _PROBLEM}
     operation: dict[str, Any] = {
         "operationId": spec.operation_id,
@@ -322,14 +327,14 @@ _GRAPHQL_TEXT = (
     "code's status with a GraphQL `errors` body. Mutations take `Idempotency-Key`, as "
     "POST routes do; GET runs queries only."
 )
-_GRAPHQL_ERRORS = (400, 401, 405, 409, 413, 415, 422, 429)
+_GRAPHQL_ERRORS = (400, 401, 405, 409, 413, 415, 422, 425, 429)
 
 
 def _graphql_operation(method: str) -> dict[str, Any]:
     ok = {"description": "The result: `data` and/or `errors`.", "content": {"application/json": {}}}
     responses: dict[str, Any] = {"200": ok}
     for status in _GRAPHQL_ERRORS:
-        if method == "get" and status in (409, 413, 415):
+        if method == "get" and status in (409, 413, 415, 425):
             continue
         description = _ERROR_TEXT.get(status, "A mutation sent with GET (`method_not_allowed`).")
         responses[str(status)] = {

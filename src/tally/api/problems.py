@@ -61,6 +61,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "flags_are_mutually_exclusive": (422, "Flags are mutually exclusive"),
     "batch_failed": (422, "Batch failed"),
     "linked_event_failed": (422, "Linked event failed"),
+    "too_early": (425, "Too early"),
     "rate_limited": (429, "Too many requests"),
     # nginx's status for a client that hung up mid-request, kept so that logs,
     # metrics and the audit log tell it apart from a refusal.

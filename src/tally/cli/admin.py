@@ -19,7 +19,7 @@ import typer
 from tally.audit import AuditLog, Verdict
 from tally.cli import lab as _lab  # noqa: F401  (registers `tally lab`: it needs the server)
 from tally.cli.root import AS_JSON, app, emit, typer_app
-from tally.cli.server import serve
+from tally.cli.server import dev_cert, serve
 from tally.config import Settings, get_settings
 from tally.identity import tenants as operator
 from tally.identity.repository import KeyRecord
@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 
 app.command()(serve)
+app.command("dev-cert")(dev_cert)
 tenants = typer_app("Tenants: make one with an API key, or list them.")
 app.add_typer(tenants, name="tenants")
 api_keys = typer_app("Any tenant's API keys: list them, revoke one.")

@@ -1,5 +1,6 @@
-"""The server process of ``tally serve``: uvicorn or granian over the app, and the
-one logging setup every process uses.
+"""The server process of ``tally serve``: uvicorn, granian or hypercorn over the app,
+the transport each speaks (TLS, HTTP/2, HTTP/3: docs/protocols.md), and the one
+logging setup every process uses.
 
 ``tally serve`` migrates and checks the schema, then replaces itself (``exec``)
 with ``python -m tally.cli.serving``, so that the serving process (with one
@@ -10,19 +11,35 @@ thousand event streams has better use for (docs/events.md).
 
 from __future__ import annotations
 
+import ssl
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from tally.cli.transport import GRACEFUL_SHUTDOWN_SECONDS, tls_context
 from tally.config import Settings, get_settings
 
 APP_FACTORY = "tally.cli.serving:app_factory"
-# How long a stopping worker lets requests in flight finish (then the writer drains).
-GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def _uvicorn_tls(config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's ``ssl_context_factory``: ours instead of its default (which lets
+    OpenSSL's configuration pick the floor and offers CBC ciphers). Module-level,
+    so that a worker process (spawned, so pickled) finds it by name."""
+    return tls_context(config.ssl_certfile, config.ssl_keyfile, ["http/1.1"])
 
 
 def run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    tls: dict[str, Any] = {}
+    if settings.tls:
+        tls = {
+            "ssl_certfile": settings.tls_cert,
+            "ssl_keyfile": settings.tls_key,
+            "ssl_context_factory": _uvicorn_tls,
+        }
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -44,6 +61,7 @@ def run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         proxy_headers=False,
+        **tls,
     )
 
 
@@ -55,10 +73,24 @@ def run_granian(settings: Settings, host: str, port: int, workers: int) -> None:
     runs each worker's lifespan shutdown (queued writes commit); a worker still
     running GRACEFUL_SHUTDOWN_SECONDS later is killed. A worker that dies is
     started again, as uvicorn's supervisor does, except that granian (2.8) exits
-    altogether when one dies again within 5.5 s of its restart."""
+    altogether when one dies again within 5.5 s of its restart.
+
+    With ``http2`` granian runs in its ``auto`` mode: over TLS the client picks h2
+    or HTTP/1.1 by ALPN; on a plain port a connection that opens with HTTP/2's
+    preface is h2c (prior knowledge), any other HTTP/1.1. Without it, HTTP/1 only,
+    as uvicorn's httptools: no sniffing of each connection (docs/protocols.md)."""
     from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
     from granian.log import LogLevels
+
+    tls: dict[str, Any] = {}
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = {
+            "ssl_cert": Path(settings.tls_cert),
+            "ssl_key": Path(settings.tls_key),
+            # granian's own floor is TLS 1.3; the contract is 1.2 (older clients).
+            "ssl_protocol_min": SSLProtocols.tls12,
+        }
 
     Granian(
         APP_FACTORY,
@@ -68,12 +100,13 @@ def run_granian(settings: Settings, host: str, port: int, workers: int) -> None:
         workers=workers,
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
-        http=HTTPModes.http1,  # as uvicorn's httptools: no HTTP/2 sniffing per connection
+        http=HTTPModes.auto if settings.http2 else HTTPModes.http1,
         log_level=LogLevels(settings.log_level),
         log_dictconfig=log_config(settings.log_level, settings.log_format),
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS,
+        **tls,
     ).serve()
 
 
@@ -114,6 +147,7 @@ def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
             "uvicorn": {"level": level.upper()},
             "uvicorn.access": {"level": "WARNING"},
             "granian.access": {"level": "WARNING"},
+            "hypercorn.access": {"level": "WARNING"},
             # Tally's own access lines (TALLY_ACCESS_LOG) show whatever the level:
             # turning them on is the operator's explicit choice.
             "tally.access": {"level": "INFO"},
@@ -124,6 +158,11 @@ def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     """``python -m tally.cli.serving SERVER HOST PORT WORKERS``."""
     server, host, port, workers = argv
+    if server == "hypercorn":
+        from tally.cli.hypercorn_server import run_hypercorn
+
+        run_hypercorn(get_settings(), host, int(port), log_config, app_factory)
+        return
     run = run_granian if server == "granian" else run_uvicorn
     run(get_settings(), host, int(port), int(workers))
 

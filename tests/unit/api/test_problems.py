@@ -36,6 +36,7 @@ CONTRACT = {
     "idempotency_key_in_use": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    "too_early": 425,
     "idempotency_key_reused": 422,
     "url_not_allowed": 422,
     "rate_limited": 429,

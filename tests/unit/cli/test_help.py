@@ -14,6 +14,7 @@ from tally.config import Settings
 COMMANDS = [
     (),
     ("serve",),
+    ("dev-cert",),
     ("migrate",),
     ("tenants",),
     ("tenants", "create"),

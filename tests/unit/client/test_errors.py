@@ -43,7 +43,7 @@ def test_every_contract_code_with_a_class_of_its_own_is_named_after_it() -> None
     generic = {"malformed_request", "unauthenticated", "forbidden", "not_found", "conflict",
                "precondition_failed", "payload_too_large", "unsupported_media_type",
                "method_not_allowed", "rate_limited", "idempotency_key_required",
-               "idempotency_key_invalid",
+               "idempotency_key_invalid", "too_early",
                "linked_event_failed"}  # a batch item's code, never a whole answer's  # fmt: skip
     missing = contract_codes() - set(BY_CODE) - generic
     assert not missing, f"codes without a class: {sorted(missing)}"

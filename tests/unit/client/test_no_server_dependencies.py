@@ -22,6 +22,7 @@ SERVER_MODULES = [
     "jinja2",
     # grpcio, protobuf (google.protobuf), reflection, health, status.
     "grpc", "google", "grpc_reflection", "grpc_health", "grpc_status",
+    "hypercorn", "aioquic", "trustme",
 ]  # fmt: skip
 
 PROGRAM = """
