@@ -74,6 +74,9 @@ STATUS: dict[str, grpc.StatusCode] = {
     "client_closed_request": C.CANCELLED,
     "internal_error": C.INTERNAL,
     "unavailable": C.UNAVAILABLE,
+    # HTTP/3 0-RTT early data (425): gRPC never sees early data, but the table
+    # covers every code of the tree; "send it again" is UNAVAILABLE's meaning.
+    "too_early": C.UNAVAILABLE,
     # gRPC's alone: an event stream whose client fell behind (grpc.events).
     "stream_overflow": C.RESOURCE_EXHAUSTED,
 }
