@@ -28,7 +28,7 @@ from tally.api.graphql.scalars import Int64
 from tally.api.graphql.types import Event
 from tally.api.streams import AFTER_MAX, SCOPE, event_types, pump
 from tally.errors import FieldError, ValidationFailed
-from tally.events import SharedEvent
+from tally.events import SharedEvent, Subscriber
 from tally.services import Services
 
 
@@ -73,7 +73,9 @@ def _event(shared: SharedEvent) -> Event:
     )  # fmt: skip
 
 
-async def _run(services: Services, subscriber: Any, after: int | None, relay: _Relay) -> None:
+async def _run(
+    services: Services, subscriber: Subscriber, after: int | None, relay: _Relay
+) -> None:
     try:
         await pump(services, subscriber, after, relay, None)
     except asyncio.CancelledError:

@@ -35,6 +35,7 @@ import logging
 from typing import Any
 
 from graphql import GraphQLError, OperationType
+from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.graphql import OperationType as StrawberryOperation
@@ -111,7 +112,7 @@ class _Connection:
         self._sending = asyncio.Lock()
         client = scope.get("client")
         self.address: str | None = client[0] if client else None
-        self.authorization = _header(scope, b"authorization")
+        self.authorization = Headers(scope=scope).get("authorization")
         self.acknowledged = False
         self.closed = False
         self.operations: dict[str, asyncio.Task[None]] = {}
@@ -344,10 +345,3 @@ def _id(body: dict[str, Any]) -> str:
     if not isinstance(op_id, str) or not 0 < len(op_id) <= ID_CHARS_MAX:
         raise _Closed(INVALID_MESSAGE, f"id must be a string of 1-{ID_CHARS_MAX} characters")
     return op_id
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
