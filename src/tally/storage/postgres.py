@@ -174,22 +174,48 @@ def _insert(table: str, names: Sequence[str], param: int) -> str:
     )
 
 
-def _update_accounts(param: int) -> str:
+def _probe(table: str, key: str) -> str:
+    """A primary-key probe of ``table`` for the row whose id is ``key``.
+
+    ``OFFSET 0`` keeps the planner from pulling the subquery up into a join of
+    ``table``, which it would then plan from its statistics; those lag a table
+    that grows by thousands of rows a second, and a join planned on them was
+    seen hashing every row of the tenant (all its transfers, every batch, 2,216
+    rows and growing) to find 64 new ids, none there. A probe per id costs the
+    same whatever the table's size."""
+    return f"LATERAL (SELECT * FROM {table} WHERE tenant_id = $1 AND id = {key} OFFSET 0)"
+
+
+def _update_by_probe(
+    table: str, alias: str, assignments: str, names: Sequence[str], param: int
+) -> str:
+    """``UPDATE … FROM`` the JSON rows, each row found by a primary-key probe.
+
+    A plain ``WHERE t.id = u.id`` is a join the planner may hash over the
+    tenant's whole table (stale statistics again, see ``_probe``); an UPDATE
+    cannot take a LATERAL target, so the probe finds each row's physical address
+    (``ctid``) and the update takes the row at that address (a TID scan). The
+    address is stable: every row updated here was locked ``FOR UPDATE`` earlier
+    in the transaction, so no one else can move it."""
     return (
-        "UPDATE accounts AS a SET "
-        + ", ".join(f"{n} = u.{n}" for n in ACCOUNT_COLUMNS[1:])
-        + f" FROM {_rows(ACCOUNT_COLUMNS, param)} WHERE a.tenant_id = $1 AND a.id = u.id"
+        f"UPDATE {table} AS {alias} SET {assignments}"
+        f" FROM {_rows(names, param)},"
+        f" LATERAL (SELECT ctid AS row FROM {table} WHERE tenant_id = $1 AND id = u.id OFFSET 0)"
+        f" AS r WHERE {alias}.ctid = r.row"
     )
+
+
+def _update_accounts(param: int) -> str:
+    assignments = ", ".join(f"{n} = u.{n}" for n in ACCOUNT_COLUMNS[1:])
+    return _update_by_probe("accounts", "a", assignments, ACCOUNT_COLUMNS, param)
 
 
 _TRANSFER_STATE = ("id", "status", "resolved_at_us")
 
 
 def _update_transfers(param: int) -> str:
-    return (
-        "UPDATE transfers AS t SET status = u.status, resolved_at_us = u.resolved_at_us"
-        f" FROM {_rows(_TRANSFER_STATE, param)} WHERE t.tenant_id = $1 AND t.id = u.id"
-    )
+    assignments = "status = u.status, resolved_at_us = u.resolved_at_us"
+    return _update_by_probe("transfers", "t", assignments, _TRANSFER_STATE, param)
 
 
 # What one batch writes for one tenant, in the order of the statement's parts.
@@ -234,11 +260,11 @@ def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
     return f"WITH {', '.join(ctes)} SELECT base{announce} FROM seq"
 
 
-# A primary-key probe per key, whatever the statistics (see _SELECT_TRANSFERS).
+# A primary-key probe per key, whatever the statistics (see _probe).
 _SELECT_KEYS = (
     "SELECT i.tenant_id, i.key, i.expires_at_us, i.fingerprint, i.status_code, i.headers,"
     " i.body FROM unnest($1::text[], $2::text[]) AS k(tenant_id, key), LATERAL (SELECT *"
-    " FROM idempotency_keys WHERE tenant_id = k.tenant_id AND key = k.key) AS i"
+    " FROM idempotency_keys WHERE tenant_id = k.tenant_id AND key = k.key OFFSET 0) AS i"
 )
 _DELETE_KEYS = (
     "DELETE FROM idempotency_keys AS i USING unnest($1::text[], $2::text[]) AS k(tenant_id, key)"
@@ -250,13 +276,13 @@ _PURGE_KEYS = (
     " SELECT tenant_id, key FROM idempotency_keys WHERE expires_at_us <= $1"
     " ORDER BY expires_at_us LIMIT $2 FOR UPDATE SKIP LOCKED)"
 )
-# Per tenant, one primary-key probe per id (LATERAL makes the plan a loop over
-# the ids whatever the statistics say: with "id = ANY($2)" or a plain join, the
-# planner, misled by statistics that lag a fast-growing table, was seen scanning
-# every transfer of the tenant, 50-110 ms instead of 3 for 1,000 ids).
+# Per tenant, one primary-key probe per id (see _probe: with "id = ANY($2)" or a
+# plain join, the planner, misled by statistics that lag a fast-growing table,
+# was seen scanning every transfer of the tenant, 50-110 ms instead of 3 for
+# 1,000 ids).
 _SELECT_TRANSFERS = (
     f"SELECT {columns(TRANSFER_COLUMNS, 't')} FROM unnest($2::text[]) AS k(id),"
-    f" LATERAL (SELECT * FROM transfers WHERE tenant_id = $1 AND id = k.id) AS t"
+    f" {_probe('transfers', 'k.id')} AS t"
 )
 # The ids arrive sorted and the loop follows them, so the row locks are taken in
 # id order; tenants are taken in id order too, so across a batch the locks follow
@@ -284,8 +310,7 @@ _LOCK_AND_READ = (
     " LATERAL (SELECT * FROM accounts WHERE tenant_id = $1 AND id = k.id FOR UPDATE) AS a"
     " ORDER BY k.n)"
     f" UNION ALL (SELECT false, {_nulls(ACCOUNT_COLUMNS)}, {columns(TRANSFER_COLUMNS, 't')}"
-    " FROM unnest($3::text[]) AS k(id),"
-    " LATERAL (SELECT * FROM transfers WHERE tenant_id = $1 AND id = k.id) AS t)"
+    f" FROM unnest($3::text[]) AS k(id), {_probe('transfers', 'k.id')} AS t)"
 )
 
 
