@@ -112,6 +112,8 @@ class Services:
             if s.webhooks_deliver
             else None
         )
+        if self.dispatcher is not None:
+            self.webhooks.on_endpoints_changed = self.dispatcher.endpoints_changed
         self.events = self._event_hub()
         self._rounds: list[asyncio.Task[None]] = []
 

@@ -10,6 +10,7 @@ process on its database, and must not meet another test's endpoints.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import pytest
 from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
-from tally.webhooks import ring
+from tally.webhooks import queue, ring
 from tests.conftest import create_tenant
 from tests.receiver import Answer, Receiver, receiving
 from tests.security.conftest import Db, new_database, serve
@@ -111,6 +112,33 @@ def test_an_event_is_delivered_signed_as_get_events_shows_it(database_url: str) 
         assert (delivery["attempts"], delivery["last_status_code"]) == (1, 204)
         assert delivery["event_sequence"] == listed["sequence"]
         assert delivery["next_attempt_at"] is None
+
+
+def test_commits_wake_deliveries_without_reading_the_endpoints_each_time(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every commit wakes the dispatcher; the list of enabled endpoints is read
+    once a poll interval, or at once when one is created here."""
+    reads: list[int] = []
+    read = queue.enabled_endpoint_ids
+
+    async def counted(store: Any) -> list[str]:
+        found = await read(store)
+        reads.append(len(found))
+        return found
+
+    monkeypatch.setattr(queue, "enabled_endpoint_ids", counted)
+    # The poll is 30 s away: only wakes can deliver within this test.
+    with hooked(database_url, webhooks_poll_interval_seconds=30.0) as h:
+        h.account("a1")
+        h.receiver.wait_count(1)  # the new endpoint was read at once
+        assert reads[-1] == 1
+        seen = len(reads)
+        for i in range(2, 11):
+            h.account(f"a{i}")
+        got = h.receiver.wait_count(10)
+        assert [json.loads(g.body)["data"]["id"] for g in got] == [f"a{i}" for i in range(1, 11)]
+        assert len(reads) == seen
 
 
 def test_only_subscribed_types_are_delivered(database_url: str) -> None:

@@ -1,10 +1,12 @@
 """The delivery loop of one server process.
 
-Each round (every ``webhooks_poll_interval_seconds``, at once after a full one):
+Each round (every ``webhooks_poll_interval_seconds``, at once after a full one,
+and after a commit in any process):
 
 1. heartbeat into ``webhook_workers`` (every ``webhooks_heartbeat_seconds``) and
    read the live workers: those heard from within ``webhooks_worker_ttl_seconds``;
-2. take this worker's share of the enabled endpoints (tally.webhooks.ring);
+2. take this worker's share of the enabled endpoints (tally.webhooks.ring), read
+   at most once a poll interval, or at once after a change in this process;
 3. claim the due head delivery of each of them that has none in flight here
    (tally.webhooks.queue: the lease is in the database);
 4. attempt each claimed delivery in a task of its own, at most
@@ -97,6 +99,8 @@ class Dispatcher:
         self.workers: list[str] = [self.worker_id]
         self._next_heartbeat_us = 0
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # by endpoint id
+        self._endpoint_ids: list[str] = []
+        self._endpoints_read_until_us = 0  # read them again from then on
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -115,6 +119,13 @@ class Dispatcher:
         event committed (the events hub can call this), or an attempt finished, so
         that the endpoint's next delivery need not wait for the poll."""
         self._wake.set()
+
+    def endpoints_changed(self) -> None:
+        """An endpoint was created, enabled or disabled here: read them afresh
+        next round, and run it now. (Another process's change is seen within a
+        poll interval.)"""
+        self._endpoints_read_until_us = 0
+        self.wake()
 
     async def stop(self) -> None:
         """Stop attempting; an attempt cut short keeps its lease, which expires,
@@ -139,7 +150,7 @@ class Dispatcher:
         room = self._s.concurrency_max - len(self._in_flight)
         if room <= 0:
             return 0
-        endpoint_ids = await queue.enabled_endpoint_ids(self._store)
+        endpoint_ids = await self._enabled_endpoints(now_us)
         mine = [
             e
             for e in ring.share(endpoint_ids, self.workers, self.worker_id)
@@ -157,6 +168,19 @@ class Dispatcher:
                 self._deliver(c), name=f"tally-webhook-{c.delivery.id}"
             )
         return len(claims)
+
+    async def _enabled_endpoints(self, now_us: int) -> list[str]:
+        """The enabled endpoints, as read at most one poll interval ago.
+
+        A round runs after every commit in any process, and on a busy ledger
+        that read was a query per commit, in every process, even with no
+        endpoint at all (3 % of a server's CPU under load: docs/performance.md).
+        A disabled endpoint still in this list costs nothing: ``queue.claim``
+        takes only enabled ones."""
+        if now_us >= self._endpoints_read_until_us:
+            self._endpoint_ids = await queue.enabled_endpoint_ids(self._store)
+            self._endpoints_read_until_us = now_us + int(self._s.poll_interval_seconds * US)
+        return self._endpoint_ids
 
     async def _heartbeat(self, now_us: int) -> None:
         await queue.heartbeat(self._store, self.worker_id, now_us)

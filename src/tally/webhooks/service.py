@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tally import audit
@@ -60,6 +61,9 @@ class Webhooks:
         self._allow_loopback = allow_loopback
         self._endpoints_max = endpoints_per_tenant_max
         self._overlap_seconds = secret_overlap_seconds
+        # Told when an endpoint is created or its status changes (this process's
+        # dispatcher, which keeps the list of enabled endpoints).
+        self.on_endpoints_changed: Callable[[], None] | None = None
 
     async def create(
         self, tenant_id: str, url: str, event_types: list[str], description: str, ctx: AuditContext
@@ -84,6 +88,7 @@ class Webhooks:
             )  # fmt: skip
             await db.insert_endpoint(tx, record)
             await audit.record(tx, ctx, 201, None, now_us)
+        self._endpoints_changed()
         return CreatedEndpoint(record, secret)
 
     async def endpoints(
@@ -125,7 +130,13 @@ class Webhooks:
             updated = dataclasses.replace(found, **fields, updated_at_us=now_us)  # type: ignore[arg-type]
             await db.update_endpoint(tx, updated)
             await audit.record(tx, ctx, 200, None, now_us)
+        if changes.status is not None:
+            self._endpoints_changed()
         return updated
+
+    def _endpoints_changed(self) -> None:
+        if self.on_endpoints_changed is not None:
+            self.on_endpoints_changed()
 
     async def rotate_secret(
         self, tenant_id: str, endpoint_id: str, overlap_seconds: int | None, ctx: AuditContext
