@@ -8,13 +8,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from tally.audit.context import FIELDS
 from tally.storage import Store
 
 
 def chain_hash(previous_hash: str, seq: int, values: Sequence[Any]) -> str:
-    canonical = json.dumps([seq, *values], separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(f"{previous_hash}\n{canonical}".encode()).hexdigest()
+    """SHA-256 of the previous row's hash, a newline, and this row as canonical
+    JSON: ``[seq, *values]``, no spaces, every character past ASCII escaped."""
+    return hashlib.sha256(previous_hash.encode() + b"\n" + canonical([seq, *values])).digest().hex()
+
+
+_encode = msgspec.json.encode
+
+
+def canonical(row: list[Any]) -> bytes:
+    """``json.dumps(row, separators=(",", ":"), ensure_ascii=True)``, the form every
+    sealed hash was made with, at a fifteenth of its cost (2.1 against 0.13 µs for
+    a typical row: the sealer hashes every request's row). msgspec writes the
+    same bytes for a row of ASCII text, integers and nulls, except that it leaves
+    DEL (0x7f) unescaped and writes other characters as UTF-8, and it refuses a
+    lone surrogate: those rows take ``json.dumps`` itself (tests/unit/audit)."""
+    try:
+        out = _encode(row)
+    except UnicodeEncodeError:
+        out = b"\x7f"  # a lone surrogate: the slow path below
+    if out.isascii() and b"\x7f" not in out:
+        return out
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +78,7 @@ async def seal(store: Store, rows_max: int) -> int:
                 "UPDATE audit_events SET chain_seq = s.seq, chain_hash = s.hash FROM ("
                 + store.json_rows(1, [("id", "bigint"), ("seq", "bigint"), ("hash", "text")])
                 + ") AS s WHERE audit_events.id = s.id",
-                json.dumps(sealed),
+                _encode(sealed).decode(),
             )
             await tx.execute(
                 "UPDATE audit_chain SET head_seq = $1, head_hash = $2 WHERE id = 1", seq, previous
