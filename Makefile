@@ -53,8 +53,13 @@ security-scan: $(INSTALLED)
 	$(BIN)/bandit -q -r src --severity-level high
 	$(BIN)/python scripts/check_advisories.py
 
+## pytest: every test in two runs. The in-process tests (each test one process, its
+## apps called in it) on two pytest workers, one per core: 3 minutes instead of
+## about 9. Then tests/e2e alone, one at a time: each starts tally serve processes
+## and load of its own, and two at once would fight over the same two cores.
 pytest: $(INSTALLED)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --ignore=tests/e2e
+	$(BIN)/pytest tests/e2e
 
 ## soak: the long versions of the reliability tests (TALLY_SOAK=1): the bank test's
 ## phases for minutes each and schemathesis with 500 examples (about 70 minutes),
