@@ -54,9 +54,9 @@ security-scan: $(INSTALLED)
 	$(BIN)/python scripts/check_advisories.py
 
 ## pytest: every test in two runs. The in-process tests (each test one process, its
-## apps called in it) on two pytest workers, one per core: 3 minutes instead of
-## about 9. Then tests/e2e alone, one at a time: each starts tally serve processes
-## and load of its own, and two at once would fight over the same two cores.
+## apps called in it) on two pytest workers, one per core: about 3 minutes instead
+## of 5. Then tests/e2e alone, one at a time: each starts tally serve processes and
+## load of its own, and two at once would fight over the same two cores.
 pytest: $(INSTALLED)
 	$(BIN)/pytest -n 2 --ignore=tests/e2e
 	$(BIN)/pytest tests/e2e

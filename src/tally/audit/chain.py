@@ -17,7 +17,7 @@ from tally.storage import Store
 def chain_hash(previous_hash: str, seq: int, values: Sequence[Any]) -> str:
     """SHA-256 of the previous row's hash, a newline, and this row as canonical
     JSON: ``[seq, *values]``, no spaces, every character past ASCII escaped."""
-    return hashlib.sha256(previous_hash.encode() + b"\n" + canonical([seq, *values])).digest().hex()
+    return hashlib.sha256(previous_hash.encode() + b"\n" + canonical([seq, *values])).hexdigest()
 
 
 _encode = msgspec.json.encode
@@ -32,10 +32,12 @@ def canonical(row: list[Any]) -> bytes:
     lone surrogate: those rows take ``json.dumps`` itself (tests/unit/audit)."""
     try:
         out = _encode(row)
-    except UnicodeEncodeError:
-        out = b"\x7f"  # a lone surrogate: the slow path below
-    if out.isascii() and b"\x7f" not in out:
-        return out
+    except UnicodeEncodeError:  # a lone surrogate
+        return _dumps(row)
+    return out if out.isascii() and b"\x7f" not in out else _dumps(row)
+
+
+def _dumps(row: list[Any]) -> bytes:
     return json.dumps(row, separators=(",", ":"), ensure_ascii=True).encode()
 
 

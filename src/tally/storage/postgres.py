@@ -174,8 +174,9 @@ def _insert(table: str, names: Sequence[str], param: int) -> str:
     )
 
 
-def _probe(table: str, key: str) -> str:
-    """A primary-key probe of ``table`` for the row whose id is ``key``.
+def _probe(table: str, key: str, what: str = "*") -> str:
+    """A primary-key probe of ``table`` for the row whose id is ``key`` (its
+    columns ``what``).
 
     ``OFFSET 0`` keeps the planner from pulling the subquery up into a join of
     ``table``, which it would then plan from its statistics; those lag a table
@@ -183,7 +184,7 @@ def _probe(table: str, key: str) -> str:
     seen hashing every row of the tenant (all its transfers, every batch, 2,216
     rows and growing) to find 64 new ids, none there. A probe per id costs the
     same whatever the table's size."""
-    return f"LATERAL (SELECT * FROM {table} WHERE tenant_id = $1 AND id = {key} OFFSET 0)"
+    return f"LATERAL (SELECT {what} FROM {table} WHERE tenant_id = $1 AND id = {key} OFFSET 0)"
 
 
 def _update_by_probe(
@@ -199,9 +200,8 @@ def _update_by_probe(
     in the transaction, so no one else can move it."""
     return (
         f"UPDATE {table} AS {alias} SET {assignments}"
-        f" FROM {_rows(names, param)},"
-        f" LATERAL (SELECT ctid AS row FROM {table} WHERE tenant_id = $1 AND id = u.id OFFSET 0)"
-        f" AS r WHERE {alias}.ctid = r.row"
+        f" FROM {_rows(names, param)}, {_probe(table, 'u.id', 'ctid AS row')} AS r"
+        f" WHERE {alias}.ctid = r.row"
     )
 
 
