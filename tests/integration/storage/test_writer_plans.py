@@ -6,7 +6,13 @@ tenant's transfers became a hash of every transfer of the tenant, every batch
 (docs/performance.md): correct, and slower with every row the ledger gained.
 Here the statistics are made stale on purpose (ANALYZE on empty tables,
 autovacuum off, then thousands of rows) and every statement the writer sends
-is explained: no node may scan, hash or sort the tenant's rows.
+is explained, planned both ways the writer's session plans it (a generic plan
+for small batches, a custom one for large: postgres._PlanChoice): no node may
+scan, hash or sort the tenant's rows.
+
+Then the writer's own session is asked what it did: which statements ran on a
+generic plan and which on custom ones, and that a generic plan is remade after
+its lifetime rather than kept from when the tables were empty.
 """
 
 from __future__ import annotations
@@ -19,8 +25,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tally.config import Settings
+from tally.core import CreateAccount, CreateTransfer, Status
+from tally.ledger.transaction import Job, JobResult, execute
+from tally.storage import make_store
 from tally.storage import postgres as pg
-from tests.conftest import fresh_postgres_database
+from tests.conftest import create_tenant, fresh_postgres_database
 
 TENANT = "ten_plans"
 ROWS = 3_000
@@ -73,11 +83,16 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def _plan(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
-    """The plan PostgreSQL runs the statement by (custom, as the writer's session plans)."""
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
-    (row,) = await conn.fetch(f"EXPLAIN (FORMAT JSON) {sql}", *args)
-    return list(_nodes(json.loads(row[0])[0]["Plan"]))
+async def _plans(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """The nodes of both plans PostgreSQL may run the statement by in the writer's
+    session: a custom one (for these values) and the generic one."""
+    nodes: list[dict[str, Any]] = []
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        statement = await conn.prepare(f"EXPLAIN (FORMAT JSON) {sql}")
+        (row,) = await statement.fetch(*args)
+        nodes += _nodes(json.loads(row[0])[0]["Plan"])
+    return nodes
 
 
 def _probes_only(nodes: list[dict[str, Any]]) -> None:
@@ -105,18 +120,91 @@ def test_every_writer_statement_probes_by_primary_key_on_stale_statistics(
         try:
             await _stale_ledger(conn)
             async with conn.transaction():
-                _probes_only(await _plan(conn, pg._LOCK_AND_READ, TENANT, ids, reads))
-                _probes_only(await _plan(conn, pg._LOCK_ACCOUNTS, TENANT, ids))
-                _probes_only(await _plan(conn, pg._SELECT_TRANSFERS, TENANT, reads))
+                _probes_only(await _plans(conn, pg._LOCK_AND_READ, TENANT, ids, reads))
+                _probes_only(await _plans(conn, pg._LOCK_ACCOUNTS, TENANT, ids))
+                _probes_only(await _plans(conn, pg._SELECT_TRANSFERS, TENANT, reads))
                 keys = [f"k{i}" for i in range(1, 65)]
-                _probes_only(await _plan(conn, pg._SELECT_KEYS, [TENANT] * len(keys), keys))
+                _probes_only(await _plans(conn, pg._SELECT_KEYS, [TENANT] * len(keys), keys))
                 write = pg._write_sql(("accounts_updated", "transfers_updated"))
                 documents = [json.dumps([account] * 64), json.dumps([transfer] * 64)]
-                nodes = await _plan(conn, write, TENANT, 0, *documents)
+                nodes = await _plans(conn, write, TENANT, 0, *documents)
                 _probes_only(nodes)
-                # The updates take each row at the address its probe found.
-                assert sum(n["Node Type"] == "Tid Scan" for n in nodes) == 2, nodes
+                # The updates take each row at the address its probe found (in
+                # each of the two plans).
+                assert sum(n["Node Type"] == "Tid Scan" for n in nodes) == 4, nodes
         finally:
             await conn.close()
 
     asyncio.run(main())
+
+
+async def _write(store: Any, job: Job) -> JobResult:
+    (result,) = await execute(store, [job], 0, retry_after_seconds=1)
+    assert all(o.status is Status.CREATED for o in result.outcomes), result
+    return result
+
+
+async def _prepared(store: Any) -> list[asyncpg.Record]:
+    """The writer session's prepared statements: only that session can see them."""
+    conn = await store._writer_connection()
+    return list(
+        await conn.fetch(
+            "SELECT name, statement, generic_plans, custom_plans FROM pg_prepared_statements"
+        )
+    )
+
+
+def _lock_and_read(prepared: list[asyncpg.Record]) -> asyncpg.Record:
+    (statement,) = [p for p in prepared if p["statement"] == pg._LOCK_AND_READ]
+    return statement
+
+
+def test_small_batches_run_on_a_generic_plan_and_large_ones_plan_for_their_values(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id, _ = create_tenant(postgres_url)
+    # Long enough that both batches run on the same prepared statement.
+    monkeypatch.setattr(pg, "GENERIC_PLAN_LIFETIME_SECONDS", 600)
+    large = [CreateAccount(f"plan{i}", "USD") for i in range(pg.CUSTOM_PLANS_FROM_ROWS)]
+    small = [CreateTransfer("plan-t1", "plan0", "plan1", 5)]
+
+    async def scenario() -> list[asyncpg.Record]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        try:
+            await _write(store, Job(tenant_id, large))
+            for _ in range(3):
+                await _write(store, Job(tenant_id, [CreateAccount(f"plan-s{_}", "USD")]))
+            await _write(store, Job(tenant_id, small))
+            return await _prepared(store)
+        finally:
+            await store.close()
+
+    statement = _lock_and_read(asyncio.run(scenario()))
+    assert statement["custom_plans"] == 1, statement  # the large batch
+    assert statement["generic_plans"] == 4, statement  # each small one
+    # The SET LOCAL ended with the large batch's transaction.
+
+
+def test_a_generic_plan_is_remade_after_its_lifetime(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plan made while the tables were empty must not outlive their growth.
+    tenant_id, _ = create_tenant(postgres_url)
+    monkeypatch.setattr(pg, "GENERIC_PLAN_LIFETIME_SECONDS", 0.2)
+
+    async def scenario() -> tuple[asyncpg.Record, asyncpg.Record]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        try:
+            await _write(store, Job(tenant_id, [CreateAccount("life0", "USD")]))
+            before = _lock_and_read(await _prepared(store))
+            await asyncio.sleep(0.5)
+            await _write(store, Job(tenant_id, [CreateAccount("life1", "USD")]))
+            return before, _lock_and_read(await _prepared(store))
+        finally:
+            await store.close()
+
+    before, after = asyncio.run(scenario())
+    assert after["name"] != before["name"], (before, after)
+    assert after["generic_plans"] == 1 and after["custom_plans"] == 0, after
