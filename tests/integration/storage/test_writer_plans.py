@@ -173,8 +173,8 @@ def test_small_batches_run_on_a_generic_plan_and_large_ones_plan_for_their_value
         await store.open()
         try:
             await _write(store, Job(tenant_id, large))
-            for _ in range(3):
-                await _write(store, Job(tenant_id, [CreateAccount(f"plan-s{_}", "USD")]))
+            for i in range(3):
+                await _write(store, Job(tenant_id, [CreateAccount(f"plan-s{i}", "USD")]))
             await _write(store, Job(tenant_id, small))
             return await _prepared(store)
         finally:
@@ -182,8 +182,8 @@ def test_small_batches_run_on_a_generic_plan_and_large_ones_plan_for_their_value
 
     statement = _lock_and_read(asyncio.run(scenario()))
     assert statement["custom_plans"] == 1, statement  # the large batch
-    assert statement["generic_plans"] == 4, statement  # each small one
-    # The SET LOCAL ended with the large batch's transaction.
+    # Each small one: the large batch's SET LOCAL ended with its transaction.
+    assert statement["generic_plans"] == 4, statement
 
 
 def test_a_generic_plan_is_remade_after_its_lifetime(
