@@ -33,7 +33,7 @@ from tally.ledger.writer import Writer
 from tally.storage import Store, TransferFilter
 from tally.storage.records import BalanceRecord, EventRecord, StoredEvent, StoredResponse
 from tally.support.clock import Clock
-from tally.support.cursors import Page, decode_cursor, page_of
+from tally.support.cursors import Page, decode_cursor, decode_pair_cursor, page_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,10 +213,10 @@ class Ledger:
         rows = await self.store.list_balances(
             tenant_id,
             account.id,
-            before_version=decode_cursor(cursor) if cursor else None,
+            before=decode_pair_cursor(cursor) if cursor else None,
             limit=limit + 1,
         )
-        return page_of(rows, limit, lambda b: b.version)
+        return page_of(rows, limit, lambda b: b.position)
 
     async def first_balances(
         self, tenant_id: str, account_ids: list[str], limit: int
@@ -227,7 +227,7 @@ class Ledger:
         rows = await self.store.first_balances(tenant_id, account_ids, limit + 1)
         for account_id, record in rows:
             found[account_id].append(record)
-        return {i: page_of(r, limit, lambda b: b.version) for i, r in found.items()}
+        return {i: page_of(r, limit, lambda b: b.position) for i, r in found.items()}
 
     async def balance_at(self, tenant_id: str, account: Account, at_us: int) -> BalanceRecord:
         record = await self.store.balance_at(tenant_id, account.id, at_us)

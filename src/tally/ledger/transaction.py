@@ -150,6 +150,11 @@ def write_transaction(jobs: Sequence[Job], now_us: int) -> Steps[list[JobResult]
         else:  # the common case: creates only, one round trip fewer
             locked = account_keys(run, [])
             accounts, transfers = yield LockAndRead(locked, transfer_keys(run))
+        # An account's changes never go back in time, even when another process
+        # read the clock first and committed first, or the clock stepped back: an
+        # account's history is read in (time, version) order, which must be its
+        # version order (tally.storage.store.history_sql).
+        now_us = max(now_us, max((a.updated_at_us for _, a in accounts), default=now_us))
         tenants = sorted({j.tenant_id for j in run})
         counters: dict[str, int] = yield ReadCounters(tenants)
         decided = decide(run, accounts, transfers, counters, set(locked), now_us)

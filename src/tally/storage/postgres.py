@@ -40,15 +40,15 @@ from tally.storage.rows import (
     EVENT_COLUMNS,
     KEY_COLUMNS,
     TRANSFER_COLUMNS,
+    TRANSFER_WRITE_COLUMNS,
     account_from_row,
     account_row,
-    balance_row,
     columns,
     event_row,
     key_row,
     stored_key_from_row,
+    transfer_and_balance_rows,
     transfer_from_row,
-    transfer_row,
 )
 from tally.storage.store import Store, Tx, UniqueViolation
 from tally.storage.unit_of_work import (
@@ -222,7 +222,10 @@ def _update_transfers(param: int) -> str:
 _WRITES: dict[str, tuple[Sequence[str], Callable[[int], str]]] = {
     "accounts_created": (ACCOUNT_COLUMNS, lambda i: _insert("accounts", ACCOUNT_COLUMNS, i)),
     "accounts_updated": (ACCOUNT_COLUMNS, _update_accounts),
-    "transfers_created": (TRANSFER_COLUMNS, lambda i: _insert("transfers", TRANSFER_COLUMNS, i)),
+    "transfers_created": (
+        TRANSFER_WRITE_COLUMNS,
+        lambda i: _insert("transfers", TRANSFER_WRITE_COLUMNS, i),
+    ),
     "transfers_updated": (_TRANSFER_STATE, _update_transfers),
     "balances": (BALANCE_COLUMNS, lambda i: _insert("account_balances", BALANCE_COLUMNS, i)),
     "events": (EVENT_COLUMNS, lambda i: _insert("events", EVENT_COLUMNS, i)),
@@ -551,14 +554,15 @@ class PostgresStore(Store):
     async def _write_tenant(self, conn: asyncpg.Connection, w: TenantWrite, now_us: int) -> None:
         retention_us = self._settings.idempotency_retention_seconds * 1_000_000
         c = w.changes
+        transfers, balances = transfer_and_balance_rows(c.transfers_created, c.balance_changes)
         rows: dict[str, list[tuple[Any, ...]]] = {
             "accounts_created": [account_row(a) for a in c.accounts_created],
             "accounts_updated": [account_row(a) for a in c.accounts_updated],
-            "transfers_created": [transfer_row(t) for t in c.transfers_created],
+            "transfers_created": transfers,
             "transfers_updated": [
                 (t.id, t.status.value, t.resolved_at_us) for t in c.transfers_updated
             ],
-            "balances": [balance_row(b) for b in c.balance_changes],
+            "balances": balances,
             "events": [event_row(e, d) for e, d in zip(c.events, w.event_data, strict=True)],
             "keys": [
                 key_row(k.key, k.fingerprint, k.response, now_us, retention_us) for k in w.keys

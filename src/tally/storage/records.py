@@ -21,6 +21,12 @@ class BalanceRecord:
     credits_posted: int
     created_at_us: int | None
 
+    @property
+    def position(self) -> tuple[int, int]:
+        """Where the record sits in its account's history, which is ordered by
+        (created_at_us, version): a page's cursor."""
+        return (self.created_at_us or 0, self.version)
+
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:

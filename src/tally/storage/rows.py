@@ -55,6 +55,15 @@ TRANSFER_COLUMNS = (
     "metadata",
     "created_at_us",
 )
+# A transfer row also carries each account's totals just after the transfer
+# (migration 0007): written with the row, never read back as part of a Transfer.
+_SIDE_BALANCE = ("version", "debits_pending", "debits_posted", "credits_pending", "credits_posted")
+TRANSFER_WRITE_COLUMNS = (
+    *TRANSFER_COLUMNS,
+    *(f"debit_{name}" for name in _SIDE_BALANCE),
+    *(f"credit_{name}" for name in _SIDE_BALANCE),
+)
+# account_balances: the balance changes with no transfer row of their own (expiries).
 BALANCE_COLUMNS = (
     "account_id",
     "version",
@@ -185,6 +194,38 @@ def transfer_row(t: Transfer) -> tuple[Any, ...]:
         _encode(t.metadata).decode(),
         t.created_at_us,
     )
+
+
+def _after(a: Account) -> tuple[int, int, int, int, int]:
+    return (a.version, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted)
+
+
+def transfer_and_balance_rows(
+    created: Sequence[Transfer], changes: Sequence[BalanceChange]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of the transfers created (``TRANSFER_WRITE_COLUMNS``) and of the
+    balance changes that are not on one of them (``BALANCE_COLUMNS``).
+
+    A transfer's creation moves its two accounts once each, and those totals go
+    on its row. Every other change (an expiry, which moves the accounts of a
+    transfer created earlier) is a row of its own."""
+    sides: dict[tuple[str, str], tuple[int, int, int, int, int] | None] = {}
+    for t in created:
+        sides[t.id, t.debit_account_id] = sides[t.id, t.credit_account_id] = None
+    balances = []
+    for change in changes:
+        key = (change.transfer_id, change.account.id)
+        if key in sides and sides[key] is None:
+            sides[key] = _after(change.account)
+        else:
+            balances.append(balance_row(change))
+    transfers = []
+    for t in created:
+        debit, credit = sides[t.id, t.debit_account_id], sides[t.id, t.credit_account_id]
+        assert debit is not None, f"{t.id} moved no debit account"
+        assert credit is not None, f"{t.id} moved no credit account"
+        transfers.append((*transfer_row(t), *debit, *credit))
+    return transfers, balances
 
 
 def balance_row(change: BalanceChange) -> tuple[Any, ...]:

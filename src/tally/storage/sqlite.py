@@ -33,15 +33,15 @@ from tally.storage.rows import (
     EVENT_COLUMNS,
     KEY_COLUMNS,
     TRANSFER_COLUMNS,
+    TRANSFER_WRITE_COLUMNS,
     account_from_row,
     account_row,
-    balance_row,
     columns,
     event_row,
     key_row,
     stored_key_from_row,
+    transfer_and_balance_rows,
     transfer_from_row,
-    transfer_row,
 )
 from tally.storage.store import Store, Tx, UniqueViolation
 from tally.storage.unit_of_work import (
@@ -78,7 +78,7 @@ def _insert_sql(table: str, names: Sequence[str]) -> str:
 
 
 _INSERT_ACCOUNTS = _insert_sql("accounts", ACCOUNT_COLUMNS)
-_INSERT_TRANSFERS = _insert_sql("transfers", TRANSFER_COLUMNS)
+_INSERT_TRANSFERS = _insert_sql("transfers", TRANSFER_WRITE_COLUMNS)
 _INSERT_BALANCES = _insert_sql("account_balances", BALANCE_COLUMNS)
 _INSERT_EVENTS = _insert_sql("events", EVENT_COLUMNS)
 _INSERT_KEYS = _insert_sql("idempotency_keys", KEY_COLUMNS)
@@ -285,12 +285,13 @@ class SqliteStore(Store):
             _UPDATE_ACCOUNTS,
             [(*account_row(a)[1:], tenant_id, a.id) for a in c.accounts_updated],
         )
-        conn.executemany(_INSERT_TRANSFERS, rows([transfer_row(t) for t in c.transfers_created]))
+        transfers, balances = transfer_and_balance_rows(c.transfers_created, c.balance_changes)
+        conn.executemany(_INSERT_TRANSFERS, rows(transfers))
         conn.executemany(
             "UPDATE transfers SET status = ?, resolved_at_us = ? WHERE tenant_id = ? AND id = ?",
             [(t.status.value, t.resolved_at_us, tenant_id, t.id) for t in c.transfers_updated],
         )
-        conn.executemany(_INSERT_BALANCES, rows([balance_row(b) for b in c.balance_changes]))
+        conn.executemany(_INSERT_BALANCES, rows(balances))
         events = [event_row(e, d) for e, d in zip(c.events, w.event_data, strict=True)]
         conn.executemany(_INSERT_EVENTS, rows(events))
         if w.sequences_used:

@@ -53,11 +53,44 @@ class Tx(Protocol):
         ...
 
 
-_SELECT_BALANCES = (
-    "SELECT version, transfer_id, debits_pending, debits_posted, credits_pending,"
-    " credits_posted, created_at_us FROM account_balances"
-    " WHERE tenant_id = $1 AND account_id = $2"
+# An account's balance history is three sources (migration 0007): the transfers
+# that debit it and those that credit it, each row carrying that side's totals
+# after the transfer, and its expiries in account_balances. Each is read through
+# an index on (tenant, account, created_at_us, version), newest first, and the
+# three are merged in that order. The writer never lets an account's change time
+# go backwards (tally.ledger.transaction), so that order is version order too.
+_HISTORY_SOURCES = (
+    ("transfers", "debit_account_id", "id", "debit_"),
+    ("transfers", "credit_account_id", "id", "credit_"),
+    ("account_balances", "account_id", "transfer_id", ""),
 )
+_TOTALS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+
+
+def history_sql(account: str, position: str, limit: str) -> str:
+    """A SELECT of (version, transfer id, the four totals, created_at_us) of the
+    account ``account`` (an expression), newest first, at most ``limit``:
+    ``position`` is a condition on ``{time}`` and ``{version}``, or empty."""
+    branches = []
+    for table, account_column, transfer_column, prefix in _HISTORY_SOURCES:
+        version = f"{prefix}version"
+        where = f"tenant_id = $1 AND {account_column} = {account}"
+        if position:
+            where += " AND " + position.format(time="created_at_us", version=version)
+        totals = ", ".join(f"{prefix}{name} AS {name}" for name in _TOTALS)
+        branches.append(
+            f"SELECT * FROM (SELECT {version} AS version, {transfer_column} AS transfer_id,"
+            f" {totals}, created_at_us FROM {table} WHERE {where}"
+            f" ORDER BY created_at_us DESC, {version} DESC LIMIT {limit}) AS {prefix or 'expiry_'}s"
+        )
+    return f"{' UNION ALL '.join(branches)} ORDER BY created_at_us DESC, version DESC LIMIT {limit}"
+
+
+# Where a page of history starts: before (created_at_us, version) of the last
+# record of the previous page; a cursor from before migration 0007 names only a
+# version, which is the same place (slower to find, once).
+_BEFORE = "({time}, {version}) < ($3, $4)"
+_BEFORE_VERSION = "{version} < $3"
 
 
 class Store(abc.ABC):
@@ -252,45 +285,69 @@ class Store(abc.ABC):
         return [transfer_from_row(r) for r in rows]
 
     async def list_balances(
-        self, tenant_id: str, account_id: str, *, before_version: int | None, limit: int
+        self,
+        tenant_id: str,
+        account_id: str,
+        *,
+        before: tuple[int | None, int] | None,
+        limit: int,
     ) -> list[BalanceRecord]:
-        rows = await self.fetch(
-            f"{_SELECT_BALANCES} AND version < $3 ORDER BY version DESC LIMIT $4",
-            tenant_id,
-            account_id,
-            before_version or 2**62,
-            limit,
-        )
+        """Newest first; ``before``: the (created_at_us, version) of the last
+        record of the previous page (created_at_us None: a version alone)."""
+        if before is None:
+            rows = await self.fetch(history_sql("$2", "", "$3"), tenant_id, account_id, limit)
+        elif before[0] is None:
+            rows = await self.fetch(
+                history_sql("$2", _BEFORE_VERSION, "$4"), tenant_id, account_id, before[1], limit
+            )
+        else:
+            rows = await self.fetch(
+                history_sql("$2", _BEFORE, "$5"), tenant_id, account_id, *before, limit
+            )
         return [BalanceRecord(*r) for r in rows]
 
     async def first_balances(
         self, tenant_id: str, account_ids: list[str], limit: int
     ) -> list[tuple[str, BalanceRecord]]:
         """(account id, record) for the newest ``limit`` records of each account's
-        balance history, newest first, in one statement."""
+        balance history, newest first, in one statement.
+
+        Per account and source, a probe finds the time of the ``limit``-th newest
+        record and a range scan reads from there: at most ``limit`` rows, and a
+        few more where several share that time, cut here."""
         if not account_ids:
             return []
+        branches = []
+        keys = self.json_rows(2, [("id", "text")])
+        for table, account_column, transfer_column, prefix in _HISTORY_SOURCES:
+            version = f"{prefix}version"
+            totals = ", ".join(f"h.{prefix}{name}" for name in _TOTALS)
+            nth = (
+                f"SELECT x.created_at_us FROM {table} AS x"
+                f" WHERE x.tenant_id = $1 AND x.{account_column} = k.id"
+                f" ORDER BY x.created_at_us DESC, x.{version} DESC LIMIT 1 OFFSET $3 - 1"
+            )
+            branches.append(
+                f"SELECT k.id, h.{version}, h.{transfer_column}, {totals}, h.created_at_us"
+                f" FROM ({keys}) AS k JOIN {table} AS h"
+                f" ON h.tenant_id = $1 AND h.{account_column} = k.id"
+                f" AND h.created_at_us >= COALESCE(({nth}), 0)"
+            )
         rows = await self.fetch(
-            "SELECT k.id, b.version, b.transfer_id, b.debits_pending, b.debits_posted,"
-            " b.credits_pending, b.credits_posted, b.created_at_us"
-            f" FROM ({self.json_rows(2, [('id', 'text')])}) AS k"
-            " JOIN account_balances AS b ON b.tenant_id = $1 AND b.account_id = k.id"
-            " AND b.version IN (SELECT x.version FROM account_balances AS x"
-            " WHERE x.tenant_id = $1 AND x.account_id = k.id ORDER BY x.version DESC LIMIT $3)"
-            " ORDER BY k.id, b.version DESC",
-            tenant_id,
-            json.dumps([[i] for i in account_ids]),
-            limit,
+            " UNION ALL ".join(branches), tenant_id, json.dumps([[i] for i in account_ids]), limit
         )
-        return [(r[0], BalanceRecord(*r[1:])) for r in rows]
+        by_account: dict[str, list[BalanceRecord]] = {}
+        for r in rows:
+            by_account.setdefault(r[0], []).append(BalanceRecord(*r[1:]))
+        found: list[tuple[str, BalanceRecord]] = []
+        for account_id, records in sorted(by_account.items()):
+            records.sort(key=lambda b: b.position, reverse=True)
+            found.extend((account_id, b) for b in records[:limit])
+        return found
 
     async def balance_at(self, tenant_id: str, account_id: str, at_us: int) -> BalanceRecord | None:
         rows = await self.fetch(
-            f"{_SELECT_BALANCES} AND created_at_us <= $3"
-            " ORDER BY created_at_us DESC, version DESC LIMIT 1",
-            tenant_id,
-            account_id,
-            at_us,
+            history_sql("$2", "{time} <= $3", "1"), tenant_id, account_id, at_us
         )
         return BalanceRecord(*rows[0]) if rows else None
 

@@ -3,8 +3,9 @@
 A cursor is opaque to clients: base64url (unpadded) of ``<kind>:<position>``,
 where the position is where the previous page ended (a sequence, a version, a
 row id or an object id). Lists that order by a number use the kind ``v1``; lists
-that order by an id use ``id``. Anything else a client sends is a 422 naming
-``cursor``, never a guess.
+that order by an id use ``id``; lists that order by two numbers (a time, then a
+version) use ``v2``, the two joined by a dot. Anything else a client sends is a
+422 naming ``cursor``, never a guess.
 """
 
 from __future__ import annotations
@@ -21,16 +22,36 @@ T = TypeVar("T")
 POSITION_MAX = 2**63 - 1  # a BIGINT: every sequence, version and row id fits
 _NUMBER = "v1"
 _ID = "id"
+_PAIR = "v2"
+Position = int | str | tuple[int, int]
 
 
-def encode_cursor(position: int | str) -> str:
-    kind = _NUMBER if isinstance(position, int) else _ID
-    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+def encode_cursor(position: Position) -> str:
+    if isinstance(position, tuple):
+        text = f"{_PAIR}:{position[0]}.{position[1]}"
+    else:
+        text = f"{_NUMBER if isinstance(position, int) else _ID}:{position}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> int:
     """The number a ``v1`` cursor names."""
-    position = _decode(cursor, _NUMBER)
+    return _number(_decode(cursor, _NUMBER))
+
+
+def decode_pair_cursor(cursor: str) -> tuple[int | None, int]:
+    """The two numbers a ``v2`` cursor names; a ``v1`` cursor, issued by a list
+    before it ordered by two, names its second alone: (None, number)."""
+    try:
+        first, dot, second = _decode(cursor, _PAIR).partition(".")
+    except ValidationFailed:
+        return None, decode_cursor(cursor)
+    if not dot:
+        raise _invalid()
+    return _number(first), _number(second)
+
+
+def _number(position: str) -> int:
     if not position.isascii() or not position.isdigit() or len(position) > 19:
         raise _invalid()
     if int(position) > POSITION_MAX:
@@ -77,7 +98,7 @@ class Page(Generic[T]):
         return self.next_cursor is not None
 
 
-def page_of(rows: list[T], limit: int, position: Callable[[T], int | str]) -> Page[T]:
+def page_of(rows: list[T], limit: int, position: Callable[[T], Position]) -> Page[T]:
     """A page from ``limit + 1`` fetched rows: the extra row's presence says there
     is more, and the cursor names the position of the last row kept."""
     if len(rows) > limit:

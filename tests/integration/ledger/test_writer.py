@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from tally.api import create_app
 from tally.api.problems import status_of
 from tally.config import Settings
-from tally.core import CreateAccount, Outcome, Status
+from tally.core import CreateAccount, CreateTransfer, Outcome, Status
 from tally.errors import Unavailable
 from tally.ledger.transaction import Job, JobResult, execute
 from tally.ledger.writer import Writer
@@ -155,3 +155,34 @@ def test_a_commit_whose_answer_is_lost_is_a_503_that_does_not_claim_nothing_chan
     assert status_of(error) == 503 and error.retry_after_seconds is not None
     assert "nothing was changed" not in error.detail
     assert "Idempotency-Key" in error.detail
+
+
+def test_an_accounts_changes_never_go_back_in_time(database_url: str) -> None:
+    """A batch whose clock reads earlier than an account's last change (another
+    process read its clock first and committed first, or the clock stepped back)
+    is dated at that change: an account's history, read in (time, version) order,
+    stays in version order, and ?at= agrees with it."""
+    tenant_id, _ = create_tenant(database_url)
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        store = make_store(Settings(database_url=database_url))
+        await store.open()
+        try:
+            opening = [CreateAccount("a", "USD"), CreateAccount("b", "USD")]
+            await execute(store, [Job(tenant_id, opening)], 1_000, retry_after_seconds=1)
+            for i, now_us in enumerate((5_000, 3_000, 4_000)):
+                job = Job(tenant_id, [CreateTransfer(f"t{i}", "a", "b", 1)])
+                [result] = await execute(store, [job], now_us, retry_after_seconds=1)
+                assert result.outcomes[0].status is Status.CREATED
+            history = await store.list_balances(tenant_id, "a", before=None, limit=10)
+            times = [(await store.get_transfer(tenant_id, f"t{i}")).created_at_us for i in range(3)]  # type: ignore[union-attr]
+            at = await store.balance_at(tenant_id, "a", 5_000)
+            assert at is not None
+            return [r.version for r in history], times, at.version
+        finally:
+            await store.close()
+
+    versions, times, at_version = run(scenario())  # type: ignore[misc]
+    assert times == [5_000, 5_000, 5_000]
+    assert versions == [4, 3, 2]  # 1 is the account's creation, which has no record
+    assert at_version == 4

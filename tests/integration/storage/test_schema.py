@@ -4,16 +4,22 @@ commands)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
+from alembic import command
 
 from tally.config import Settings
+from tally.storage import make_store
+from tally.storage.records import BalanceRecord
 from tally.storage.schema import (
     SchemaNotReady,
+    alembic_config,
     migrate,
     require_up_to_date,
     sqlalchemy_url,
@@ -52,12 +58,110 @@ def test_migrate_applies_every_revision_once_and_says_which(empty_database: str)
     assert (
         [r.id for r in applied]
         == [r.id for r in before.missing]
-        == ["0001", "0002", "0003", "0004", "0005", "0006"]
+        == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
     )
     assert all(r.summary for r in applied)
     after = state(settings)
     assert after.up_to_date and after.current == after.head and after.missing == ()
     assert migrate(settings) == []
+
+
+# A ledger written before 0007: a posted transfer x, then a pending p that
+# expired. Each account has three records: x's creation, p's creation, p's expiry.
+_BEFORE_0007 = [
+    "INSERT INTO tenants (id, name, created_at_us, event_sequence) VALUES ('t', 't', 1, 5)",
+    *(
+        "INSERT INTO accounts (tenant_id, id, sequence, currency, normal_balance,"
+        " debits_must_not_exceed_credits, credits_must_not_exceed_debits, status, metadata,"
+        f" version, debits_pending, debits_posted, credits_pending, credits_posted,"
+        f" created_at_us, updated_at_us) VALUES ('t', '{a}', {n}, 'USD', 'credit', false, false,"
+        f" 'open', '{{}}', 3, {totals}, 10, 40)"
+        for a, n, totals in (("a", 1, "0, 7, 0, 0"), ("b", 2, "0, 0, 0, 7"))
+    ),
+    "INSERT INTO transfers (tenant_id, id, sequence, debit_account_id, credit_account_id,"
+    " amount, currency, pending, status, timeout_seconds, expires_at_us, pending_id,"
+    " resolved_at_us, metadata, created_at_us) VALUES"
+    " ('t', 'x', 3, 'a', 'b', 7, 'USD', false, 'posted', NULL, NULL, NULL, NULL, '{}', 20),"
+    " ('t', 'p', 4, 'a', 'b', 5, 'USD', true, 'expired', 1, 31, NULL, 40, '{}', 30)",
+    "INSERT INTO account_balances (tenant_id, account_id, version, transfer_id, debits_pending,"
+    " debits_posted, credits_pending, credits_posted, created_at_us) VALUES"
+    " ('t', 'a', 1, 'x', 0, 7, 0, 0, 20), ('t', 'b', 1, 'x', 0, 0, 0, 7, 20),"
+    " ('t', 'a', 2, 'p', 5, 7, 0, 0, 30), ('t', 'b', 2, 'p', 0, 0, 5, 7, 30),"
+    " ('t', 'a', 3, 'p', 0, 7, 0, 0, 40), ('t', 'b', 3, 'p', 0, 0, 0, 7, 40)",
+]
+_HISTORY_A = [
+    BalanceRecord(3, "p", 0, 7, 0, 0, 40),
+    BalanceRecord(2, "p", 5, 7, 0, 0, 30),
+    BalanceRecord(1, "x", 0, 7, 0, 0, 20),
+]
+
+
+def test_0007_moves_each_transfers_balances_onto_its_row_and_answers_the_same(
+    empty_database: str,
+) -> None:
+    settings = Settings(database_url=empty_database)
+    config = alembic_config(settings)
+    command.upgrade(config, "0006")
+    engine = sa.create_engine(sqlalchemy_url(empty_database))
+    try:
+        with engine.begin() as conn:
+            for statement in _BEFORE_0007:
+                conn.execute(sa.text(statement))
+        migrate(settings)
+        with engine.connect() as conn:
+            left = conn.execute(
+                sa.text("SELECT account_id, version FROM account_balances ORDER BY 1, 2")
+            ).all()
+            moved = conn.execute(
+                sa.text(
+                    "SELECT id, debit_version, debit_debits_posted, credit_version,"
+                    " credit_credits_pending, credit_credits_posted FROM transfers ORDER BY id"
+                )
+            ).all()
+        # Only the expiry, which has no transfer row of its own, stays a row.
+        assert [tuple(r) for r in left] == [("a", 3), ("b", 3)]
+        assert [tuple(r) for r in moved] == [("p", 2, 7, 2, 5, 7), ("x", 1, 7, 1, 0, 7)]
+
+        async def read() -> None:
+            store = make_store(settings)
+            await store.open()
+            try:
+                assert await store.list_balances("t", "a", before=None, limit=10) == _HISTORY_A
+                # A cursor made before 0007 named the version alone.
+                older = await store.list_balances("t", "a", before=(None, 3), limit=10)
+                assert older == _HISTORY_A[1:]
+                assert await store.list_balances("t", "a", before=(30, 2), limit=10) == [
+                    _HISTORY_A[2]
+                ]
+                assert await store.balance_at("t", "a", 35) == _HISTORY_A[1]
+                assert await store.first_balances("t", ["b", "a"], 2) == [
+                    ("a", _HISTORY_A[0]),
+                    ("a", _HISTORY_A[1]),
+                    ("b", BalanceRecord(3, "p", 0, 0, 0, 7, 40)),
+                    ("b", BalanceRecord(2, "p", 0, 0, 5, 7, 30)),
+                ]
+            finally:
+                await store.close()
+
+        asyncio.run(read())
+        # And back: the rows return to account_balances as they were.
+        command.downgrade(config, "0006")
+        with engine.connect() as conn:
+            back = conn.execute(
+                sa.text(
+                    "SELECT account_id, version, transfer_id, debits_pending, debits_posted,"
+                    " credits_pending, credits_posted, created_at_us FROM account_balances"
+                    " ORDER BY 1, 2"
+                )
+            ).all()
+        assert len(back) == 6
+        assert [tuple(r[1:]) for r in back if r[0] == "a"] == [
+            (r.version, r.transfer_id, r.debits_pending, r.debits_posted, r.credits_pending,
+             r.credits_posted, r.created_at_us)
+            for r in reversed(_HISTORY_A)
+        ]  # fmt: skip
+    finally:
+        engine.dispose()
 
 
 def test_an_unmigrated_database_is_refused_naming_the_fix(empty_database: str) -> None:

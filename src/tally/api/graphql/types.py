@@ -9,6 +9,7 @@ route that serves that data would.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 import strawberry
@@ -22,7 +23,7 @@ from tally.core import Transfer as CoreTransfer
 from tally.errors import FieldError, ValidationFailed
 from tally.ledger.public import AccountOut, TransferOut, account_out, transfer_out
 from tally.storage.records import BalanceRecord
-from tally.support.cursors import Page, encode_cursor
+from tally.support.cursors import Page, Position, encode_cursor
 
 T = TypeVar("T")
 Info = strawberry.Info[Context, None]
@@ -51,7 +52,7 @@ class Connection(Generic[T]):
     page_info: PageInfo
 
 
-def connection(page: Page[Any], nodes: list[T], positions: list[int]) -> Connection[T]:
+def connection(page: Page[Any], nodes: list[T], positions: Sequence[Position]) -> Connection[T]:
     edges = [Edge(cursor=encode_cursor(p), node=n) for p, n in zip(positions, nodes, strict=True)]
     return Connection(
         edges=edges,
@@ -256,7 +257,7 @@ def balance_connection(
                 created_at=s.created_at,
             )
         )
-    return connection(page, nodes, [r.version for r in page.items])
+    return connection(page, nodes, [r.position for r in page.items])
 
 
 @strawberry.type(description="An immutable record of a state change (api.md §1).")
