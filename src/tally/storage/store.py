@@ -313,8 +313,9 @@ class Store(abc.ABC):
         balance history, newest first, in one statement.
 
         Per account and source, a probe finds the time of the ``limit``-th newest
-        record and a range scan reads from there: at most ``limit`` rows, and a
-        few more where several share that time, cut here."""
+        record and a range scan reads from there: ``limit`` rows, and more where
+        several share that time (one batch's transfers on a busy account), cut
+        here."""
         if not account_ids:
             return []
         branches = []

@@ -26,7 +26,10 @@ never go backwards (tally.ledger.transaction), so that order is version order.
 The upgrade copies each transfer's two creation records onto its row and
 deletes them from ``account_balances``; on a large ledger it rewrites every
 transfer row, so run it in a maintenance window. The API answers what it
-answered before.
+answered before, with one exception in history written before this revision:
+where two processes' batches on one account committed in the opposite order of
+their clocks (microseconds apart), the list now shows them in time order, as
+``?at=`` always did. A cursor issued before (a version alone) still works.
 
 Revision ID: 0007
 Revises: 0006
@@ -94,7 +97,7 @@ def downgrade() -> None:
         op.execute(
             "INSERT INTO account_balances (tenant_id, account_id, version, transfer_id,"
             " debits_pending, debits_posted, credits_pending, credits_posted, created_at_us)"
-            f" SELECT tenant_id, {side}_account_id, {', '.join(_columns(side)[:1])}, id,"
+            f" SELECT tenant_id, {side}_account_id, {side}_version, id,"
             f" {', '.join(_columns(side)[1:])}, created_at_us"
             f" FROM transfers WHERE {side}_version IS NOT NULL"
         )
