@@ -10,7 +10,7 @@ from typing import Any
 # The issue's targets. Each is reported with its measured ratio and met/missed.
 TARGET_SINGLE_64_TPS_RATIO_MIN = 4.0
 TARGET_SINGLE_64_P99_MS_MAX = 25.0
-TARGET_SINGLE_1_P50_MS_MAX = 1.5
+TARGET_SINGLE_1_P50_MS_MAX = 1.0  # issue 10 (an earlier issue asked for 1.5)
 TARGET_BATCH_1000_TPS_RATIO_MIN = 20.0
 TARGET_SQLITE_16_TPS_RATIO_MIN = 2.0
 TARGET_HOT_64_TPS_RATIO_MIN = 1.0
