@@ -181,3 +181,64 @@ def test_a_transfer_past_its_deadline_cannot_be_posted_even_before_expiry_runs(
     wait_for_status(funded, "late", "expired")
     again = funded.post("/v1/transfers/late/void", {})
     assert again.json()["code"] == "pending_transfer_expired"
+
+
+def test_an_accounts_history_pages_the_same_however_it_is_cut(
+    funded: Api, clock: FakeClock
+) -> None:
+    """Balance history merges three sources (migration 0007): the transfers that
+    debit the account, those that credit it (the totals on the transfer's row), and
+    expiries (rows of their own). Records share a time here (the clock stands
+    still between requests), so the order between them is the account's version.
+    Walked one record a page, the history is the one-page answer, and ``at`` each
+    record's time answers the newest record of that instant."""
+    hold(funded, 300, id="h1", timeout_seconds=60)
+    hold(funded, 100, id="h2")
+    void = funded.post("/v1/transfers/h2/void").json()["id"]
+    batch = funded.post(
+        "/v1/transfers/batch",
+        {
+            "transfers": [
+                {"id": "b1", "debit_account_id": "alice", "credit_account_id": "shop", "amount": 1},
+                {"id": "b2", "debit_account_id": "shop", "credit_account_id": "alice", "amount": 2},
+            ]
+        },
+    )
+    assert batch.status_code == 200, batch.text
+    clock.advance(61)
+    wait_for_status(funded, "h1", "expired")
+    funded.transfer("shop", "alice", 5, id="after")
+
+    whole = funded.get("/v1/accounts/alice/balances").json()["data"]
+    funding = whole[-1]["transfer_id"]
+    assert funded.get(f"/v1/transfers/{funding}").json()["debit_account_id"] == "bank"
+    # h1 twice: its hold, and its expiry, which has no transfer row of its own.
+    assert [r["transfer_id"] for r in whole] == [
+        "after",
+        "h1",
+        "b2",
+        "b1",
+        void,
+        "h2",
+        "h1",
+        funding,
+    ]
+    assert [r["version"] for r in whole] == sorted((r["version"] for r in whole), reverse=True)
+    expiry = whole[1]
+    assert (expiry["debits_pending"], expiry["debits_posted"]) == (0, 1)
+    walked, cursor = [], None
+    while True:
+        params = {"limit": 1} | ({"cursor": cursor} if cursor else {})
+        page = funded.get("/v1/accounts/alice/balances", params=params).json()
+        walked += page["data"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert walked == whole
+    for record in whole:
+        at = funded.get("/v1/accounts/alice/balances", params={"at": record["created_at"]})
+        newest = max(
+            (r for r in whole if r["created_at"] == record["created_at"]),
+            key=lambda r: r["version"],
+        )
+        assert at.json() == newest
