@@ -26,6 +26,8 @@ races runs each request alone, so that one cannot sink the others.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +63,8 @@ from tally.storage.unit_of_work import (
     Write,
     run_transaction,
 )
+
+log = logging.getLogger(__name__)
 
 Answer = Callable[[list[Outcome]], StoredResponse]
 """An entry point's answer to a request, from its outcomes: pure, because it runs
@@ -150,11 +154,6 @@ def write_transaction(jobs: Sequence[Job], now_us: int) -> Steps[list[JobResult]
         else:  # the common case: creates only, one round trip fewer
             locked = account_keys(run, [])
             accounts, transfers = yield LockAndRead(locked, transfer_keys(run))
-        # An account's changes never go back in time, even when another process
-        # read the clock first and committed first, or the clock stepped back: an
-        # account's history is read in (time, version) order, which must be its
-        # version order (tally.storage.store.history_sql).
-        now_us = max(now_us, max((a.updated_at_us for _, a in accounts), default=now_us))
         tenants = sorted({j.tenant_id for j in run})
         counters: dict[str, int] = yield ReadCounters(tenants)
         decided = decide(run, accounts, transfers, counters, set(locked), now_us)
@@ -199,7 +198,7 @@ def decide(
         tenant_id: Book(
             by_tenant_accounts[tenant_id],
             by_tenant_transfers[tenant_id],
-            now_us=now_us,
+            now_us=_not_before(now_us, by_tenant_accounts[tenant_id]),
             last_sequence=counter,
         )
         for tenant_id, counter in counters.items()
@@ -210,6 +209,43 @@ def decide(
         changes={t: b.changes() for t, b in books.items()},
         sequences_used={t: b.last_sequence - counters[t] for t, b in books.items()},
     )
+
+
+def _not_before(now_us: int, accounts: list[Account]) -> int:
+    """The time a tenant's changes in this batch are dated: never earlier than the
+    last change of an account it locked, even when another process read the clock
+    first and committed first, or the clock stepped back. An account's history is
+    read in (time, version) order, which must be its version order
+    (tally.storage.store.history_sql). Per tenant: one tenant's clock trouble does
+    not date another's transfers."""
+    latest = max((a.updated_at_us for a in accounts), default=now_us)
+    if latest - now_us > _SKEW_WARNED_US:
+        _skew_warning.emit(latest - now_us)
+    return max(now_us, latest)
+
+
+_SKEW_WARNED_US = 1_000_000
+
+
+class _SkewWarning:
+    """An account changed "in the future": a clock that was, or is, wrong. Said
+    at most once a minute, however many batches meet it."""
+
+    def __init__(self) -> None:
+        self._said_at = -60.0
+
+    def emit(self, ahead_us: int) -> None:
+        now = time.monotonic()
+        if now - self._said_at >= 60:
+            self._said_at = now
+            log.warning(
+                "an account's last change is %.1f s ahead of this process's clock;"
+                " its tenant's changes are dated then until the clock catches up",
+                ahead_us / 1e6,
+            )
+
+
+_skew_warning = _SkewWarning()
 
 
 def finish(

@@ -59,12 +59,24 @@ class Tx(Protocol):
 # an index on (tenant, account, created_at_us, version), newest first, and the
 # three are merged in that order. The writer never lets an account's change time
 # go backwards (tally.ledger.transaction), so that order is version order too.
+# (table, account column, transfer id column, prefix of the balance columns)
 _HISTORY_SOURCES = (
     ("transfers", "debit_account_id", "id", "debit_"),
     ("transfers", "credit_account_id", "id", "credit_"),
     ("account_balances", "account_id", "transfer_id", ""),
 )
 _TOTALS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+
+
+def _of_account(table: str, account_column: str, prefix: str, account: str, alias: str) -> str:
+    """The condition selecting ``account``'s records from one source. A transfer
+    row without its totals was written by a process older than migration 0007
+    (one still running while the schema moved on): its records are rows of
+    account_balances, which that process also wrote, and are read there."""
+    where = f"{alias}tenant_id = $1 AND {alias}{account_column} = {account}"
+    if table == "transfers":
+        where += f" AND {alias}{prefix}version IS NOT NULL"
+    return where
 
 
 def history_sql(account: str, position: str, limit: str) -> str:
@@ -74,7 +86,7 @@ def history_sql(account: str, position: str, limit: str) -> str:
     branches = []
     for table, account_column, transfer_column, prefix in _HISTORY_SOURCES:
         version = f"{prefix}version"
-        where = f"tenant_id = $1 AND {account_column} = {account}"
+        where = _of_account(table, account_column, prefix, account, "")
         if position:
             where += " AND " + position.format(time="created_at_us", version=version)
         totals = ", ".join(f"{prefix}{name} AS {name}" for name in _TOTALS)
@@ -312,10 +324,9 @@ class Store(abc.ABC):
         """(account id, record) for the newest ``limit`` records of each account's
         balance history, newest first, in one statement.
 
-        Per account and source, a probe finds the time of the ``limit``-th newest
-        record and a range scan reads from there: ``limit`` rows, and more where
-        several share that time (one batch's transfers on a busy account), cut
-        here."""
+        Per account and source, two probes find the position of the
+        ``limit``-th newest record, and a range scan reads from there: at most
+        ``limit`` rows each, merged and cut here."""
         if not account_ids:
             return []
         branches = []
@@ -323,16 +334,22 @@ class Store(abc.ABC):
         for table, account_column, transfer_column, prefix in _HISTORY_SOURCES:
             version = f"{prefix}version"
             totals = ", ".join(f"h.{prefix}{name}" for name in _TOTALS)
+
+            # The limit-th newest record, found by two probes (0 when there are fewer).
             nth = (
-                f"SELECT x.created_at_us FROM {table} AS x"
-                f" WHERE x.tenant_id = $1 AND x.{account_column} = k.id"
+                f" FROM {table} AS x"
+                f" WHERE {_of_account(table, account_column, prefix, 'k.id', 'x.')}"
                 f" ORDER BY x.created_at_us DESC, x.{version} DESC LIMIT 1 OFFSET $3 - 1"
             )
+            # CROSS JOIN: SQLite keeps the keys as the outer loop (without
+            # statistics it would otherwise walk the tenant's whole table).
             branches.append(
                 f"SELECT k.id, h.{version}, h.{transfer_column}, {totals}, h.created_at_us"
-                f" FROM ({keys}) AS k JOIN {table} AS h"
-                f" ON h.tenant_id = $1 AND h.{account_column} = k.id"
-                f" AND h.created_at_us >= COALESCE(({nth}), 0)"
+                f" FROM ({keys}) AS k CROSS JOIN {table} AS h"
+                f" WHERE {_of_account(table, account_column, prefix, 'k.id', 'h.')}"
+                f" AND (h.created_at_us, h.{version})"
+                f" >= (COALESCE((SELECT x.created_at_us{nth}), 0),"
+                f" COALESCE((SELECT x.{version}{nth}), 0))"
             )
         rows = await self.fetch(
             " UNION ALL ".join(branches), tenant_id, json.dumps([[i] for i in account_ids]), limit

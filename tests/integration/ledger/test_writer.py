@@ -186,3 +186,34 @@ def test_an_accounts_changes_never_go_back_in_time(database_url: str) -> None:
     assert times == [5_000, 5_000, 5_000]
     assert versions == [4, 3, 2]  # 1 is the account's creation, which has no record
     assert at_version == 4
+
+
+def test_one_tenants_clock_trouble_does_not_date_another_tenants_transfers(
+    database_url: str,
+) -> None:
+    """The batch time is held back per tenant: an account of tenant A changed an
+    hour "in the future" dates A's transfers then, not B's in the same batch."""
+    tenants = [create_tenant(database_url)[0] for _ in range(2)]
+    hour_us = 3_600_000_000
+
+    async def scenario() -> tuple[int, int]:
+        store = make_store(Settings(database_url=database_url))
+        await store.open()
+        try:
+            for tenant_id in tenants:
+                opening = Job(tenant_id, [CreateAccount("a", "USD"), CreateAccount("b", "USD")])
+                await execute(store, [opening], 1_000, retry_after_seconds=1)
+            future = Job(tenants[0], [CreateTransfer("skewed", "a", "b", 1)])
+            await execute(store, [future], 1_000 + hour_us, retry_after_seconds=1)
+            both = [Job(t, [CreateTransfer("now", "a", "b", 1)]) for t in tenants]
+            await execute(store, both, 2_000, retry_after_seconds=1)
+            a = await store.get_transfer(tenants[0], "now")
+            b = await store.get_transfer(tenants[1], "now")
+            assert a is not None
+            assert b is not None
+            return a.created_at_us, b.created_at_us
+        finally:
+            await store.close()
+
+    a_time, b_time = run(scenario())  # type: ignore[misc]
+    assert (a_time, b_time) == (1_000 + hour_us, 2_000)

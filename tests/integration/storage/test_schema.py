@@ -164,6 +164,35 @@ def test_0007_moves_each_transfers_balances_onto_its_row_and_answers_the_same(
         engine.dispose()
 
 
+def test_after_0007_what_an_older_process_still_writes_is_read_once(
+    empty_database: str,
+) -> None:
+    """During a rolling update a process from before 0007 may still write: its
+    transfer rows carry no totals, and it writes the records to account_balances.
+    Read from there, each once, in the same order."""
+    settings = Settings(database_url=empty_database)
+    migrate(settings)
+    engine = sa.create_engine(sqlalchemy_url(empty_database))
+    try:
+        with engine.begin() as conn:
+            for statement in _BEFORE_0007:  # as a 0006 process writes them
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+    async def read() -> None:
+        store = make_store(settings)
+        await store.open()
+        try:
+            assert await store.list_balances("t", "a", before=None, limit=10) == _HISTORY_A
+            assert await store.balance_at("t", "a", 25) == _HISTORY_A[2]
+            assert await store.first_balances("t", ["a"], 10) == [("a", r) for r in _HISTORY_A]
+        finally:
+            await store.close()
+
+    asyncio.run(read())
+
+
 def test_an_unmigrated_database_is_refused_naming_the_fix(empty_database: str) -> None:
     settings = Settings(database_url=empty_database)
     with pytest.raises(SchemaNotReady) as refused:

@@ -23,9 +23,17 @@ created_at_us, version)``, so no index is added. Listing an account's transfers
 uses their leading columns as before. The writer makes an account's change times
 never go backwards (tally.ledger.transaction), so that order is version order.
 
-The upgrade copies each transfer's two creation records onto its row and
-deletes them from ``account_balances``; on a large ledger it rewrites every
-transfer row, so run it in a maintenance window. The API answers what it
+The upgrade copies each transfer's two creation records onto its row (one
+UPDATE) and deletes them from ``account_balances``. On a large ledger it
+rewrites every transfer row under an exclusive lock: run it in a maintenance
+window, with every older process stopped first (an older process would read
+an account's history from ``account_balances`` alone, where only expiries
+remain; what one still writes is read correctly, see
+tally.storage.store._of_account), and ``VACUUM ANALYZE transfers`` after.
+Measured on the 2-core build machine: 300,000 transfers in 16 s on PostgreSQL
+15, 9 s on SQLite. On
+SQLite it needs ``UPDATE … FROM`` (SQLite 3.33; Python's own is newer
+everywhere Tally runs). The API answers what it
 answered before, with one exception in history written before this revision:
 where two processes' batches on one account committed in the opposite order of
 their clocks (microseconds apart), the list now shows them in time order, as
@@ -66,20 +74,34 @@ def upgrade() -> None:
         for name in _columns(side):
             op.add_column("transfers", sa.Column(name, sa.BigInteger, nullable=True))
     # A transfer's creation is its accounts' first record naming it; an expiry
-    # names the pending transfer again, later, and stays where it is.
-    first = (
-        "SELECT tenant_id, account_id, transfer_id, version, debits_pending, debits_posted,"
-        " credits_pending, credits_posted, ROW_NUMBER() OVER"
-        " (PARTITION BY tenant_id, account_id, transfer_id ORDER BY version) AS n"
-        " FROM account_balances"
+    # names the pending transfer again, later, and stays where it is. Those first
+    # records go to a work table with an index, so that one UPDATE finds both
+    # sides of each transfer by probes (joining two window queries directly was
+    # planned as a nested loop over both: quadratic).
+    op.execute(
+        "CREATE TABLE migration_0007_first AS SELECT tenant_id, account_id, transfer_id,"
+        " version, debits_pending, debits_posted, credits_pending, credits_posted FROM"
+        " (SELECT b.*, ROW_NUMBER() OVER (PARTITION BY tenant_id, account_id, transfer_id"
+        " ORDER BY version) AS n FROM account_balances AS b) AS f WHERE n = 1"
     )
-    for side in _SIDES:
-        assignments = ", ".join(f"{side}_{name} = f.{name}" for name in _BALANCE)
-        op.execute(
-            f"UPDATE transfers SET {assignments} FROM ({first}) AS f"
-            " WHERE f.n = 1 AND f.tenant_id = transfers.tenant_id"
-            f" AND f.transfer_id = transfers.id AND f.account_id = transfers.{side}_account_id"
-        )
+    op.create_index(
+        "migration_0007_first_key",
+        "migration_0007_first",
+        ["tenant_id", "transfer_id", "account_id"],
+    )
+    op.execute("ANALYZE migration_0007_first")
+    assignments = ", ".join(
+        f"{side}_{name} = {side[0]}.{name}" for side in _SIDES for name in _BALANCE
+    )
+    op.execute(
+        f"UPDATE transfers SET {assignments}"
+        " FROM migration_0007_first AS d, migration_0007_first AS c"
+        " WHERE d.tenant_id = transfers.tenant_id AND d.transfer_id = transfers.id"
+        " AND d.account_id = transfers.debit_account_id"
+        " AND c.tenant_id = transfers.tenant_id AND c.transfer_id = transfers.id"
+        " AND c.account_id = transfers.credit_account_id"
+    )
+    op.drop_table("migration_0007_first")
     op.execute(
         "DELETE FROM account_balances WHERE EXISTS (SELECT 1 FROM transfers AS t"
         " WHERE t.tenant_id = account_balances.tenant_id AND t.id = account_balances.transfer_id"
