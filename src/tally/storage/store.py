@@ -79,6 +79,25 @@ def _of_account(table: str, account_column: str, prefix: str, account: str, alia
     return where
 
 
+def _newest_of_each(keys: str, table: str, of_account: str, version: str) -> str:
+    """The FROM and WHERE of each key's newest ``$3`` rows of ``table``, by
+    (created_at_us, ``version``): two probes of that index find the ``$3``-th
+    newest, and a range scan reads from there, at most ``$3`` rows a key.
+    ``keys`` selects the accounts' ids (``k.id``); ``of_account`` is the condition
+    on one account's rows, ``{a}`` standing for the alias; the rows are ``h``.
+    CROSS JOIN keeps the keys the outer loop on SQLite, which without statistics
+    would otherwise walk the tenant's whole table."""
+    nth = (
+        f" FROM {table} AS x WHERE {of_account.format(a='x.')}"
+        f" ORDER BY x.created_at_us DESC, x.{version} DESC LIMIT 1 OFFSET $3 - 1"
+    )
+    return (
+        f" FROM ({keys}) AS k CROSS JOIN {table} AS h WHERE {of_account.format(a='h.')}"
+        f" AND (h.created_at_us, h.{version}) >= (COALESCE((SELECT x.created_at_us{nth}), 0),"
+        f" COALESCE((SELECT x.{version}{nth}), 0))"
+    )
+
+
 def history_sql(account: str, position: str, limit: str) -> str:
     """A SELECT of (version, transfer id, the four totals, created_at_us) of the
     account ``account`` (an expression), newest first, at most ``limit``:
@@ -211,11 +230,10 @@ class Store(abc.ABC):
         newest first (by sequence, as ``list_transfers`` with an ``account_id``
         filter lists them), in one statement.
 
-        Per account and side, two probes of that side's index find the
-        ``limit``-th newest transfer by (created_at_us, the account's version),
-        which is its sequence order (the writer never dates an account's change
-        before its last), and a range scan reads from there: at most ``limit``
-        rows a side, merged and cut here. (A statement that looked for them by
+        At most ``limit`` rows per account and side (``_newest_of_each``), newest
+        by (created_at_us, the account's version), which is their sequence order
+        since the writer never dates an account's change before its last; merged
+        by sequence and cut here. (A statement that looked for them by
         sequence, with an ``OR`` of the two sides, read every transfer of a busy
         account: past the statement timeout for one with 100,000.) Exact for
         what was written since migration 0007; in history written before it, two
@@ -227,18 +245,10 @@ class Store(abc.ABC):
         keys = self.json_rows(2, [("id", "text")])
         branches = []
         for side in ("debit", "credit"):
-            nth = (
-                f" FROM transfers AS x WHERE x.tenant_id = $1 AND x.{side}_account_id = k.id"
-                f" ORDER BY x.created_at_us DESC, x.{side}_version DESC LIMIT 1 OFFSET $3 - 1"
-            )
-            # CROSS JOIN: SQLite keeps the keys as the outer loop (see first_balances).
+            of_account = f"{{a}}tenant_id = $1 AND {{a}}{side}_account_id = k.id"
             branches.append(
-                f"SELECT k.id, {columns(TRANSFER_COLUMNS, 't')}"
-                f" FROM ({keys}) AS k CROSS JOIN transfers AS t"
-                f" WHERE t.tenant_id = $1 AND t.{side}_account_id = k.id"
-                f" AND (t.created_at_us, t.{side}_version)"
-                f" >= (COALESCE((SELECT x.created_at_us{nth}), 0),"
-                f" COALESCE((SELECT x.{side}_version{nth}), 0))"
+                f"SELECT k.id, {columns(TRANSFER_COLUMNS, 'h')}"
+                + _newest_of_each(keys, "transfers", of_account, f"{side}_version")
             )
         rows = await self.fetch(
             " UNION ALL ".join(branches), tenant_id, json.dumps([[i] for i in account_ids]), limit
@@ -350,9 +360,8 @@ class Store(abc.ABC):
         """(account id, record) for the newest ``limit`` records of each account's
         balance history, newest first, in one statement.
 
-        Per account and source, two probes find the position of the
-        ``limit``-th newest record, and a range scan reads from there: at most
-        ``limit`` rows each, merged and cut here."""
+        At most ``limit`` rows per account and source (``_newest_of_each``),
+        merged and cut here."""
         if not account_ids:
             return []
         branches = []
@@ -360,22 +369,10 @@ class Store(abc.ABC):
         for table, account_column, transfer_column, prefix in _HISTORY_SOURCES:
             version = f"{prefix}version"
             totals = ", ".join(f"h.{prefix}{name}" for name in _TOTALS)
-
-            # The limit-th newest record, found by two probes (0 when there are fewer).
-            nth = (
-                f" FROM {table} AS x"
-                f" WHERE {_of_account(table, account_column, prefix, 'k.id', 'x.')}"
-                f" ORDER BY x.created_at_us DESC, x.{version} DESC LIMIT 1 OFFSET $3 - 1"
-            )
-            # CROSS JOIN: SQLite keeps the keys as the outer loop (without
-            # statistics it would otherwise walk the tenant's whole table).
+            of_account = _of_account(table, account_column, prefix, "k.id", "{a}")
             branches.append(
                 f"SELECT k.id, h.{version}, h.{transfer_column}, {totals}, h.created_at_us"
-                f" FROM ({keys}) AS k CROSS JOIN {table} AS h"
-                f" WHERE {_of_account(table, account_column, prefix, 'k.id', 'h.')}"
-                f" AND (h.created_at_us, h.{version})"
-                f" >= (COALESCE((SELECT x.created_at_us{nth}), 0),"
-                f" COALESCE((SELECT x.{version}{nth}), 0))"
+                + _newest_of_each(keys, table, of_account, version)
             )
         rows = await self.fetch(
             " UNION ALL ".join(branches), tenant_id, json.dumps([[i] for i in account_ids]), limit
