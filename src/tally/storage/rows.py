@@ -57,7 +57,8 @@ TRANSFER_COLUMNS = (
 )
 # A transfer row also carries each account's totals just after the transfer
 # (migration 0007): written with the row, never read back as part of a Transfer.
-_SIDE_BALANCE = ("version", "debits_pending", "debits_posted", "credits_pending", "credits_posted")
+BALANCE_TOTALS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+_SIDE_BALANCE = ("version", *BALANCE_TOTALS)
 TRANSFER_WRITE_COLUMNS = (
     *TRANSFER_COLUMNS,
     *(f"debit_{name}" for name in _SIDE_BALANCE),

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tally.core import Account, Transfer
 from tally.storage.notifications import Notifications
 from tally.storage.records import BalanceRecord, StoredEvent, StoredKey, TransferFilter
 from tally.storage.rows import (
     ACCOUNT_COLUMNS,
+    BALANCE_TOTALS,
     TRANSFER_COLUMNS,
     Row,
     account_from_row,
@@ -65,7 +67,6 @@ _HISTORY_SOURCES = (
     ("transfers", "credit_account_id", "id", "credit_"),
     ("account_balances", "account_id", "transfer_id", ""),
 )
-_TOTALS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
 
 
 def _of_account(table: str, account_column: str, prefix: str, account: str, alias: str) -> str:
@@ -108,13 +109,32 @@ def history_sql(account: str, position: str, limit: str) -> str:
         where = _of_account(table, account_column, prefix, account, "")
         if position:
             where += " AND " + position.format(time="created_at_us", version=version)
-        totals = ", ".join(f"{prefix}{name} AS {name}" for name in _TOTALS)
+        totals = ", ".join(f"{prefix}{name} AS {name}" for name in BALANCE_TOTALS)
         branches.append(
             f"SELECT * FROM (SELECT {version} AS version, {transfer_column} AS transfer_id,"
             f" {totals}, created_at_us FROM {table} WHERE {where}"
             f" ORDER BY created_at_us DESC, {version} DESC LIMIT {limit}) AS {prefix or 'expiry_'}s"
         )
     return f"{' UNION ALL '.join(branches)} ORDER BY created_at_us DESC, version DESC LIMIT {limit}"
+
+
+R = TypeVar("R")
+
+
+def _newest_by_account(
+    found: list[tuple[str, R]], position: Callable[[R], Any], limit: int
+) -> list[tuple[str, R]]:
+    """(account id, item) of each account's newest ``limit`` items, by
+    ``position``, newest first: what several ordered sources read for many
+    accounts at once, merged and cut."""
+    by_account: dict[str, list[R]] = {}
+    for account_id, item in found:
+        by_account.setdefault(account_id, []).append(item)
+    newest: list[tuple[str, R]] = []
+    for account_id, items in sorted(by_account.items()):
+        items.sort(key=position, reverse=True)
+        newest.extend((account_id, item) for item in items[:limit])
+    return newest
 
 
 # Where a page of history starts: before (created_at_us, version) of the last
@@ -253,14 +273,8 @@ class Store(abc.ABC):
         rows = await self.fetch(
             " UNION ALL ".join(branches), tenant_id, json.dumps([[i] for i in account_ids]), limit
         )
-        by_account: dict[str, list[Transfer]] = {}
-        for r in rows:
-            by_account.setdefault(r[0], []).append(transfer_from_row(r[1:]))
-        found: list[tuple[str, Transfer]] = []
-        for account_id, transfers in sorted(by_account.items()):
-            transfers.sort(key=lambda t: t.sequence, reverse=True)
-            found.extend((account_id, t) for t in transfers[:limit])
-        return found
+        found = [(r[0], transfer_from_row(r[1:])) for r in rows]
+        return _newest_by_account(found, lambda t: t.sequence, limit)
 
     async def list_accounts(
         self,
@@ -368,7 +382,7 @@ class Store(abc.ABC):
         keys = self.json_rows(2, [("id", "text")])
         for table, account_column, transfer_column, prefix in _HISTORY_SOURCES:
             version = f"{prefix}version"
-            totals = ", ".join(f"h.{prefix}{name}" for name in _TOTALS)
+            totals = ", ".join(f"h.{prefix}{name}" for name in BALANCE_TOTALS)
             of_account = _of_account(table, account_column, prefix, "k.id", "{a}")
             branches.append(
                 f"SELECT k.id, h.{version}, h.{transfer_column}, {totals}, h.created_at_us"
@@ -377,14 +391,8 @@ class Store(abc.ABC):
         rows = await self.fetch(
             " UNION ALL ".join(branches), tenant_id, json.dumps([[i] for i in account_ids]), limit
         )
-        by_account: dict[str, list[BalanceRecord]] = {}
-        for r in rows:
-            by_account.setdefault(r[0], []).append(BalanceRecord(*r[1:]))
-        found: list[tuple[str, BalanceRecord]] = []
-        for account_id, records in sorted(by_account.items()):
-            records.sort(key=lambda b: b.position, reverse=True)
-            found.extend((account_id, b) for b in records[:limit])
-        return found
+        found = [(r[0], BalanceRecord(*r[1:])) for r in rows]
+        return _newest_by_account(found, lambda b: b.position, limit)
 
     async def balance_at(self, tenant_id: str, account_id: str, at_us: int) -> BalanceRecord | None:
         rows = await self.fetch(

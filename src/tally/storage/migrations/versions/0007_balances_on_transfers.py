@@ -31,13 +31,14 @@ an account's history from ``account_balances`` alone, where only expiries
 remain; what one still writes is read correctly, see
 tally.storage.store._of_account), and ``VACUUM ANALYZE transfers`` after.
 Measured on the 2-core build machine: 300,000 transfers in 16 s on PostgreSQL
-15, 9 s on SQLite. On
-SQLite it needs ``UPDATE … FROM`` (SQLite 3.33; Python's own is newer
-everywhere Tally runs). The API answers what it
-answered before, with one exception in history written before this revision:
-where two processes' batches on one account committed in the opposite order of
-their clocks (microseconds apart), the list now shows them in time order, as
-``?at=`` always did. A cursor issued before (a version alone) still works.
+15, 9 s on SQLite. On SQLite it needs ``UPDATE … FROM`` (SQLite 3.33; Python's
+own is newer everywhere Tally runs).
+
+The API answers what it answered before, with one exception in history
+written before this revision: where two processes' batches on one account
+committed in the opposite order of their clocks (microseconds apart), the list
+now shows them in time order, as ``?at=`` always did. A cursor issued before (a
+version alone) still works.
 
 Revision ID: 0007
 Revises: 0006
