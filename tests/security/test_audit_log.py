@@ -51,7 +51,12 @@ from tests.security.conftest import (
     signup,
 )
 
-COLUMNS = ("id", *FIELDS, "chain_seq", "chain_hash")
+EVENT_COLUMNS = ("id", *FIELDS)
+SEAL_COLUMNS = ("chain_seq", "chain_hash")
+COLUMNS = (*EVENT_COLUMNS, *SEAL_COLUMNS)
+# The id of the event sealed at place $1 of the chain (its seal is a row of
+# audit_seals: migration 0008). Db takes $n in order on SQLite: $1 comes first.
+EVENT_AT = "(SELECT event_id FROM audit_seals WHERE chain_seq = $1)"
 
 
 def events_until(owner: Any, request_ids: set[str], sealed: bool) -> dict[str, dict[str, Any]]:
@@ -193,16 +198,30 @@ def audited(database_url: str) -> Iterator[str]:
 
 
 def row(db: Db, seq: int) -> tuple[Any, ...]:
-    (found,) = db.fetch(f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE chain_seq = $1", seq)
+    """The event at place ``seq`` of the chain with its seal, in COLUMNS' order."""
+    (found,) = db.fetch(
+        f"SELECT {', '.join(f'e.{c}' for c in EVENT_COLUMNS)}, s.chain_seq, s.chain_hash"
+        " FROM audit_events AS e JOIN audit_seals AS s ON s.event_id = e.id"
+        " WHERE s.chain_seq = $1",
+        seq,
+    )
     return found
 
 
-def put_back(db: Db, rows: list[tuple[Any, ...]]) -> None:
-    placeholders = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
+def put_back(db: Db, rows: list[tuple[Any, ...]], *, seals: bool = False) -> None:
+    """Insert the events of ``rows`` again (and their seals, if asked)."""
+    placeholders = ", ".join(f"${i}" for i in range(1, len(EVENT_COLUMNS) + 1))
     for values in rows:
         db.execute(
-            f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({placeholders})", *values
+            f"INSERT INTO audit_events ({', '.join(EVENT_COLUMNS)}) VALUES ({placeholders})",
+            *values[: len(EVENT_COLUMNS)],
         )
+        if seals:
+            db.execute(
+                "INSERT INTO audit_seals (event_id, chain_seq, chain_hash) VALUES ($1, $2, $3)",
+                values[0],
+                *values[len(EVENT_COLUMNS) :],
+            )
 
 
 def test_verify_passes_on_an_untouched_log(audited: str) -> None:
@@ -218,29 +237,38 @@ def test_verify_detects_an_edited_row(audited: str) -> None:
     status_at = COLUMNS.index("status_code")
     # A refusal made to look like a success (or the other way round).
     forged_status = 201 if original[status_at] != 201 else 403
-    db.execute("UPDATE audit_events SET status_code = $1 WHERE chain_seq = 5", forged_status)
+    edit = (
+        "UPDATE audit_events SET status_code = $1"
+        " WHERE id = (SELECT event_id FROM audit_seals WHERE chain_seq = $2)"
+    )
+    db.execute(edit, forged_status, 5)
     try:
         result = cli(audited, "audit", "verify")
         assert result.returncode == 1, result.stdout + result.stderr
         assert "TAMPERED: row 5" in result.stdout and "edited" in result.stdout, result.stdout
         assert "FAILED" in result.stderr
     finally:
-        db.execute(
-            "UPDATE audit_events SET status_code = $1 WHERE chain_seq = 5", original[status_at]
-        )
+        db.execute(edit, original[status_at], 5)
     assert verify_directly(audited).ok
 
 
-def test_verify_detects_a_deleted_row(audited: str) -> None:
+@pytest.mark.parametrize("with_its_seal", [False, True], ids=["the event", "event and seal"])
+def test_verify_detects_a_deleted_row(audited: str, with_its_seal: bool) -> None:
     db = Db(audited)
     deleted = row(db, 3)
-    db.execute("DELETE FROM audit_events WHERE chain_seq = 3")
+    if with_its_seal:
+        db.execute("DELETE FROM audit_seals WHERE chain_seq = 3")
+        db.execute("DELETE FROM audit_events WHERE id = $1", deleted[0])
+    else:
+        db.execute(f"DELETE FROM audit_events WHERE id = {EVENT_AT}", 3)
     try:
         verdict = verify_directly(audited)
         assert not verdict.ok
         assert any("3..3" in p and "missing" in p for p in verdict.problems), verdict.problems
+        if not with_its_seal:  # the seal still names the row's hash: row 4 verifies
+            assert len(verdict.problems) == 1, verdict.problems
     finally:
-        put_back(db, [deleted])
+        put_back(db, [deleted], seals=with_its_seal)
     assert verify_directly(audited).ok
 
 
@@ -248,7 +276,11 @@ def test_verify_detects_a_cut_off_tail(audited: str) -> None:
     db = Db(audited)
     (head,) = db.fetch("SELECT head_seq FROM audit_chain WHERE id = 1")
     tail = [row(db, seq) for seq in (head[0] - 1, head[0])]
-    db.execute("DELETE FROM audit_events WHERE chain_seq >= $1", head[0] - 1)
+    db.execute(
+        "DELETE FROM audit_events WHERE id IN"
+        " (SELECT event_id FROM audit_seals WHERE chain_seq >= $1)",
+        head[0] - 1,
+    )
     try:
         verdict = verify_directly(audited)
         assert not verdict.ok
@@ -269,13 +301,14 @@ def test_verify_detects_a_row_slipped_in_past_the_head(audited: str) -> None:
     forged[COLUMNS.index("chain_hash")] = audit.chain_hash(
         head[1], head[0] + 1, forged[1 : 1 + len(FIELDS)]
     )
-    put_back(db, [tuple(forged)])
+    put_back(db, [tuple(forged)], seals=True)
     try:
         verdict = verify_directly(audited)
         assert not verdict.ok
         assert any("past the head" in p for p in verdict.problems), verdict.problems
     finally:
-        db.execute("DELETE FROM audit_events WHERE chain_seq = $1", head[0] + 1)
+        db.execute(f"DELETE FROM audit_events WHERE id = {EVENT_AT}", head[0] + 1)
+        db.execute("DELETE FROM audit_seals WHERE chain_seq = $1", head[0] + 1)
     assert verify_directly(audited).ok
 
 

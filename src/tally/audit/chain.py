@@ -56,34 +56,60 @@ async def read_head(store: Store) -> ChainHead:
 
 
 async def seal(store: Store, rows_max: int) -> int:
-    """Seal up to ``rows_max`` rows onto the chain; returns how many."""
+    """Seal up to ``rows_max`` rows onto the chain; returns how many rows it took
+    past the chain's mark (0: none waits).
+
+    Rows are taken in ``(txid, id)`` order after the chain's mark, and only rows
+    of finished transactions (``store.settled_txid``): a transaction that is still
+    running, or has yet to start, has a larger txid than all of those, so no row
+    can commit later with a place before the mark. A row's seal is a row of its
+    own in ``audit_seals`` (migration 0008: an update of the row itself cost
+    three times as much)."""
+    fields = ", ".join(f"e.{name}" for name in FIELDS)
     async with store.transaction() as tx:
         # The update takes the head's row lock: sealers in other processes wait, then
         # see these rows sealed (each statement reads what is committed by then).
         await tx.execute("UPDATE audit_chain SET head_seq = head_seq WHERE id = 1")
-        head = await tx.fetch("SELECT head_seq, head_hash FROM audit_chain WHERE id = 1")
+        head = await tx.fetch(
+            "SELECT head_seq, head_hash, mark_txid, mark_id FROM audit_chain WHERE id = 1"
+        )
         seq, previous = int(head[0][0]), str(head[0][1])
+        # The join passes over a row sealed already: rows from before 0008 share
+        # txid 0, and some past the mark may have been sealed out of id order.
         rows = await tx.fetch(
-            f"SELECT id, {', '.join(FIELDS)} FROM audit_events WHERE chain_seq IS NULL"
-            " ORDER BY id LIMIT $1",
+            f"SELECT e.txid, e.id, s.event_id IS NOT NULL, {fields}"
+            " FROM audit_events AS e LEFT JOIN audit_seals AS s ON s.event_id = e.id"
+            f" WHERE (e.txid, e.id) > ($1, $2) AND e.txid < ({store.settled_txid})"
+            " ORDER BY e.txid, e.id LIMIT $3",
+            head[0][2],
+            head[0][3],
             rows_max,
         )
         sealed = []
         for row in rows:
+            if row[2]:
+                continue
             seq += 1
-            previous = chain_hash(previous, seq, row[1:])
-            sealed.append((row[0], seq, previous))
-        if rows:
+            previous = chain_hash(previous, seq, row[3:])
+            sealed.append((row[1], seq, previous))
+        if sealed:
             # One statement for the round, not one per row (it was a tenth of the
             # server's CPU under load: docs/performance.md).
             await tx.execute(
-                "UPDATE audit_events SET chain_seq = s.seq, chain_hash = s.hash FROM ("
+                "INSERT INTO audit_seals (event_id, chain_seq, chain_hash) SELECT id, seq, hash"
+                " FROM ("
                 + store.json_rows(1, [("id", "bigint"), ("seq", "bigint"), ("hash", "text")])
-                + ") AS s WHERE audit_events.id = s.id",
+                + ") AS s",
                 _encode(sealed).decode(),
             )
+        if rows:
             await tx.execute(
-                "UPDATE audit_chain SET head_seq = $1, head_hash = $2 WHERE id = 1", seq, previous
+                "UPDATE audit_chain SET head_seq = $1, head_hash = $2, mark_txid = $3,"
+                " mark_id = $4 WHERE id = 1",
+                seq,
+                previous,
+                rows[-1][0],
+                rows[-1][1],
             )
     return len(rows)
 
@@ -104,25 +130,33 @@ async def verify(
     store: Store, *, page_rows: int = 5_000, on_page: Callable[[int], None] | None = None
 ) -> Verdict:
     """Walk the whole chain; name every row that was edited, deleted or added."""
+    fields = ", ".join(f"e.{name}" for name in FIELDS)
     verdict = Verdict()
     head = await read_head(store)
     head_seq, head_hash = head.seq, head.hash
     verdict.head_seq = head_seq
-    expected_seq, previous = 1, ""
+    expected_seq, previous, after = 1, "", 0
     while True:
         rows = await store.fetch(
-            f"SELECT chain_seq, chain_hash, id, {', '.join(FIELDS)} FROM audit_events"
-            " WHERE chain_seq >= $1 ORDER BY chain_seq LIMIT $2",
-            expected_seq,
+            f"SELECT s.chain_seq, s.chain_hash, s.event_id, e.id, {fields}"
+            " FROM audit_seals AS s LEFT JOIN audit_events AS e ON e.id = s.event_id"
+            " WHERE s.chain_seq > $1 ORDER BY s.chain_seq LIMIT $2",
+            after,
             page_rows,
         )
         for row in rows:
             seq, stored = int(row[0]), str(row[1])
+            after = seq
+            if row[3] is None:
+                # The row is gone but its seal is not: named as missing where the
+                # next row is found, or at the end; the chain goes on from its hash.
+                previous = stored
+                continue
             if seq != expected_seq:
                 verdict.problems.append(
                     f"rows {expected_seq}..{seq - 1} of the chain are missing (deleted)"
                 )
-            if chain_hash(previous, seq, row[3:]) != stored:
+            if chain_hash(previous, seq, row[4:]) != stored:
                 verdict.problems.append(f"row {seq} (id {row[2]}) was edited: its hash differs")
             previous, expected_seq = stored, seq + 1
             verdict.sealed += 1
@@ -137,6 +171,9 @@ async def verify(
         verdict.problems.append(f"rows {head_seq + 1}..{last_seq} were added past the head")
     elif last_seq == head_seq and head_seq and previous != head_hash:
         verdict.problems.append("the last row does not match the chain head")
-    unsealed = await store.fetch("SELECT COUNT(*) FROM audit_events WHERE chain_seq IS NULL")
+    unsealed = await store.fetch(
+        "SELECT COUNT(*) FROM audit_events AS e"
+        " WHERE NOT EXISTS (SELECT 1 FROM audit_seals AS s WHERE s.event_id = e.id)"
+    )
     verdict.unsealed = int(unsealed[0][0])
     return verdict

@@ -34,8 +34,9 @@ class AuditLog:
     async def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> Page[AuditRecord]:
         """The tenant's rows, oldest first."""
         rows = await self._store.fetch(
-            f"SELECT id, {', '.join(AUDIT_COLUMNS)}, chain_seq, chain_hash FROM audit_events"
-            " WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            f"SELECT e.id, {', '.join(f'e.{c}' for c in AUDIT_COLUMNS)}, s.chain_seq,"
+            " s.chain_hash FROM audit_events AS e LEFT JOIN audit_seals AS s ON s.event_id = e.id"
+            " WHERE e.tenant_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
             tenant_id,
             decode_cursor(cursor) if cursor else 0,
             limit + 1,

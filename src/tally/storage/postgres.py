@@ -343,6 +343,20 @@ def _notifications(settings: Settings) -> Notifications:
 
 class PostgresStore(Store):
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    # The oldest transaction still running as of this statement's snapshot, or the
+    # next to start if none; a transaction that pg_stat_activity shows in another
+    # database is passed over (it writes no row here), so a long one elsewhere in
+    # the cluster does not hold sealing back. One that has finished by the time
+    # pg_stat_activity is read is not passed over: its rows may be invisible to
+    # this snapshot, so the next round takes them.
+    settled_txid = (
+        "SELECT LEAST(pg_snapshot_xmax(s), (SELECT MIN(x) FROM pg_snapshot_xip(s) AS x"
+        " WHERE x::text::bigint % 4294967296 NOT IN (SELECT backend_xid::text::bigint"
+        " FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+        " AND datid IS DISTINCT FROM (SELECT oid FROM pg_database"
+        " WHERE datname = current_database()))))::text::bigint"
+        " FROM pg_current_snapshot() AS s"
+    )
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

@@ -153,6 +153,10 @@ class Store(abc.ABC):
     # rows are locked, and rows another process holds are skipped rather than
     # waited for; SQLite's BEGIN IMMEDIATE already excludes every other writer.
     skip_locked: str = ""
+    # An expression of the smallest ``audit_events.txid`` whose transaction may
+    # still commit: every row below it is final (tally.audit.chain). On SQLite one
+    # transaction writes at a time and every row's txid is 0.
+    settled_txid: str = "1"
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from tally.audit.chain import chain_hash, seal, verify
+from tally.audit.context import FIELDS, INSERT_SQL
+from tally.audit.log import AuditLog
 from tally.config import Settings
 from tally.storage import make_store
 from tally.storage.records import BalanceRecord
@@ -58,7 +61,7 @@ def test_migrate_applies_every_revision_once_and_says_which(empty_database: str)
     assert (
         [r.id for r in applied]
         == [r.id for r in before.missing]
-        == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+        == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
     )
     assert all(r.summary for r in applied)
     after = state(settings)
@@ -160,6 +163,74 @@ def test_0007_moves_each_transfers_balances_onto_its_row_and_answers_the_same(
              r.credits_posted, r.created_at_us)
             for r in reversed(_HISTORY_A)
         ]  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def _audit_row(n: int) -> tuple[object, ...]:
+    """An audit_events row in the order of FIELDS: request ``r{n}``."""
+    return ("t", 1_000 + n, "api_key", "k", "createTransfer", f"x{n}", 201, None, f"r{n}", None)
+
+
+def test_0008_keeps_the_sealed_chain_and_seals_the_rest_after_it(empty_database: str) -> None:
+    """Before 0008 a seal was an update of the row; rows sealed then keep their
+    places, and rows not sealed yet (here 3, committed after 4 was sealed, and 5)
+    are sealed after them, in id order, then new rows after those."""
+    settings = Settings(database_url=empty_database)
+    config = alembic_config(settings)
+    command.upgrade(config, "0007")
+    engine = sa.create_engine(sqlalchemy_url(empty_database))
+    columns = ", ".join(FIELDS)
+    previous = ""
+    try:
+        with engine.begin() as conn:  # ids 1 to 5
+            for n in range(1, 6):
+                values = ", ".join(f":v{i}" for i in range(len(FIELDS)))
+                conn.execute(
+                    sa.text(f"INSERT INTO audit_events ({columns}) VALUES ({values})"),
+                    {f"v{i}": v for i, v in enumerate(_audit_row(n))},
+                )
+            for seq, n in enumerate((1, 2, 4), start=1):
+                previous = chain_hash(previous, seq, list(_audit_row(n)))
+                conn.execute(
+                    sa.text(
+                        "UPDATE audit_events SET chain_seq = :s, chain_hash = :h WHERE id = :n"
+                    ),
+                    {"s": seq, "h": previous, "n": n},
+                )
+            conn.execute(
+                sa.text("UPDATE audit_chain SET head_seq = 3, head_hash = :h WHERE id = 1"),
+                {"h": previous},
+            )
+        migrate(settings)
+
+        async def work() -> dict[str, int | None]:
+            store = make_store(settings)
+            await store.open()
+            try:
+                assert await seal(store, 1) == 1  # 3, then the mark is past it
+                assert await seal(store, 1000) >= 1
+                async with store.transaction() as tx:
+                    for n in (6, 7):
+                        await tx.execute(INSERT_SQL, *_audit_row(n))
+                while await seal(store, 1000):
+                    pass
+                verdict = await verify(store)
+                assert verdict.ok and (verdict.sealed, verdict.unsealed) == (7, 0), verdict
+                page = await AuditLog(store).list("t", limit=10, cursor=None)
+                return {r.request_id or "": r.chain_seq for r in page.items}
+            finally:
+                await store.close()
+
+        places = asyncio.run(work())
+        assert places == {"r1": 1, "r2": 2, "r4": 3, "r3": 4, "r5": 5, "r6": 6, "r7": 7}
+        # And back: each row carries its place again.
+        command.downgrade(config, "0007")
+        with engine.connect() as conn:
+            back = conn.execute(
+                sa.text("SELECT request_id, chain_seq FROM audit_events ORDER BY id")
+            ).all()
+        assert dict(tuple(r) for r in back) == places
     finally:
         engine.dispose()
 
