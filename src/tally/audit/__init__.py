@@ -15,9 +15,10 @@ Rows are inserted unsealed, and never updated. The sealer (one round at a time
 across all processes: it locks the one ``audit_chain`` row) gives each the next
 number of the chain and ``chain_hash = sha256(previous hash, the row's fields)``
 as a row of ``audit_seals``, and moves the head (tally.audit.chain.seal says in
-which order, and why no row can commit before one already sealed). ``verify`` walks the chain: an edited row no longer matches its hash,
-a deleted row leaves a gap in the numbers, and deleting the newest rows leaves
-the head pointing past the end. (Someone who can rewrite the whole table and the
+which order, and why no row can commit before one already sealed). ``verify``
+walks the chain: an edited row no longer matches its hash, a deleted row leaves
+a gap in the numbers, and deleting the newest rows leaves the head pointing
+past the end. (Someone who can rewrite the whole table and the
 head can forge a consistent chain; keeping a copy of ``tally audit head``
 elsewhere is what detects that.)
 """

@@ -106,16 +106,11 @@ class Writer:
         self._queued_commands += len(commands)
         WRITER_QUEUE_COMMANDS.set(self._queued_commands)
         self._wakeup.set()
-        # shield: a client that hangs up must not cancel a write the batch
-        # already carries; its outcome is simply not delivered.
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # Nobody will read the outcome now; take it when it comes, so that an
-            # error is logged as what it is rather than as "Future exception was
-            # never retrieved" with a traceback.
-            future.add_done_callback(_abandoned)
-            raise
+        # A client that hangs up cancels this future, not the write: the job stays
+        # queued and is carried, and _commit and _settle deliver only to futures
+        # not yet done. (asyncio.shield did the same at the cost of a second
+        # future and two callbacks per request: docs/performance.md.)
+        return await future
 
     def _take_batch(self) -> list[Job]:
         batch: list[Job] = []
@@ -175,11 +170,6 @@ class Writer:
                     self.on_committed(changed)
                 except Exception:  # a listener's bug must not stop the writer
                     log.exception("on_committed failed")
-
-
-def _abandoned(future: asyncio.Future[JobResult]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.info("a write whose client had gone failed: %r", future.exception())
 
 
 def _settle(job: Job, exc: BaseException) -> None:

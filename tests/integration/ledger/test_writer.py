@@ -60,6 +60,32 @@ def test_requests_waiting_together_share_one_transaction(database_url: str) -> N
     assert all(result.outcomes[0].status is Status.CREATED for result in results)
 
 
+def test_a_client_that_hangs_up_does_not_cancel_its_queued_write(database_url: str) -> None:
+    """A request whose task is cancelled (its client hung up) while its command
+    waits in the queue: the write is carried all the same, its outcome simply not
+    delivered, and the requests beside it are answered."""
+    tenant_id, _ = create_tenant(database_url)
+
+    async def scenario() -> tuple[Outcome, bool]:
+        store = make_store(Settings(database_url=database_url))
+        await store.open()
+        writer = Writer(store, queue_commands_max=10, batch_commands_max=10)
+        gone = asyncio.ensure_future(writer.submit(tenant_id, [CreateAccount("hung", "USD")]))
+        stays = asyncio.ensure_future(writer.submit(tenant_id, [CreateAccount("kept", "USD")]))
+        await asyncio.sleep(0)
+        gone.cancel()
+        writer.start()
+        (outcome,) = (await stays).outcomes
+        await writer.stop()
+        found = await store.get_account(tenant_id, "hung") is not None
+        await store.close()
+        return outcome, found
+
+    outcome, found = run(scenario())  # type: ignore[misc]
+    assert outcome.status is Status.CREATED
+    assert found
+
+
 def test_a_full_queue_refuses_with_unavailable_and_loses_nothing_queued(
     database_url: str,
 ) -> None:
