@@ -32,7 +32,7 @@ from starlette.testclient import TestClient
 
 from tally.api.openapi import ROUTES
 from tally.audit import chain as audit
-from tally.audit.context import FIELDS
+from tally.audit.context import FIELDS, INSERT_SQL
 from tally.config import Settings
 from tally.console import CONSOLE_ROUTES
 from tally.storage import make_store
@@ -51,7 +51,8 @@ from tests.security.conftest import (
     signup,
 )
 
-EVENT_COLUMNS = ("id", *FIELDS)
+# txid too, so that a row put back keeps its place in the sealer's order.
+EVENT_COLUMNS = ("id", *FIELDS, "txid")
 SEAL_COLUMNS = ("chain_seq", "chain_hash")
 COLUMNS = (*EVENT_COLUMNS, *SEAL_COLUMNS)
 # The id of the event sealed at place $1 of the chain (its seal is a row of
@@ -310,6 +311,89 @@ def test_verify_detects_a_row_slipped_in_past_the_head(audited: str) -> None:
         db.execute(f"DELETE FROM audit_events WHERE id = {EVENT_AT}", head[0] + 1)
         db.execute("DELETE FROM audit_seals WHERE chain_seq = $1", head[0] + 1)
     assert verify_directly(audited).ok
+
+
+def test_verify_names_a_row_whose_seal_alone_was_deleted(audited: str) -> None:
+    """The event is still there, its seal is not: the sealer, past it, will never
+    come back for it, so it is named, not merely counted as waiting."""
+    db = Db(audited)
+    kept = row(db, 3)
+    db.execute("DELETE FROM audit_seals WHERE chain_seq = 3")
+    try:
+        verdict = verify_directly(audited)
+        assert not verdict.ok
+        assert any("3..3" in p and "missing" in p for p in verdict.problems), verdict.problems
+        behind = [p for p in verdict.problems if "behind the chain's mark" in p]
+        assert behind and f"id {kept[0]}" in behind[0], verdict.problems
+    finally:
+        db.execute(
+            "INSERT INTO audit_seals (event_id, chain_seq, chain_hash) VALUES ($1, $2, $3)",
+            kept[0],
+            *kept[len(EVENT_COLUMNS) :],
+        )
+    assert verify_directly(audited).ok
+
+
+def audit_rows(n: int, prefix: str) -> list[tuple[Any, ...]]:
+    """``n`` audit rows in the order of FIELDS, request ids ``{prefix}{i}``."""
+    return [
+        (None, 1, "anonymous", None, "login", None, 401, "unauthenticated", f"{prefix}{i}", None)
+        for i in range(n)
+    ]
+
+
+def write_and_seal(url: str, rows: list[tuple[Any, ...]]) -> None:
+    async def work() -> None:
+        store = make_store(Settings(database_url=url))
+        await store.open()
+        try:
+            async with store.transaction() as tx:
+                for values in rows:
+                    await tx.execute(INSERT_SQL, *values)
+            while await audit.seal(store, 1000):
+                pass
+        finally:
+            await store.close()
+
+    asyncio.run(work())
+
+
+def test_rows_after_a_cut_off_tail_never_take_the_deleted_rows_seals(database_url: str) -> None:
+    """Deleting the newest rows (and not their seals) must not let new rows reuse
+    their ids, and so their places: SQLite's table has AUTOINCREMENT (0008)."""
+    with new_database(database_url) as url:
+        write_and_seal(url, audit_rows(5, "before-"))
+        db = Db(url)
+        (newest,) = db.fetch("SELECT MAX(id) FROM audit_events")
+        db.execute("DELETE FROM audit_events WHERE id > $1", newest[0] - 2)
+        write_and_seal(url, audit_rows(3, "after-"))
+        every = db.fetch(
+            "SELECT e.id, e.request_id, s.chain_seq FROM audit_events AS e"
+            " JOIN audit_seals AS s ON s.event_id = e.id ORDER BY e.id"
+        )
+        sealed = [r for r in every if r[1].startswith("after-")]
+        assert [r[0] > newest[0] for r in sealed] == [True] * 3, sealed
+        assert [r[2] for r in sealed] == [6, 7, 8], sealed
+        verdict = verify_directly(url)
+        assert verdict.problems == ["rows 4..5 of the chain are missing (deleted)"], verdict
+
+
+def test_a_mark_from_another_cluster_is_moved_and_sealing_goes_on(postgres_url: str) -> None:
+    """A dump restored into another PostgreSQL cluster brings a mark naming
+    transaction ids this cluster has not reached: rows written here would sort
+    before it forever. The sealer moves the mark and seals them."""
+    with new_database(postgres_url) as url:
+        write_and_seal(url, audit_rows(2, "old-"))
+        db = Db(url)
+        # As if the old cluster had run 10^12 transactions more than this one.
+        db.execute("UPDATE audit_chain SET mark_txid = mark_txid + 1000000000000")
+        db.execute("UPDATE audit_events SET txid = txid + 1000000000000")
+        write_and_seal(url, audit_rows(3, "here-"))
+        verdict = verify_directly(url)
+        assert verdict.ok and (verdict.sealed, verdict.unsealed) == (5, 0), verdict
+        (mark,) = db.fetch("SELECT mark_txid FROM audit_chain WHERE id = 1")
+        (now,) = db.fetch("SELECT pg_current_xact_id()::text::bigint")
+        assert 0 < mark[0] < now[0]
 
 
 def test_graphql_mutations_allowed_refused_and_replayed_are_in_the_audit_log(

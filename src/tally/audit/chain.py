@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,9 @@ import msgspec
 
 from tally.audit.context import FIELDS
 from tally.storage import Store
+from tally.storage.store import Tx
+
+log = logging.getLogger(__name__)
 
 
 def chain_hash(previous_hash: str, seq: int, values: Sequence[Any]) -> str:
@@ -59,30 +63,36 @@ async def seal(store: Store, rows_max: int) -> int:
     """Seal up to ``rows_max`` rows onto the chain; returns how many rows it took
     past the chain's mark (0: none waits).
 
-    Rows are taken in ``(txid, id)`` order after the chain's mark, and only rows
-    of finished transactions (``store.settled_txid``): a transaction that is still
-    running, or has yet to start, has a larger txid than all of those, so no row
-    can commit later with a place before the mark. A row's seal is a row of its
-    own in ``audit_seals`` (migration 0008: an update of the row itself cost
-    three times as much)."""
+    A row's seal is a row of its own in ``audit_seals`` (migration 0008: an update
+    of the row itself cost three times as much). Rows are taken in the chain's
+    order after its mark (``store.audit_order``), and only rows whose transaction
+    has finished (``store.audit_settled``). On PostgreSQL the order is ``(txid,
+    id)``: a transaction still running, or yet to start, has a larger txid than
+    every finished one, so no row can commit later with a place before the mark.
+    On SQLite one transaction writes at a time, so ids are committed in order."""
     fields = ", ".join(f"e.{name}" for name in FIELDS)
     async with store.transaction() as tx:
         # The update takes the head's row lock: sealers in other processes wait, then
         # see these rows sealed (each statement reads what is committed by then).
         await tx.execute("UPDATE audit_chain SET head_seq = head_seq WHERE id = 1")
         head = await tx.fetch(
-            "SELECT head_seq, head_hash, mark_txid, mark_id FROM audit_chain WHERE id = 1"
+            "SELECT head_seq, head_hash, mark_txid, mark_id,"
+            f" {store.audit_next_txid} FROM audit_chain WHERE id = 1"
         )
         seq, previous = int(head[0][0]), str(head[0][1])
+        mark_txid, mark_id, next_txid = head[0][2], head[0][3], head[0][4]
+        anchored = next_txid is not None and mark_txid >= next_txid
+        if anchored:
+            mark_txid, mark_id = await _anchor_again(tx, next_txid)
         # The join passes over a row sealed already: rows from before 0008 share
         # txid 0, and some past the mark may have been sealed out of id order.
         rows = await tx.fetch(
             f"SELECT e.txid, e.id, s.event_id IS NOT NULL, {fields}"
             " FROM audit_events AS e LEFT JOIN audit_seals AS s ON s.event_id = e.id"
-            f" WHERE (e.txid, e.id) > ($1, $2) AND e.txid < ({store.settled_txid})"
-            " ORDER BY e.txid, e.id LIMIT $3",
-            head[0][2],
-            head[0][3],
+            f" WHERE {store.audit_after_mark} AND {store.audit_settled}"
+            f" ORDER BY {store.audit_order} LIMIT $3",
+            mark_txid,
+            mark_id,
             rows_max,
         )
         sealed = []
@@ -103,15 +113,38 @@ async def seal(store: Store, rows_max: int) -> int:
                 _encode(sealed).decode(),
             )
         if rows:
+            mark_txid, mark_id = rows[-1][0], rows[-1][1]
+        if rows or anchored:
             await tx.execute(
                 "UPDATE audit_chain SET head_seq = $1, head_hash = $2, mark_txid = $3,"
                 " mark_id = $4 WHERE id = 1",
                 seq,
                 previous,
-                rows[-1][0],
-                rows[-1][1],
+                mark_txid,
+                mark_id,
             )
     return len(rows)
+
+
+async def _anchor_again(tx: Tx, next_txid: int) -> tuple[int, int]:
+    """The mark names a transaction this cluster has not reached: the database was
+    restored from a dump (or moved by logical replication) into another cluster,
+    whose transaction ids start lower. Rows written here would sort before the
+    mark and never be sealed. The rows that came with the dump get txid 0, so
+    that they sort first and the rows written here after them, and the mark moves
+    to just before the first of them not sealed yet, as migration 0008 set it."""
+    log.warning(
+        "the audit chain's mark (txid past %d) was made by another PostgreSQL cluster"
+        " (a restore?): moving it to this cluster's transaction ids",
+        next_txid,
+    )
+    await tx.execute("UPDATE audit_events SET txid = 0 WHERE txid >= $1", next_txid)
+    rows = await tx.fetch(
+        "SELECT COALESCE((SELECT MIN(e.id) - 1 FROM audit_events AS e WHERE e.txid = 0"
+        " AND NOT EXISTS (SELECT 1 FROM audit_seals AS s WHERE s.event_id = e.id)),"
+        " (SELECT MAX(id) FROM audit_events WHERE txid = 0), 0)"
+    )
+    return 0, int(rows[0][0])
 
 
 @dataclass
@@ -134,6 +167,10 @@ async def verify(
     verdict = Verdict()
     head = await read_head(store)
     head_seq, head_hash = head.seq, head.hash
+    mark = await store.fetch(
+        f"SELECT mark_txid, mark_id, {store.audit_next_txid} FROM audit_chain WHERE id = 1"
+    )
+    mark_txid, mark_id, next_txid = mark[0]
     verdict.head_seq = head_seq
     expected_seq, previous, after = 1, "", 0
     while True:
@@ -171,9 +208,23 @@ async def verify(
         verdict.problems.append(f"rows {head_seq + 1}..{last_seq} were added past the head")
     elif last_seq == head_seq and head_seq and previous != head_hash:
         verdict.problems.append("the last row does not match the chain head")
+    # A row without a seal waits for the sealer if it lies past the mark; behind
+    # it, the sealer will never come back for it. (A mark from another cluster,
+    # after a restore, is moved by the sealer's next round: everything waits.)
     unsealed = await store.fetch(
-        "SELECT COUNT(*) FROM audit_events AS e"
+        f"SELECT e.id, {store.audit_after_mark} FROM audit_events AS e"
         " WHERE NOT EXISTS (SELECT 1 FROM audit_seals AS s WHERE s.event_id = e.id)"
+        " ORDER BY e.id",
+        mark_txid,
+        mark_id,
     )
-    verdict.unsealed = int(unsealed[0][0])
+    foreign_mark = next_txid is not None and mark_txid >= next_txid
+    behind = [int(r[0]) for r in unsealed if not (r[1] or foreign_mark)]
+    verdict.unsealed = len(unsealed) - len(behind)
+    if behind:
+        shown = ", ".join(str(i) for i in behind[:10]) + (", …" if len(behind) > 10 else "")
+        verdict.problems.append(
+            f"{len(behind)} rows (id {shown}) lie behind the chain's mark without a seal:"
+            " a seal was deleted, or they were written while migration 0008 ran"
+        )
     return verdict

@@ -343,20 +343,28 @@ def _notifications(settings: Settings) -> Notifications:
 
 class PostgresStore(Store):
     skip_locked = " FOR UPDATE SKIP LOCKED"
-    # The oldest transaction still running as of this statement's snapshot, or the
-    # next to start if none; a transaction that pg_stat_activity shows in another
-    # database is passed over (it writes no row here), so a long one elsewhere in
-    # the cluster does not hold sealing back. One that has finished by the time
-    # pg_stat_activity is read is not passed over: its rows may be invisible to
-    # this snapshot, so the next round takes them.
-    settled_txid = (
-        "SELECT LEAST(pg_snapshot_xmax(s), (SELECT MIN(x) FROM pg_snapshot_xip(s) AS x"
-        " WHERE x::text::bigint % 4294967296 NOT IN (SELECT backend_xid::text::bigint"
-        " FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+    # An audit row's txid is its transaction's (pg_current_xact_id()). A row is
+    # taken only once every transaction with a smaller id has finished: the
+    # oldest still running as of the statement's snapshot, or the next to start
+    # if none. A transaction that pg_stat_activity shows in another database, or
+    # one prepared (two-phase) in another, is passed over: it writes no row here,
+    # so a long one elsewhere in the cluster does not hold sealing back. One that
+    # has finished by the time pg_stat_activity is read is not passed over (its
+    # rows may be invisible to this snapshot): the next round takes them.
+    audit_order = "e.txid, e.id"
+    audit_after_mark = "(e.txid, e.id) > ($1, $2)"
+    audit_settled = (
+        "e.txid < (SELECT LEAST(pg_snapshot_xmax(s)::text::bigint,"
+        " (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x"
+        " WHERE x::text::bigint % 4294967296 NOT IN ("
+        "SELECT backend_xid::text::bigint FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
         " AND datid IS DISTINCT FROM (SELECT oid FROM pg_database"
-        " WHERE datname = current_database()))))::text::bigint"
-        " FROM pg_current_snapshot() AS s"
+        " WHERE datname = current_database())"
+        " UNION ALL SELECT transaction::text::bigint FROM pg_prepared_xacts"
+        " WHERE database <> current_database())))"
+        " FROM pg_current_snapshot() AS s)"
     )
+    audit_next_txid = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

@@ -153,10 +153,15 @@ class Store(abc.ABC):
     # rows are locked, and rows another process holds are skipped rather than
     # waited for; SQLite's BEGIN IMMEDIATE already excludes every other writer.
     skip_locked: str = ""
-    # An expression of the smallest ``audit_events.txid`` whose transaction may
-    # still commit: every row below it is final (tally.audit.chain). On SQLite one
-    # transaction writes at a time and every row's txid is 0.
-    settled_txid: str = "1"
+    # The audit chain's order, the rows past its mark ($1 txid, $2 id), the rows
+    # whose transactions have finished, and the next transaction id (to tell a
+    # mark made by another cluster): tally.audit.chain. On SQLite one transaction
+    # writes at a time, so ids are committed in order: the order is the id, and
+    # every row's txid is 0.
+    audit_order: str = "e.id"
+    audit_after_mark: str = "e.id > $2"
+    audit_settled: str = "1 = 1"
+    audit_next_txid: str = "NULL"
 
     # -- lifecycle ------------------------------------------------------------------
 

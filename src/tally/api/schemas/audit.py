@@ -26,7 +26,7 @@ class AuditEventOut(Struct):
     code: str | None
     request_id: str | None
     client_address: str | None
-    chain_seq: int | None  # None until sealed onto the chain (about a second)
+    chain_seq: int | None  # None until sealed (about a second; a long write waits)
     chain_hash: str | None
 
 

@@ -13,16 +13,21 @@ Without the partial index, the sealer needs another way to find the rows that
 are not sealed yet, in an order that a row committed late cannot slip in
 before. A row remembers the transaction that wrote it (``txid``, PostgreSQL's
 ``pg_current_xact_id()``; 0 on SQLite), and the sealer takes rows in
-``(txid, id)`` order after a mark it keeps on ``audit_chain``, and only those of
-transactions that have finished: every transaction still running, or yet to
-start, has a larger id than those (tally.audit.chain). On SQLite one
-transaction writes at a time, so ids are assigned in commit order and ``id``
-alone is that order.
+``(txid, id)`` order after a mark it keeps on ``audit_chain`` (through an
+index on ``(txid, id)``), and only those of transactions that have finished:
+every transaction still running, or yet to start, has a larger id than those
+(tally.audit.chain). On SQLite one transaction writes at a time, so ids are
+assigned in commit order and ``id`` alone is that order; the table is rebuilt
+with AUTOINCREMENT, so that a new row never takes the id (and the seal) of a
+deleted one.
 
 Rows sealed before this revision keep their numbers and hashes (moved to
 ``audit_seals``); rows not sealed yet get ``txid`` 0 and are sealed first, in
-id order. ``GET /v1/audit-events`` answers as before. As with 0007, stop every
-older process first: an older sealer would update columns that are gone.
+id order. ``GET /v1/audit-events`` answers as before. On PostgreSQL the
+migration locks the audit tables first, so that no row commits behind the mark
+it sets, and copies every seal and builds the index under that lock: its time
+grows with the log. As with migration 0007, stop every older process first: an
+older sealer and audit list read columns that are gone.
 
 Revision ID: 0008
 Revises: 0007
@@ -43,6 +48,11 @@ _PG_TXID = "(pg_current_xact_id()::text::bigint)"
 
 
 def upgrade() -> None:
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        # Nothing may write or seal an audit row while the mark is chosen: a row
+        # committed after it, with an id before it, would never be sealed.
+        op.execute("LOCK TABLE audit_events, audit_chain IN ACCESS EXCLUSIVE MODE")
     op.create_table(
         "audit_seals",
         sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -67,19 +77,24 @@ def upgrade() -> None:
         " (SELECT MAX(id) FROM audit_events), 0)"
     )
     op.drop_index("audit_events_unsealed", "audit_events")
-    with op.batch_alter_table("audit_events") as batch:
+    # On SQLite the table is rebuilt, now with AUTOINCREMENT: an id is never used
+    # twice, even after the newest rows are deleted, so a new row can never take
+    # the id (and so the seal) of a deleted one.
+    with op.batch_alter_table("audit_events", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.add_column(
             sa.Column("txid", sa.BigInteger, nullable=False, server_default=sa.text("0"))
         )
         batch.drop_column("chain_seq")
         batch.drop_column("chain_hash")
-    if op.get_bind().dialect.name == "postgresql":
+    if postgresql:
         op.execute(f"ALTER TABLE audit_events ALTER COLUMN txid SET DEFAULT {_PG_TXID}")
-    op.create_index("audit_events_seal_order", "audit_events", ["txid", "id"])
+        # SQLite takes rows by id alone (its txid is always 0): no index there.
+        op.create_index("audit_events_seal_order", "audit_events", ["txid", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("audit_events_seal_order", "audit_events")
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("audit_events_seal_order", "audit_events")
     with op.batch_alter_table("audit_events") as batch:
         batch.drop_column("txid")
         batch.add_column(sa.Column("chain_seq", sa.BigInteger, nullable=True))
