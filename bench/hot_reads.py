@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
 import tempfile
 import time
@@ -27,8 +26,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
+from harness import postgres
 
 from tally.config import Settings
 from tally.storage import make_store
@@ -156,17 +155,9 @@ def main() -> None:
             fill(url, args.transfers)
             asyncio.run(run(url, args.transfers, args.repeat))
         return
-    name = f"tally_bench_hot_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        migrate(Settings(database_url=url))
+    with postgres.Server(ADMIN_URL).migrated_database("tally_bench_hot") as url:
         fill(url, args.transfers)
         asyncio.run(run(url, args.transfers, args.repeat))
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -23,18 +23,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import secrets
 import statistics
 import time
 from typing import Any
 
 import asyncpg
 import msgspec
-import psycopg
+from harness import postgres
 
-from tally.config import Settings
 from tally.storage.rows import TRANSFER_WRITE_COLUMNS
-from tally.storage.schema import migrate
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -111,16 +108,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=12)
     args = parser.parse_args()
-    name = f"tally_bench_copy_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        migrate(Settings(database_url=url))
+    with postgres.Server(ADMIN_URL).migrated_database("tally_bench_copy") as url:
         asyncio.run(measure(url, args.batch, args.rounds))
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ as ratios to it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from harness import procs
+from tally.config import Settings
+from tally.storage.schema import migrate
 
 CONNECT_TIMEOUT_SECONDS = 10
 PGBENCH_INIT_TIMEOUT_SECONDS = 300.0
@@ -70,6 +74,17 @@ class Server:
     def drop_database(self, name: str) -> None:
         with self._admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    @contextlib.contextmanager
+    def migrated_database(self, prefix: str) -> Iterator[str]:
+        """A throwaway database at this version's schema: its URL, dropped after."""
+        name = self.create_database(prefix)
+        try:
+            url = self.url_for(name)
+            migrate(Settings(database_url=url))
+            yield url
+        finally:
+            self.drop_database(name)
 
     def postmaster_pid(self) -> int:
         """The postmaster is the parent of every backend, ours included."""
