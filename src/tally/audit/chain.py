@@ -17,6 +17,9 @@ from tally.storage.store import Tx
 
 log = logging.getLogger(__name__)
 
+# An audit_events row's fields, in the order of FIELDS, from the alias e.
+_EVENT_FIELDS = ", ".join(f"e.{name}" for name in FIELDS)
+
 
 def chain_hash(previous_hash: str, seq: int, values: Sequence[Any]) -> str:
     """SHA-256 of the previous row's hash, a newline, and this row as canonical
@@ -59,6 +62,31 @@ async def read_head(store: Store) -> ChainHead:
     return ChainHead(int(rows[0][0]), str(rows[0][1]))
 
 
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    head: ChainHead
+    mark_txid: int  # the mark: rows up to (mark_txid, mark_id) were taken
+    mark_id: int
+    # Set when the mark names a transaction this cluster has not reached (the
+    # database was restored into another cluster): the next transaction id here.
+    foreign_from: int | None
+
+
+async def _read_chain(store: Store, db: Store | Tx) -> _Chain:
+    rows = await db.fetch(
+        "SELECT head_seq, head_hash, mark_txid, mark_id,"
+        f" {store.audit_next_txid} FROM audit_chain WHERE id = 1"
+    )
+    seq, hash_, mark_txid, mark_id, next_txid = rows[0]
+    foreign = next_txid is not None and mark_txid >= next_txid
+    return _Chain(
+        ChainHead(int(seq), str(hash_)),
+        int(mark_txid),
+        int(mark_id),
+        int(next_txid) if foreign else None,
+    )
+
+
 async def seal(store: Store, rows_max: int) -> int:
     """Seal up to ``rows_max`` rows onto the chain; returns how many rows it took
     past the chain's mark (0: none waits).
@@ -70,24 +98,19 @@ async def seal(store: Store, rows_max: int) -> int:
     id)``: a transaction still running, or yet to start, has a larger txid than
     every finished one, so no row can commit later with a place before the mark.
     On SQLite one transaction writes at a time, so ids are committed in order."""
-    fields = ", ".join(f"e.{name}" for name in FIELDS)
     async with store.transaction() as tx:
         # The update takes the head's row lock: sealers in other processes wait, then
         # see these rows sealed (each statement reads what is committed by then).
         await tx.execute("UPDATE audit_chain SET head_seq = head_seq WHERE id = 1")
-        head = await tx.fetch(
-            "SELECT head_seq, head_hash, mark_txid, mark_id,"
-            f" {store.audit_next_txid} FROM audit_chain WHERE id = 1"
-        )
-        seq, previous = int(head[0][0]), str(head[0][1])
-        mark_txid, mark_id, next_txid = head[0][2], head[0][3], head[0][4]
-        anchored = next_txid is not None and mark_txid >= next_txid
-        if anchored:
-            mark_txid, mark_id = await _anchor_again(tx, next_txid)
+        chain = await _read_chain(store, tx)
+        seq, previous = chain.head.seq, chain.head.hash
+        mark_txid, mark_id = chain.mark_txid, chain.mark_id
+        if chain.foreign_from is not None:
+            mark_txid, mark_id = await _anchor_again(tx, chain.foreign_from)
         # The join passes over a row sealed already: rows from before 0008 share
         # txid 0, and some past the mark may have been sealed out of id order.
         rows = await tx.fetch(
-            f"SELECT e.txid, e.id, s.event_id IS NOT NULL, {fields}"
+            f"SELECT e.txid, e.id, s.event_id IS NOT NULL, {_EVENT_FIELDS}"
             " FROM audit_events AS e LEFT JOIN audit_seals AS s ON s.event_id = e.id"
             f" WHERE {store.audit_after_mark} AND {store.audit_settled}"
             f" ORDER BY {store.audit_order} LIMIT $3",
@@ -114,7 +137,7 @@ async def seal(store: Store, rows_max: int) -> int:
             )
         if rows:
             mark_txid, mark_id = rows[-1][0], rows[-1][1]
-        if rows or anchored:
+        if rows or chain.foreign_from is not None:
             await tx.execute(
                 "UPDATE audit_chain SET head_seq = $1, head_hash = $2, mark_txid = $3,"
                 " mark_id = $4 WHERE id = 1",
@@ -163,19 +186,14 @@ async def verify(
     store: Store, *, page_rows: int = 5_000, on_page: Callable[[int], None] | None = None
 ) -> Verdict:
     """Walk the whole chain; name every row that was edited, deleted or added."""
-    fields = ", ".join(f"e.{name}" for name in FIELDS)
     verdict = Verdict()
-    head = await read_head(store)
-    head_seq, head_hash = head.seq, head.hash
-    mark = await store.fetch(
-        f"SELECT mark_txid, mark_id, {store.audit_next_txid} FROM audit_chain WHERE id = 1"
-    )
-    mark_txid, mark_id, next_txid = mark[0]
+    chain = await _read_chain(store, store)
+    head_seq, head_hash = chain.head.seq, chain.head.hash
     verdict.head_seq = head_seq
     expected_seq, previous, after = 1, "", 0
     while True:
         rows = await store.fetch(
-            f"SELECT s.chain_seq, s.chain_hash, s.event_id, e.id, {fields}"
+            f"SELECT s.chain_seq, s.chain_hash, s.event_id, e.id, {_EVENT_FIELDS}"
             " FROM audit_seals AS s LEFT JOIN audit_events AS e ON e.id = s.event_id"
             " WHERE s.chain_seq > $1 ORDER BY s.chain_seq LIMIT $2",
             after,
@@ -215,11 +233,10 @@ async def verify(
         f"SELECT e.id, {store.audit_after_mark} FROM audit_events AS e"
         " WHERE NOT EXISTS (SELECT 1 FROM audit_seals AS s WHERE s.event_id = e.id)"
         " ORDER BY e.id",
-        mark_txid,
-        mark_id,
+        chain.mark_txid,
+        chain.mark_id,
     )
-    foreign_mark = next_txid is not None and mark_txid >= next_txid
-    behind = [int(r[0]) for r in unsealed if not (r[1] or foreign_mark)]
+    behind = [int(r[0]) for r in unsealed if not (r[1] or chain.foreign_from is not None)]
     verdict.unsealed = len(unsealed) - len(behind)
     if behind:
         shown = ", ".join(str(i) for i in behind[:10]) + (", …" if len(behind) > 10 else "")

@@ -173,5 +173,9 @@ class Writer:
 
 
 def _settle(job: Job, exc: BaseException) -> None:
-    if job.future is not None and not job.future.done():
+    if job.future is None:
+        return
+    if job.future.cancelled():  # its client had gone: say what became of the write
+        log.info("a write whose client had gone failed: %r", exc)
+    elif not job.future.done():
         job.future.set_exception(exc)
