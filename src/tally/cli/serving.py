@@ -50,7 +50,9 @@ def run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a response's headers and body written in one send
+        # (tally.cli.corked; docs/performance.md).
+        http="tally.cli.corked:CorkedHttpToolsProtocol",
         # The sans-I/O implementation: no tasks of its own per connection (the
         # legacy one keeps three), which is most of a WebSocket's memory at 10,000
         # (docs/events.md). Clients send one small message at most (auth).

@@ -1,0 +1,187 @@
+"""The HTTP/1.1 protocol ``tally serve`` runs under uvicorn (tally.cli.corked): a
+response's writes leave as one, and nothing the app sends is lost, reordered or
+held: pipelined requests, ``Connection: close``, a streamed body, a peer gone.
+
+Over real loopback sockets under uvloop, as the server runs (a recording
+wrapper counts the real transport's writes). tests/e2e runs it under
+``tally serve`` with every route, event stream and WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+import uvloop
+
+from tally.cli.corked import CorkedHttpToolsProtocol, CorkedTransport
+
+PROTOCOL = "tally.cli.corked:CorkedHttpToolsProtocol"
+
+
+class Recording:
+    """The real transport, counting the writes that reach it."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    uvloop.run(main())
+
+
+async def _pair() -> tuple[asyncio.Transport, socket.socket]:
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    return transport, theirs  # type: ignore[return-value]
+
+
+async def _read_all(sock: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    got = b""
+    while len(got) < size:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_the_writes_of_one_turn_reach_the_transport_as_one_in_order() -> None:
+    async def main() -> None:
+        transport, peer = await _pair()
+        recording = Recording(transport)
+        corked = CorkedTransport(recording, asyncio.get_running_loop())  # type: ignore[arg-type]
+        corked.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        corked.write(bytearray(b"{}"))
+        corked.write(b"")
+        assert recording.writes == []  # held until the loop's next turn
+        await asyncio.sleep(0)
+        assert recording.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+        corked.writelines([b"a", b"b"])
+        await asyncio.sleep(0)
+        corked.write(b"c")
+        await asyncio.sleep(0)
+        assert recording.writes[1:] == [b"ab", b"c"]
+        sent = b"".join(recording.writes)
+        assert await _read_all(peer, len(sent)) == recording.writes[0] + b"abc"
+        transport.close()
+        peer.close()
+
+    run(main)
+
+
+def test_close_writes_what_is_held_first_and_a_closed_transport_takes_nothing() -> None:
+    async def main() -> None:
+        transport, peer = await _pair()
+        recording = Recording(transport)
+        corked = CorkedTransport(recording, asyncio.get_running_loop())  # type: ignore[arg-type]
+        corked.write(b"last words")
+        corked.close()
+        assert recording.writes == [b"last words"]
+        assert await _read_all(peer, 11) == b"last words"  # then EOF
+        corked.write(b"after the close")
+        await asyncio.sleep(0)  # the turn's flush finds the transport closing
+        assert recording.writes == [b"last words"]
+        assert corked.is_closing()  # everything else is the real transport's
+        peer.close()
+
+    run(main)
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = f"{scope['method']} {scope['path']}".encode()
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one ", b"two ", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await asyncio.sleep(0.01)  # each part leaves in a turn of its own
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _serve(client: Callable[[int], Awaitable[None]]) -> None:
+    config = uvicorn.Config(
+        _app, host="127.0.0.1", port=0, http=PROTOCOL, loop="none", lifespan="off",
+        log_level="warning", interface="asgi3",
+    )  # fmt: skip
+    config.load()
+    assert config.http_protocol_class is CorkedHttpToolsProtocol
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):  # up to 5 s
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    assert server.started
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        await client(port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def test_pipelined_requests_and_connection_close_are_answered_in_order_then_closed() -> None:
+    async def client(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"POST /b HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n"
+            b"GET /c HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(), 5)  # to EOF: the server closed
+        writer.close()
+        bodies = [part.split(b"\r\n\r\n", 1)[1][:6] for part in answer.split(b"HTTP/1.1 ")[1:]]
+        assert bodies == [b"GET /a", b"POST /", b"GET /c"]
+        assert answer.count(b"HTTP/1.1 200 OK") == 3
+        assert b"connection: close" in answer.split(b"HTTP/1.1 ")[3]
+
+    run(lambda: _serve(client))
+
+
+def test_a_streamed_body_arrives_whole_in_chunked_encoding() -> None:
+    async def client(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert b"transfer-encoding: chunked" in head
+        assert body == b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
+
+    run(lambda: _serve(client))
+
+
+def test_a_client_gone_before_its_answer_is_written_breaks_nothing() -> None:
+    async def client(port: int) -> None:
+        for _ in range(20):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /stream HTTP/1.1\r\nhost: t\r\n\r\n")
+            await writer.drain()
+            writer.transport.abort()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /still HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.endswith(b"GET /still")
+
+    run(lambda: _serve(client))
