@@ -15,6 +15,7 @@ error as problem details, record the request in the audit log and measure it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -181,7 +182,7 @@ class Call:
         if self.idempotency_key is None:
             return None
         r = self.request
-        return Claim(self.idempotency_key, fingerprint(r.method, r.url.path, self.raw_body))
+        return Claim(self.idempotency_key, fingerprint(r.method, request_path(r), self.raw_body))
 
     def write_context(self, answer: Answer) -> WriteContext:
         """How a ledger write of this request is answered, keyed and audited."""
@@ -203,6 +204,21 @@ class Call:
     def limit(self) -> int:
         s = self.settings
         return query_int(self.request, "limit", s.page_limit_default, 1, s.page_limit_max)
+
+
+# A path that Starlette's ``request.url.path`` hands back unchanged (it escapes
+# ?, # and \, drops tabs and line breaks, and re-parses the whole URL: 8 µs).
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~:@!$&'()*+,;=%/-]*")
+
+
+def request_path(request: Request) -> str:
+    """``request.url.path``, as the idempotency fingerprint has always hashed it,
+    read straight from the scope when that gives the same string (every path that
+    reaches a write: ids are checked first)."""
+    path: str = request.scope["path"]
+    if _PLAIN_PATH.fullmatch(path) and not path.startswith("//"):
+        return path
+    return request.url.path
 
 
 def client_address(request: Request) -> str | None:
