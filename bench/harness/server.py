@@ -24,9 +24,13 @@ READY_TIMEOUT_SECONDS = 60.0
 READY_POLL_SECONDS = 0.1
 
 
-def tally_env(database_url: str, **settings: str) -> dict[str, str]:
-    """Our environment, less any stray TALLY_* setting, plus the given ones."""
+def tally_env(database_url: str, pythonpath: str | None = None, **settings: str) -> dict[str, str]:
+    """Our environment, less any stray TALLY_* setting, plus the given ones; with
+    ``pythonpath``, Tally's code is imported from there (another commit's ``src``,
+    bench/side_by_side.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     env["TALLY_DATABASE_URL"] = database_url
     env["TALLY_LOG_LEVEL"] = "warning"
     # The benchmark drives the ledger through one API key: the per-key rate limit is
@@ -39,10 +43,10 @@ def tally_env(database_url: str, **settings: str) -> dict[str, str]:
     return env
 
 
-def _cli(database_url: str, *args: str) -> str:
+def _cli(database_url: str, *args: str, pythonpath: str | None = None) -> str:
     done = subprocess.run(
         [str(TALLY), *args],
-        env=tally_env(database_url),
+        env=tally_env(database_url, pythonpath),
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_SECONDS,
@@ -53,13 +57,15 @@ def _cli(database_url: str, *args: str) -> str:
     return done.stdout
 
 
-def migrate(database_url: str) -> None:
-    _cli(database_url, "migrate")
+def migrate(database_url: str, pythonpath: str | None = None) -> None:
+    _cli(database_url, "migrate", pythonpath=pythonpath)
 
 
-def create_tenant(database_url: str, name: str) -> tuple[str, str]:
+def create_tenant(database_url: str, name: str, pythonpath: str | None = None) -> tuple[str, str]:
     """``tally tenants create NAME --json``: (tenant_id, api_key)."""
-    created = json.loads(_cli(database_url, "tenants", "create", name, "--json"))
+    created = json.loads(
+        _cli(database_url, "tenants", "create", name, "--json", pythonpath=pythonpath)
+    )
     return created["tenant_id"], created["api_key"]
 
 
@@ -85,6 +91,7 @@ def serve(
     http_server: str = "uvicorn",
     *,
     tls_ca: Path | None = None,
+    pythonpath: str | None = None,
     **settings: str,
 ) -> Server:
     """Start ``tally serve --no-migrate --server HTTP_SERVER`` on a free port and wait
@@ -98,7 +105,7 @@ def serve(
             str(TALLY), "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), "--no-migrate", "--server", http_server,
         ],
-        env=tally_env(database_url, **settings),
+        env=tally_env(database_url, pythonpath, **settings),
         log=log,
     )  # fmt: skip
     scheme = "https" if tls_ca is not None else "http"

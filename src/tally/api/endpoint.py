@@ -222,7 +222,9 @@ def request_path(request: Request) -> str:
 
 
 def client_address(request: Request) -> str | None:
-    return request.client.host if request.client is not None else None
+    # request.client's host, without building its Address each time.
+    client = request.scope.get("client")
+    return client[0] if client else None
 
 
 def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
@@ -267,10 +269,15 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
             log.exception("unhandled error in %s", spec.operation_id)
             code = "internal_error"
             response = problem_response(TallyError(UNEXPECTED), request)
-        for name, value in limit_headers.items():
+        if limit_headers:
             # A handler's own limit (login's) speaks for the request, not ours.
-            if name not in response.headers:
-                response.headers[name] = value
+            # Added to the raw list: MutableHeaders re-scans it for every name.
+            raw = response.raw_headers
+            present = {key for key, _ in raw}
+            for name, value in limit_headers.items():
+                key = name.lower().encode("latin-1")
+                if key not in present:
+                    raw.append((key, value.encode("latin-1")))
         if ctx is not None and not ctx.recorded:
             # It changed nothing (refused, or replayed): the appender records it.
             if "idempotent-replayed" in response.headers:
