@@ -69,6 +69,8 @@ class Writer:
         self._closing = False
 
     def start(self) -> None:
+        # Read when /metrics is scraped, not set (under a lock) twice per request.
+        WRITER_QUEUE_COMMANDS.set_function(lambda: self._queued_commands)
         self._task = asyncio.create_task(self._run(), name="tally-writer")
 
     async def stop(self) -> None:
@@ -104,7 +106,6 @@ class Writer:
         job = Job(tenant_id, commands, atomic, claim, answer, future, audit)
         self._queue.append(job)
         self._queued_commands += len(commands)
-        WRITER_QUEUE_COMMANDS.set(self._queued_commands)
         self._wakeup.set()
         # A client that hangs up cancels this future, not the write: the job stays
         # queued and is carried, and _commit and _settle deliver only to futures
@@ -122,7 +123,6 @@ class Writer:
             batch.append(self._queue.popleft())
             commands += size
         self._queued_commands -= commands
-        WRITER_QUEUE_COMMANDS.set(self._queued_commands)
         return batch
 
     async def _run(self) -> None:

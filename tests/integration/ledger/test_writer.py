@@ -6,6 +6,7 @@ import asyncio
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from tally.api import create_app
@@ -109,6 +110,32 @@ def test_a_full_queue_refuses_with_unavailable_and_loses_nothing_queued(
     assert outcome.status is Status.CREATED
     assert status_of(refused) == 503
     assert refused.retry_after_seconds == 1
+
+
+def test_the_queue_gauge_reads_the_commands_waiting_when_scraped(database_url: str) -> None:
+    tenant_id, _ = create_tenant(database_url)
+
+    def scraped() -> float | None:
+        return REGISTRY.get_sample_value("tally_writer_queue_commands")
+
+    async def scenario() -> tuple[float | None, float | None]:
+        store = make_store(Settings(database_url=database_url))
+        await store.open()
+        writer = Writer(store, queue_commands_max=100, batch_commands_max=100)
+        writer.start()
+        pending = [
+            asyncio.ensure_future(writer.submit(tenant_id, [CreateAccount(f"g{i}", "USD")]))
+            for i in range(3)
+        ]
+        await asyncio.sleep(0)  # queued; the writer has not taken them yet
+        waiting = scraped()
+        await asyncio.gather(*pending)
+        done = scraped()
+        await writer.stop()
+        await store.close()
+        return waiting, done
+
+    assert run(scenario()) == (3.0, 0.0)
 
 
 def test_a_full_queue_is_a_503_with_retry_after_over_http(database_url: str) -> None:
