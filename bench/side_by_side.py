@@ -2,7 +2,7 @@
 measured on a machine whose speed drifts.
 
     .venv/bin/python bench/side_by_side.py BASE [NEW] [--clients 64] [--batch 0]
-        [--seconds 15] [--rounds 3] [--workers 2]
+        [--seconds 15] [--rounds 3] [--workers 2] [--base-server S] [--new-server S]
 
 BASE and NEW are commits (NEW defaults to the working tree, as checked out). Each
 gets a ``git worktree`` (removed afterwards), a throwaway PostgreSQL database
@@ -20,6 +20,9 @@ the figure to quote. Both share two cores with each other, PostgreSQL and two
 load generators, so each one's throughput is lower than alone; the CPU per
 transfer is what is compared. PostgreSQL's figure counts each database's
 backends plus the shared WAL writer and checkpointer (in both columns).
+
+``--base-server`` and ``--new-server`` (uvicorn, granian) run each side under
+that HTTP server: the same commit twice compares the servers.
 
 Both commits must share their migrations' history as far as the older one goes
 (each migrates its own database). Only 127.0.0.1 is contacted.
@@ -55,6 +58,7 @@ class Side:
     name: str  # "base" or "new"
     rev: str
     src: Path
+    http_server: str = "uvicorn"
     url: str = ""
     running: server.Server | None = None
     groups: dict[str, tuple[procs.Finder, bool]] | None = None
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=15, help="seconds per round (15)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (3)")
     parser.add_argument("--workers", type=int, default=2, help="tally serve --workers (2)")
+    parser.add_argument("--base-server", default="uvicorn", choices=("uvicorn", "granian"))
+    parser.add_argument("--new-server", default="uvicorn", choices=("uvicorn", "granian"))
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args(argv)
     if not (1 <= args.rounds <= 20 and 3 <= args.seconds <= 120 and 1 <= args.clients <= 512):
@@ -154,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     children = procs.Children()
     pg = postgres.Server(args.postgres_url)
     postmaster = pg.postmaster_pid()
-    base = Side("base", _short(args.base), _checkout(args.base, work / "base"))
+    base = Side("base", _short(args.base), _checkout(args.base, work / "base"), args.base_server)
     if args.new:
-        new = Side("new", _short(args.new), _checkout(args.new, work / "new"))
+        new = Side("new", _short(args.new), _checkout(args.new, work / "new"), args.new_server)
     else:
-        new = Side("new", "working tree", REPO / "src")
+        new = Side("new", "working tree", REPO / "src", args.new_server)
     sides = (base, new)
     databases: list[str] = []
     rounds: list[dict[str, dict[str, Any]]] = []
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             server.migrate(side.url, str(side.src))
             side.running = server.serve(
                 children, side.url, args.workers, work / f"{side.name}.log",
-                pythonpath=str(side.src),
+                side.http_server, pythonpath=str(side.src),
             )  # fmt: skip
             side.groups = {
                 "tally": (procs.tree(side.running.pid), False),
@@ -205,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     what = "single transfers" if args.batch == 0 else f"batches of {args.batch}"
     print(
         f"\nPostgreSQL, {what}, {args.clients} connections per side, {args.workers} workers, "
-        f"{args.seconds} s rounds; base {base.rev}, new {new.rev}\n"
+        f"{args.seconds} s rounds; base {base.rev} ({base.http_server}), "
+        f"new {new.rev} ({new.http_server})\n"
     )
     print("| round | transfers/s base · new | Tally CPU µs/transfer base · new | new/base "
           "| PostgreSQL CPU µs/transfer base · new | p99 ms base · new |")  # fmt: skip
