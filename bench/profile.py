@@ -126,7 +126,7 @@ def profile_path(
         "--batch", str(args.batch), "--batch-clients", str(args.clients),
         "--seconds", str(args.seconds + 2), "--rounds", "1", "--hot-pct", str(args.hot_pct),
         "--accounts", str(args.accounts), "--postgres-url", args.postgres_url,
-        "--json", str(results),
+        "--json", str(results), "--backend", args.backend,
     ]  # fmt: skip
     with stderr.open("wb") as out:
         proc = children.start(argv, env=dict(os.environ), log=out)
@@ -148,6 +148,12 @@ def profile_path(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--driver", choices=("wrk", "path"), default="wrk")
+    parser.add_argument(
+        "--backend",
+        choices=("postgresql", "sqlite"),
+        default="postgresql",
+        help="the database (sqlite: --driver path only)",
+    )
     parser.add_argument("--clients", type=int, default=64, help="connections (64)")
     parser.add_argument("--batch", type=int, default=0, help="transfers per request (0: single)")
     parser.add_argument("--seconds", type=int, default=15, help="seconds profiled (15)")
@@ -170,6 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (1 <= args.clients <= 1000 and 0 <= args.batch <= 1000 and 1 <= args.seconds <= 600):
         parser.error("--clients 1…1000, --batch 0…1000, --seconds 1…600")
+    if args.backend == "sqlite" and args.driver != "path":
+        parser.error("--backend sqlite needs --driver path")
     return args
 
 
@@ -193,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.clients} clients, {args.driver}"
         + (f", hot {args.hot_pct} %" if args.hot_pct else "")
     )
-    title = f"Tally on PostgreSQL, {what}, {stamp}: {cpu_us:,.1f} µs CPU per transfer"
+    database = "SQLite" if args.backend == "sqlite" else "PostgreSQL"
+    title = f"Tally on {database}, {what}, {stamp}: {cpu_us:,.1f} µs CPU per transfer"
     text = flame.report(raw, svg_path, cpu_us, args.top, title)
     md.write_text(f"# {title}\n\n```\n{text}\n```\n")
     print(text)
