@@ -16,9 +16,12 @@ same turn. Nothing waits on a timer: the next turn comes as soon as the loop has
 run what is ready, so an answer leaves microseconds later than it would have.
 
 Everything but ``write`` and ``close`` passes through to the real transport.
-Flow control is the real transport's, which is at most one turn's output behind.
-A WebSocket upgrade hands the real transport to the WebSocket protocol: its
-frames gain nothing from gathering.
+Flow control stays the real transport's: what is held is handed over at once
+when it passes ``FLUSH_BYTES``, so an app that sends a large body without ever
+yielding to the loop still meets uvicorn's back-pressure (the real transport
+pauses it) rather than piling its body up here. After a WebSocket upgrade the
+connection's writes go straight through, in the order they are made: a
+pipelined answer still being written must not land after the ``101``.
 
 ``tally serve --server uvicorn`` (the default) runs with
 ``http="tally.cli.corked:CorkedHttpToolsProtocol"``.
@@ -31,41 +34,63 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+# Held bytes past which a write is handed over at once (and uvicorn's flow
+# control sees it). A JSON answer is a few hundred bytes; a chunk of a large
+# body is its own send anyway.
+FLUSH_BYTES = 64 * 1024
+
 
 class CorkedTransport:
     """A transport whose writes within one turn of the loop leave as one."""
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "transport")
+    __slots__ = ("_direct", "_held", "_loop", "_pending", "_scheduled", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._held = 0
         self._scheduled = False
+        self._direct = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
+        if self._direct:
+            self.transport.write(data)
+            return
         self._pending.append(bytes(data))
-        if not self._scheduled:
+        self._held += len(data)
+        if self._held >= FLUSH_BYTES:
+            self.flush()
+        elif not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self.flush)
+            self._loop.call_soon(self._flush_soon)
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
 
+    def _flush_soon(self) -> None:
+        self._scheduled = False
+        self.flush()
+
     def flush(self) -> None:
         """Hand what is held to the real transport (unless it has closed: then
         the peer is gone and nothing can reach it)."""
-        self._scheduled = False
         pending = self._pending
         if not pending:
             return
         self._pending = []
+        self._held = 0
         if self.transport.is_closing():
             return
         self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def uncork(self) -> None:
+        """Write what is held, and every later write at once."""
+        self.flush()
+        self._direct = True
 
     def close(self) -> None:
         """Close after what is held has been written (a ``Connection: close``
@@ -87,6 +112,8 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         corked = self.transport
         if isinstance(corked, CorkedTransport):
-            corked.flush()
+            # A pipelined request's cycle may still write through the corked
+            # transport: from now on its writes go straight through, in order.
+            corked.uncork()
             self.transport = corked.transport
         super().handle_websocket_upgrade()

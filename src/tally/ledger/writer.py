@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 
 from prometheus_client import Gauge, Histogram
@@ -69,8 +70,12 @@ class Writer:
         self._closing = False
 
     def start(self) -> None:
-        # Read when /metrics is scraped, not set (under a lock) twice per request.
-        WRITER_QUEUE_COMMANDS.set_function(lambda: self._queued_commands)
+        # Read when /metrics is scraped, not set (under a lock) twice per request;
+        # by a weak reference, so that a stopped writer is not kept alive by it.
+        writer = weakref.ref(self)
+        WRITER_QUEUE_COMMANDS.set_function(
+            lambda: w._queued_commands if (w := writer()) is not None else 0
+        )
         self._task = asyncio.create_task(self._run(), name="tally-writer")
 
     async def stop(self) -> None:

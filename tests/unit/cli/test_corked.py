@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 import uvloop
 
-from tally.cli.corked import CorkedHttpToolsProtocol, CorkedTransport
+from tally.cli.corked import FLUSH_BYTES, CorkedHttpToolsProtocol, CorkedTransport
 
 PROTOCOL = "tally.cli.corked:CorkedHttpToolsProtocol"
 
@@ -101,8 +101,41 @@ def test_close_writes_what_is_held_first_and_a_closed_transport_takes_nothing() 
     run(main)
 
 
+def test_held_bytes_past_the_threshold_are_handed_over_at_once() -> None:
+    async def main() -> None:
+        transport, peer = await _pair()
+        recording = Recording(transport)
+        corked = CorkedTransport(recording, asyncio.get_running_loop())  # type: ignore[arg-type]
+        corked.write(b"head")
+        corked.write(b"x" * FLUSH_BYTES)  # in the same turn: no waiting for the next
+        assert recording.writes == [b"head" + b"x" * FLUSH_BYTES]
+        corked.write(b"tail")
+        await asyncio.sleep(0)
+        assert recording.writes[1:] == [b"tail"]
+        transport.close()
+        peer.close()
+
+    run(main)
+
+
+BIG_CHUNKS = 1024  # of 64 KiB: 64 MiB, if nothing held it back
+sent_chunks: list[int] = []
+
+
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+        return
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/big":  # never yields to the loop unless send makes it
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(BIG_CHUNKS):
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+            sent_chunks.append(1)
+        await send({"type": "http.response.body", "body": b""})
         return
     body = f"{scope['method']} {scope['path']}".encode()
     if scope["path"] == "/stream":
@@ -120,7 +153,7 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def _serve(client: Callable[[int], Awaitable[None]]) -> None:
     config = uvicorn.Config(
         _app, host="127.0.0.1", port=0, http=PROTOCOL, loop="none", lifespan="off",
-        log_level="warning", interface="asgi3",
+        log_level="warning", interface="asgi3", ws="websockets-sansio",
     )  # fmt: skip
     config.load()
     assert config.http_protocol_class is CorkedHttpToolsProtocol
@@ -136,6 +169,7 @@ async def _serve(client: Callable[[int], Awaitable[None]]) -> None:
         await client(port)
     finally:
         server.should_exit = True
+        server.force_exit = True  # a stuck reader's response is not waited for
         await task
 
 
@@ -183,5 +217,42 @@ def test_a_client_gone_before_its_answer_is_written_breaks_nothing() -> None:
         answer = await asyncio.wait_for(reader.read(), 5)
         writer.close()
         assert answer.endswith(b"GET /still")
+
+    run(lambda: _serve(client))
+
+
+def test_a_body_sent_without_yielding_to_a_reader_that_never_reads_is_held_back() -> None:
+    """uvicorn's back-pressure still stops the app: held bytes go to the real
+    transport past FLUSH_BYTES, which pauses the app's sends when it fills."""
+
+    async def client(port: int) -> None:
+        sent_chunks.clear()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n")
+        await asyncio.sleep(0.5)  # and never read
+        assert 0 < len(sent_chunks) < BIG_CHUNKS // 4
+        sock.close()
+
+    run(lambda: _serve(client))
+
+
+def test_an_answer_pipelined_before_a_websocket_upgrade_comes_before_the_101() -> None:
+    async def client(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /before HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"GET /ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+            b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+        )
+        got = b""
+        while b"101 Switching Protocols" not in got:
+            got += await asyncio.wait_for(reader.read(4096), 5)
+        writer.close()
+        assert got.startswith(b"HTTP/1.1 200 OK")
+        assert got.index(b"GET /before") < got.index(b"HTTP/1.1 101")
 
     run(lambda: _serve(client))
