@@ -270,14 +270,7 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
             code = "internal_error"
             response = problem_response(TallyError(UNEXPECTED), request)
         if limit_headers:
-            # A handler's own limit (login's) speaks for the request, not ours.
-            # Added to the raw list: MutableHeaders re-scans it for every name.
-            raw = response.raw_headers
-            present = {key for key, _ in raw}
-            for name, value in limit_headers.items():
-                key = name.lower().encode("latin-1")
-                if key not in present:
-                    raw.append((key, value.encode("latin-1")))
+            _add_absent(response, limit_headers)
         if ctx is not None and not ctx.recorded:
             # It changed nothing (refused, or replayed): the appender records it.
             if "idempotent-replayed" in response.headers:
@@ -298,6 +291,19 @@ def endpoint(spec: RouteSpec, services: Services) -> Endpoint:
 
     run.__name__ = spec.operation_id
     return run
+
+
+def _add_absent(response: Response, headers: dict[str, str]) -> None:
+    """The rate-limit headers, unless the handler set its own (login's limit
+    speaks for the request, not ours). Appended to the raw list: Starlette's
+    MutableHeaders re-scans it for every name it sets."""
+    raw = response.raw_headers
+    present = {key for key, _ in raw}
+    for name, value in headers.items():
+        key = name.lower().encode("latin-1")
+        if key not in present:
+            raw.append((key, value.encode("latin-1")))
+            present.add(key)
 
 
 async def admit(
