@@ -35,26 +35,33 @@ def accounts(count: int) -> list[Account]:
     ]
 
 
+def measure(batch: int = 1_000, accounts_n: int = 200, repeat: int = 30) -> float:
+    """µs of CPU per transfer, the best of ``repeat`` runs of one batch of creates.
+    Also ``make bench``'s gauge of how fast Python runs on this machine today
+    (bench/run.py measures it before and after its points)."""
+    rng = random.Random(1)
+    book_accounts = accounts(accounts_n)
+    commands = []
+    for k in range(batch):
+        debit, credit = rng.sample(range(accounts_n), 2)
+        commands.append(CreateTransfer(f"t{k}", f"a{debit}", f"a{credit}", 1))
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        book = Book(book_accounts, [], now_us=10, last_sequence=0)
+        book.execute(commands, atomic=False)
+        book.changes()
+        best = min(best, time.process_time() - started)
+    return best * 1e6 / batch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
-    rng = random.Random(1)
-    book_accounts = accounts(args.accounts)
-    commands = []
-    for k in range(args.batch):
-        debit, credit = rng.sample(range(args.accounts), 2)
-        commands.append(CreateTransfer(f"t{k}", f"a{debit}", f"a{credit}", 1))
-    best = float("inf")
-    for _ in range(args.repeat):
-        started = time.process_time()
-        book = Book(book_accounts, [], now_us=10, last_sequence=0)
-        book.execute(commands, atomic=False)
-        book.changes()
-        best = min(best, time.process_time() - started)
-    per_transfer_us = best * 1e6 / args.batch
+    per_transfer_us = measure(args.batch, args.accounts, args.repeat)
     print(f"Book.execute: {per_transfer_us:.2f} us of CPU per transfer (best of {args.repeat})")
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import core_book
 import protocols
 import psutil
 from harness import ledger, load, postgres, procs, report, server
@@ -494,6 +495,9 @@ def _new_results(plan: Plan, stamp: str) -> dict[str, Any]:
             "wrk_threads": plan.wrk_threads,
             "accounts": plan.accounts_n,
             "postgres": {},
+            # bench/core_book.py, µs per transfer: how fast Python runs on this
+            # machine during the run (it drifts by half from day to day).
+            "core_book_us": {},
         },
         "pgbench": {"scale": plan.pgbench_scale, "runs": []},
         "points": [],
@@ -507,6 +511,7 @@ def run_all(plan: Plan, children: procs.Children, work: Path, results: dict[str,
     """pgbench, then Tally on PostgreSQL, then on SQLite. A scenario that fails (a
     server that does not start) is recorded and does not stop the next one."""
     load.wrk_path()
+    results["meta"]["core_book_us"]["before"] = round(core_book.measure(), 2)
     pg = postgres.Server(plan.postgres_url)
     results["meta"]["postgres"] = pg.settings()
     postmaster = pg.postmaster_pid()
@@ -532,6 +537,7 @@ def run_all(plan: Plan, children: procs.Children, work: Path, results: dict[str,
         table = protocols.run(seconds, 64, children, work)
         results["protocols"] = table
         results["scenario_errors"] += [f"protocols: {f}" for f in table["failures"]]
+    results["meta"]["core_book_us"]["after"] = round(core_book.measure(), 2)
 
 
 def main(argv: list[str] | None = None) -> int:

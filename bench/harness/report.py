@@ -285,6 +285,20 @@ def _met(met: bool | None) -> str:
     return "n/a" if met is None else ("**met**" if met else "**missed**")
 
 
+def _python_speed(meta: dict[str, Any]) -> str:
+    """How fast Python ran during the run (bench/core_book.py), for comparing
+    runs on a machine whose speed drifts."""
+    speed = meta.get("core_book_us") or {}
+    if not speed:
+        return ""
+    measured = " and ".join(f"{speed[k]} {k}" for k in ("before", "after") if k in speed)
+    return (
+        f" The ledger core alone (`bench/core_book.py`) took {measured} the points, in µs "
+        "per transfer: how fast Python ran on this machine during the run (5.31 on its "
+        "best day), for comparing Tally's CPU per transfer across runs."
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -302,7 +316,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Load generator, server and database share the same cores: read the ratios, "
         "not the absolute figures. CPU % is of one core (100 % = one core busy; "
-        f"this machine has {meta['cpus']}).",
+        f"this machine has {meta['cpus']}).{_python_speed(meta)}",
         "",
         "## Targets (reported, not asserted)",
         "",
