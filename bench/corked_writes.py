@@ -8,27 +8,24 @@ headers Tally sends: nothing else runs, so the difference is the HTTP layer's)
 under uvicorn and uvloop with ``http="httptools"`` or
 ``http="tally.cli.corked:CorkedHttpToolsProtocol"``, alternating, one process
 per run; wrk sends ``GET /`` over ``--clients`` connections. Reported per run:
-requests/s and the server process's CPU µs per request (user + system, from
-``/proc``: the system calls are the point). Only 127.0.0.1 is contacted.
+requests/s and the server process's CPU µs per request (user + system,
+from psutil: the system calls are the point). Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from harness import load
+from harness import load, procs
 
 PROTOCOLS = {"httptools": "httptools", "corked": "tally.cli.corked:CorkedHttpToolsProtocol"}
 _REQUESTS = re.compile(r"(\d+) requests in ([0-9.]+)s")
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 # The app each server runs, as a -c program: the body and headers of a transfer's 201.
 APP = """
@@ -59,15 +56,9 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop", http=sy
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    times = procs.psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _wait_listening(port: int, deadline: float) -> None:
@@ -82,7 +73,7 @@ def _wait_listening(port: int, deadline: float) -> None:
 
 def one_run(protocol: str, clients: int, seconds: int) -> tuple[float, float]:
     """(requests/s, CPU µs per request) of one server process under wrk."""
-    port = _free_port()
+    port = procs.free_port()
     server = subprocess.Popen([sys.executable, "-c", APP, PROTOCOLS[protocol], str(port)])
     try:
         _wait_listening(port, time.monotonic() + 20)

@@ -48,6 +48,14 @@ async def _pair() -> tuple[asyncio.Transport, socket.socket]:
     return transport, theirs  # type: ignore[return-value]
 
 
+async def _corked() -> tuple[CorkedTransport, Recording, socket.socket]:
+    """A corked transport over a recording of a real one, and the peer's socket."""
+    transport, peer = await _pair()
+    recording = Recording(transport)
+    corked = CorkedTransport(recording, asyncio.get_running_loop())  # type: ignore[arg-type]
+    return corked, recording, peer
+
+
 async def _read_all(sock: socket.socket, size: int) -> bytes:
     loop = asyncio.get_running_loop()
     got = b""
@@ -61,9 +69,7 @@ async def _read_all(sock: socket.socket, size: int) -> bytes:
 
 def test_the_writes_of_one_turn_reach_the_transport_as_one_in_order() -> None:
     async def main() -> None:
-        transport, peer = await _pair()
-        recording = Recording(transport)
-        corked = CorkedTransport(recording, asyncio.get_running_loop())  # type: ignore[arg-type]
+        corked, recording, peer = await _corked()
         corked.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
         corked.write(bytearray(b"{}"))
         corked.write(b"")
@@ -77,7 +83,7 @@ def test_the_writes_of_one_turn_reach_the_transport_as_one_in_order() -> None:
         assert recording.writes[1:] == [b"ab", b"c"]
         sent = b"".join(recording.writes)
         assert await _read_all(peer, len(sent)) == recording.writes[0] + b"abc"
-        transport.close()
+        recording.transport.close()
         peer.close()
 
     run(main)
@@ -85,9 +91,7 @@ def test_the_writes_of_one_turn_reach_the_transport_as_one_in_order() -> None:
 
 def test_close_writes_what_is_held_first_and_a_closed_transport_takes_nothing() -> None:
     async def main() -> None:
-        transport, peer = await _pair()
-        recording = Recording(transport)
-        corked = CorkedTransport(recording, asyncio.get_running_loop())  # type: ignore[arg-type]
+        corked, recording, peer = await _corked()
         corked.write(b"last words")
         corked.close()
         assert recording.writes == [b"last words"]
@@ -103,16 +107,14 @@ def test_close_writes_what_is_held_first_and_a_closed_transport_takes_nothing() 
 
 def test_held_bytes_past_the_threshold_are_handed_over_at_once() -> None:
     async def main() -> None:
-        transport, peer = await _pair()
-        recording = Recording(transport)
-        corked = CorkedTransport(recording, asyncio.get_running_loop())  # type: ignore[arg-type]
+        corked, recording, peer = await _corked()
         corked.write(b"head")
         corked.write(b"x" * FLUSH_BYTES)  # in the same turn: no waiting for the next
         assert recording.writes == [b"head" + b"x" * FLUSH_BYTES]
         corked.write(b"tail")
         await asyncio.sleep(0)
         assert recording.writes[1:] == [b"tail"]
-        transport.close()
+        recording.transport.close()
         peer.close()
 
     run(main)
