@@ -35,6 +35,7 @@ from tally.ledger.writer import Writer
 from tally.limits import Limiter, Limits
 from tally.storage import make_store
 from tally.storage.notifications import EVENTS_CHANNEL
+from tally.storage.wakeup_leases import WakeupLeases
 from tally.support.clock import Clock, wall_clock_us
 from tally.support.loops import start_rounds
 from tally.webhooks.dispatcher import Dispatcher, DispatchSettings
@@ -107,13 +108,9 @@ class Services:
             endpoints_per_tenant_max=s.webhooks_endpoints_per_tenant_max,
             secret_overlap_seconds=s.webhooks_secret_overlap_seconds,
         )
-        self.dispatcher = (
-            Dispatcher(store, self.ledger, dispatch_settings(s), clock=clock)
-            if s.webhooks_deliver
-            else None
-        )
-        if self.dispatcher is not None:
-            self.webhooks.on_endpoints_changed = self.dispatcher.endpoints_changed
+        # Its streams' and webhook deliveries' leases (storage.wakeup_leases).
+        self.leases = WakeupLeases(store)
+        self.dispatcher = self._dispatcher()
         self.events = self._event_hub()
         self._rounds: list[asyncio.Task[None]] = []
 
@@ -134,6 +131,17 @@ class Services:
             raise
         return principal, await self.limits.for_credential(principal.actor_type, principal.actor_id)
 
+    def _dispatcher(self) -> Dispatcher | None:
+        """This process's webhook deliveries, unless it makes none."""
+        s = self.settings
+        if not s.webhooks_deliver:
+            return None
+        dispatcher = Dispatcher(
+            self.store, self.ledger, dispatch_settings(s), clock=self.clock, leases=self.leases
+        )
+        self.webhooks.on_endpoints_changed = dispatcher.endpoints_changed
+        return dispatcher
+
     def _event_hub(self) -> EventHub:
         """The live events of this process, woken by this process's writer and by
         the others' commits: through Redis when it is set, else PostgreSQL NOTIFY
@@ -144,6 +152,7 @@ class Services:
             buffer_events_max=s.events_buffer_events_max,
             heartbeat_seconds=s.events_heartbeat_seconds,
             poll_seconds=s.events_poll_seconds,
+            leases=self.leases,
             send_timeout_seconds=s.events_send_timeout_seconds,
             # A stream ends within a quarter of its lifetime of its end (tests use 0.5 s).
             tick_seconds=min(1.0, s.events_stream_seconds_max / 4 or 1.0),

@@ -120,14 +120,14 @@ def test_commits_wake_deliveries_without_reading_the_endpoints_each_time(
     """Every commit wakes the dispatcher; the list of enabled endpoints is read
     once a poll interval, or at once when one is created here."""
     reads: list[int] = []
-    read = queue.enabled_endpoint_ids
+    read = queue.enabled_endpoints
 
-    async def counted(store: Any) -> list[str]:
+    async def counted(store: Any) -> list[tuple[str, str]]:
         found = await read(store)
         reads.append(len(found))
         return found
 
-    monkeypatch.setattr(queue, "enabled_endpoint_ids", counted)
+    monkeypatch.setattr(queue, "enabled_endpoints", counted)
     # The poll is 30 s away: only wakes can deliver within this test.
     with hooked(database_url, webhooks_poll_interval_seconds=30.0) as h:
         h.account("a1")

@@ -33,6 +33,7 @@ import msgspec
 from tally.errors import TallyError
 from tally.ledger import Ledger
 from tally.storage.records import EventRecord
+from tally.storage.wakeup_leases import WakeupLeases
 from tally.support.clock import format_time
 
 log = logging.getLogger(__name__)
@@ -202,10 +203,12 @@ class EventHub:
         buffer_events_max: int,
         heartbeat_seconds: float,
         poll_seconds: float,
+        leases: WakeupLeases,
         send_timeout_seconds: float = 10.0,
         tick_seconds: float = TICK_SECONDS,
     ) -> None:
         self._ledger = ledger
+        self._leases = leases
         self._send_timeout_seconds = send_timeout_seconds
         self._tick_seconds = tick_seconds
         self._buffer_events_max = buffer_events_max
@@ -213,6 +216,7 @@ class EventHub:
         self._poll_seconds = poll_seconds
         self._feeds: dict[str, Feed] = {}
         self._heartbeats: asyncio.Task[None] | None = None
+        self._renewals: asyncio.Task[None] | None = None
         self._chained_signals: list[tuple[int, Any]] = []
 
     @property
@@ -221,12 +225,12 @@ class EventHub:
 
     async def start(self) -> None:
         self._heartbeats = asyncio.create_task(self._beat(), name="tally-events-heartbeat")
+        self._renewals = asyncio.create_task(self._keep_leases(), name="tally-events-leases")
 
     async def stop(self) -> None:
         self._restore_signals()
         tasks = [f.task for f in self._feeds.values() if f.task is not None]
-        if self._heartbeats is not None:
-            tasks.append(self._heartbeats)
+        tasks += [t for t in (self._heartbeats, self._renewals) if t is not None]
         for feed in self._feeds.values():
             for subscriber in feed.subscribers:
                 subscriber.close()
@@ -309,6 +313,9 @@ class EventHub:
         """A subscriber that receives every event after its ``live_from``; closed by
         the hub after ``lifetime_seconds`` (about: the hub looks every second)."""
         if tenant_id not in self._feeds:
+            # The lease first, then where the tenant's events stand: every commit
+            # this read does not see wakes this process (storage.wakeup_leases).
+            await self._leases.hold((tenant_id,))
             seen = await self._ledger.last_event_sequence(tenant_id)
             if tenant_id not in self._feeds:  # nobody made it while we read
                 feed = self._feeds[tenant_id] = Feed(tenant_id, seen)
@@ -393,6 +400,20 @@ class EventHub:
             if len(records) < PAGE_EVENTS_MAX:
                 return
         feed.wakeup.set()  # more is waiting: go on after the others had a turn
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of the tenants this process has streams of, once a
+        third of one has passed (``WakeupLeases.hold``; checked every tick). A
+        lease that cannot be renewed (the database away) runs out, and the feeds
+        read on their poll until it is back."""
+        while True:
+            await asyncio.sleep(self._tick_seconds)
+            try:
+                await self._leases.hold(list(self._feeds))
+            except TallyError as exc:
+                log.warning("events wakeup leases: %s", exc.detail or exc.code)
+            except Exception:
+                log.exception("events wakeup leases failed")
 
     async def _beat(self) -> None:
         """Every subscriber's clock, one task for all of them (no timer per stream):

@@ -253,14 +253,31 @@ def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
     """
     ctes = [
         "seq AS (UPDATE tenants SET event_sequence = event_sequence + $2 WHERE id = $1"
-        " RETURNING event_sequence - $2 AS base)"
+        " RETURNING event_sequence - $2 AS base, events_listened_until_us AS listened)"
     ]
     for param, name in enumerate(parts, start=3):
         ctes.append(f"{name} AS ({_WRITES[name][1](param)})")
-    # With events, the statement also announces them: NOTIFY is delivered when,
-    # and only if, the transaction commits, and costs no extra round trip here.
-    announce = f", pg_notify('{EVENTS_CHANNEL}', $1 || ':' || (base + $2))" if notify else ""
+    # With events, the statement also announces them while some process listens
+    # for the tenant's (its lease, read from the row this statement updates:
+    # tally.storage.wakeup_leases). NOTIFY is delivered when, and only if, the
+    # transaction commits, and costs no extra round trip here.
+    announce = (
+        f", CASE WHEN listened > {PG_NOW_US}"
+        f" THEN pg_notify('{EVENTS_CHANNEL}', $1 || ':' || (base + $2)) END"
+        if notify
+        else ""
+    )
     return f"WITH {', '.join(ctes)} SELECT base{announce} FROM seq"
+
+
+# PostgreSQL's clock in µs since the epoch: the one clock every process's lease
+# on a tenant's event wakeups is set and read by.
+PG_NOW_US = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
+# A lease runs from its statement's time, and only ever lengthens.
+_LEASE_EVENT_WAKEUPS = (
+    "UPDATE tenants SET events_listened_until_us = GREATEST(events_listened_until_us,"
+    f" {PG_NOW_US} + $2) WHERE id = $1"
+)
 
 
 # A primary-key probe per key, whatever the statistics (see _probe).
@@ -597,6 +614,16 @@ class PostgresStore(Store):
         documents = [_encode_json(rows[name]).decode() for name in parts]
         notify = w.sequences_used > 0 and self._announce_events
         await conn.execute(_write_sql(parts, notify), w.tenant_id, w.sequences_used, *documents)
+
+    async def lease_event_wakeups(self, tenant_id: str, seconds: float) -> None:
+        if not self._announce_events:
+            return  # Redis carries the wakeups, from every commit (tally.events.redis)
+        # One tenant a statement, each its own transaction: it holds one tenant's
+        # row lock at a time, so it cannot wait in a cycle with a writer's.
+        try:
+            await self.pool.execute(_LEASE_EVENT_WAKEUPS, tenant_id, int(seconds * 1_000_000))
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
 
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         try:

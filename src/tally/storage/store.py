@@ -184,6 +184,11 @@ class Store(abc.ABC):
         may run it again); a database that is away, Unavailable."""
 
     @abc.abstractmethod
+    async def lease_event_wakeups(self, tenant_id: str, seconds: float) -> None:
+        """Have the tenant's commits wake every process's live streams and webhook
+        dispatcher for at least ``seconds`` from now (tally.storage.wakeup_leases)."""
+
+    @abc.abstractmethod
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         """Delete at most ``limit`` keys past their retention; return how many."""
 

@@ -33,6 +33,7 @@ from prometheus_client import Counter, Histogram
 
 from tally.ledger import Ledger
 from tally.storage import Store
+from tally.storage.wakeup_leases import WakeupLeases
 from tally.support.clock import Clock, format_time
 from tally.support.loops import start_rounds
 from tally.webhooks import queue, ring
@@ -90,8 +91,17 @@ def new_worker_id() -> str:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, ledger: Ledger, s: DispatchSettings, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        s: DispatchSettings,
+        *,
+        clock: Clock,
+        leases: WakeupLeases,
+    ) -> None:
         self._store = store
+        self._leases = leases
         self._ledger = ledger
         self._s = s
         self._clock = clock
@@ -100,6 +110,7 @@ class Dispatcher:
         self._next_heartbeat_us = 0
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # by endpoint id
         self._endpoint_ids: list[str] = []
+        self._endpoint_tenants: dict[str, str] = {}
         self._endpoints_read_until_us = 0  # read them again from then on
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -150,12 +161,11 @@ class Dispatcher:
         room = self._s.concurrency_max - len(self._in_flight)
         if room <= 0:
             return 0
-        endpoint_ids = await self._enabled_endpoints(now_us)
-        mine = [
-            e
-            for e in ring.share(endpoint_ids, self.workers, self.worker_id)
-            if e not in self._in_flight
-        ]
+        share = ring.share(await self._enabled_endpoints(now_us), self.workers, self.worker_id)
+        # Commits of the tenants whose endpoints this worker delivers wake it, from
+        # any process (tally.storage.wakeup_leases): cheap unless a lease is due.
+        await self._leases.hold({self._endpoint_tenants[e] for e in share})
+        mine = [e for e in share if e not in self._in_flight]
         if not mine:
             return 0
         lease_us = int((self._s.attempt_timeout_seconds + self._s.lease_margin_seconds) * US)
@@ -178,7 +188,9 @@ class Dispatcher:
         A disabled endpoint still in this list costs nothing: ``queue.claim``
         takes only enabled ones."""
         if now_us >= self._endpoints_read_until_us:
-            self._endpoint_ids = await queue.enabled_endpoint_ids(self._store)
+            endpoints = await queue.enabled_endpoints(self._store)
+            self._endpoint_ids = [e for e, _ in endpoints]
+            self._endpoint_tenants = dict(endpoints)
             self._endpoints_read_until_us = now_us + int(self._s.poll_interval_seconds * US)
         return self._endpoint_ids
 

@@ -81,12 +81,13 @@ async def leave(store: Store, worker_id: str) -> None:
         await tx.execute("DELETE FROM webhook_workers WHERE id = $1", worker_id)
 
 
-async def enabled_endpoint_ids(store: Store) -> list[str]:
+async def enabled_endpoints(store: Store) -> list[tuple[str, str]]:
+    """The enabled endpoints, (id, tenant) each."""
     rows = await store.fetch(
-        "SELECT id FROM webhook_endpoints WHERE status = 'enabled' ORDER BY id LIMIT $1",
+        "SELECT id, tenant_id FROM webhook_endpoints WHERE status = 'enabled' ORDER BY id LIMIT $1",
         ENDPOINTS_MAX,
     )
-    return [r[0] for r in rows]
+    return [(r[0], r[1]) for r in rows]
 
 
 # -- claims -----------------------------------------------------------------------------------

@@ -90,7 +90,13 @@ def test_a_full_buffer_marks_the_subscriber_overflowed_and_takes_no_more(
     tenant, _ = create_tenant(database_url)
 
     async def scenario(services: Services) -> None:
-        hub = EventHub(services.ledger, buffer_events_max=2, heartbeat_seconds=60, poll_seconds=0.1)
+        hub = EventHub(
+            services.ledger,
+            buffer_events_max=2,
+            heartbeat_seconds=60,
+            poll_seconds=0.1,
+            leases=services.leases,
+        )
         await hub.start()
         try:
             subscriber = await hub.subscribe(tenant)
@@ -111,7 +117,11 @@ def test_a_lost_wakeup_delays_an_event_but_the_poll_finds_it(database_url: str) 
     async def scenario(services: Services) -> None:
         # This hub is told of no commit at all: only its poll (0.2 s) finds them.
         hub = EventHub(
-            services.ledger, buffer_events_max=10, heartbeat_seconds=60, poll_seconds=0.2
+            services.ledger,
+            buffer_events_max=10,
+            heartbeat_seconds=60,
+            poll_seconds=0.2,
+            leases=services.leases,
         )
         await hub.start()
         try:
