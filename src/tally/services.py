@@ -35,7 +35,7 @@ from tally.ledger.writer import Writer
 from tally.limits import Limiter, Limits
 from tally.storage import make_store
 from tally.storage.notifications import EVENTS_CHANNEL
-from tally.storage.wakeup_leases import WakeupLeases
+from tally.storage.wakeup_leases import RENEW_INTERVAL_SECONDS, WakeupLeases
 from tally.support.clock import Clock, wall_clock_us
 from tally.support.loops import start_rounds
 from tally.webhooks.dispatcher import Dispatcher, DispatchSettings
@@ -218,6 +218,12 @@ class Services:
                 lambda: expire_due(self.store, self.writer, self.clock(), s.expiry_batch_max),
                 interval_seconds=s.expiry_interval_seconds,
                 batch_max=s.expiry_batch_max,
+            ),
+            start_rounds(
+                "wakeup leases",
+                self.leases.renew,
+                interval_seconds=RENEW_INTERVAL_SECONDS,
+                batch_max=1,
             ),
             start_rounds(
                 "idempotency purge",

@@ -215,8 +215,8 @@ class EventHub:
         self._heartbeat_seconds = heartbeat_seconds
         self._poll_seconds = poll_seconds
         self._feeds: dict[str, Feed] = {}
+        leases.follow(self._feeds.keys)  # every tenant this process has a feed of
         self._heartbeats: asyncio.Task[None] | None = None
-        self._renewals: asyncio.Task[None] | None = None
         self._chained_signals: list[tuple[int, Any]] = []
 
     @property
@@ -225,12 +225,12 @@ class EventHub:
 
     async def start(self) -> None:
         self._heartbeats = asyncio.create_task(self._beat(), name="tally-events-heartbeat")
-        self._renewals = asyncio.create_task(self._keep_leases(), name="tally-events-leases")
 
     async def stop(self) -> None:
         self._restore_signals()
         tasks = [f.task for f in self._feeds.values() if f.task is not None]
-        tasks += [t for t in (self._heartbeats, self._renewals) if t is not None]
+        if self._heartbeats is not None:
+            tasks.append(self._heartbeats)
         for feed in self._feeds.values():
             for subscriber in feed.subscribers:
                 subscriber.close()
@@ -313,9 +313,7 @@ class EventHub:
         """A subscriber that receives every event after its ``live_from``; closed by
         the hub after ``lifetime_seconds`` (about: the hub looks every second)."""
         if tenant_id not in self._feeds:
-            # The lease first, then where the tenant's events stand: every commit
-            # this read does not see wakes this process (storage.wakeup_leases).
-            await self._leases.hold((tenant_id,))
+            await self._lease(tenant_id)
             seen = await self._ledger.last_event_sequence(tenant_id)
             if tenant_id not in self._feeds:  # nobody made it while we read
                 feed = self._feeds[tenant_id] = Feed(tenant_id, seen)
@@ -327,6 +325,16 @@ class EventHub:
             subscriber.ends_at = asyncio.get_running_loop().time() + lifetime_seconds
         feed.subscribers.add(subscriber)
         return subscriber
+
+    async def _lease(self, tenant_id: str) -> None:
+        """The tenant's wakeup lease, taken before the feed reads where its events
+        stand: every commit that read does not see wakes this process
+        (storage.wakeup_leases). Without it (the database refused it), the feed
+        still reads on its poll: late, never lost."""
+        try:
+            await self._leases.take(tenant_id)
+        except TallyError as exc:
+            log.warning("events: no wakeup lease for a new feed: %s", exc.detail or exc.code)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscriber.closed = True
@@ -400,20 +408,6 @@ class EventHub:
             if len(records) < PAGE_EVENTS_MAX:
                 return
         feed.wakeup.set()  # more is waiting: go on after the others had a turn
-
-    async def _keep_leases(self) -> None:
-        """Renew the leases of the tenants this process has streams of, once a
-        third of one has passed (``WakeupLeases.hold``; checked every tick). A
-        lease that cannot be renewed (the database away) runs out, and the feeds
-        read on their poll until it is back."""
-        while True:
-            await asyncio.sleep(self._tick_seconds)
-            try:
-                await self._leases.hold(list(self._feeds))
-            except TallyError as exc:
-                log.warning("events wakeup leases: %s", exc.detail or exc.code)
-            except Exception:
-                log.exception("events wakeup leases failed")
 
     async def _beat(self) -> None:
         """Every subscriber's clock, one task for all of them (no timer per stream):

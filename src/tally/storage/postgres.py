@@ -233,6 +233,17 @@ _WRITES: dict[str, tuple[Sequence[str], Callable[[int], str]]] = {
     "audit": (AUDIT_COLUMNS, lambda i: _insert("audit_events", AUDIT_COLUMNS, i)),
 }
 
+US = 1_000_000
+# PostgreSQL's clock in µs since the epoch: the one clock every process's lease
+# on a tenant's event wakeups is set and read by (tally.storage.wakeup_leases).
+PG_NOW_US = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
+_LEASE_EVENT_WAKEUPS = (
+    f"UPDATE tenants SET events_listened_until_us = {PG_NOW_US} + $2"
+    f" WHERE id = $1 AND events_listened_until_us < {PG_NOW_US} + $3"
+    f" RETURNING events_listened_until_us - {PG_NOW_US}"
+)
+_EVENT_WAKEUPS_LEFT = f"SELECT events_listened_until_us - {PG_NOW_US} FROM tenants WHERE id = $1"
+
 
 @functools.lru_cache(maxsize=256)
 def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
@@ -251,9 +262,10 @@ def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
     each (``$1`` is the tenant, then each part's rows in turn: see ``_rows``).
     Constraint checks run at the end of the statement, after every part.
     """
+    lease = ", events_listened_until_us AS listened" if notify else ""
     ctes = [
         "seq AS (UPDATE tenants SET event_sequence = event_sequence + $2 WHERE id = $1"
-        " RETURNING event_sequence - $2 AS base, events_listened_until_us AS listened)"
+        f" RETURNING event_sequence - $2 AS base{lease})"
     ]
     for param, name in enumerate(parts, start=3):
         ctes.append(f"{name} AS ({_WRITES[name][1](param)})")
@@ -268,16 +280,6 @@ def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
         else ""
     )
     return f"WITH {', '.join(ctes)} SELECT base{announce} FROM seq"
-
-
-# PostgreSQL's clock in µs since the epoch: the one clock every process's lease
-# on a tenant's event wakeups is set and read by.
-PG_NOW_US = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
-# A lease runs from its statement's time, and only ever lengthens.
-_LEASE_EVENT_WAKEUPS = (
-    "UPDATE tenants SET events_listened_until_us = GREATEST(events_listened_until_us,"
-    f" {PG_NOW_US} + $2) WHERE id = $1"
-)
 
 
 # A primary-key probe per key, whatever the statistics (see _probe).
@@ -390,8 +392,9 @@ class PostgresStore(Store):
         # The writer's own connection: it runs one transaction at a time, so it
         # needs no pool, and keeping it skips a pool round trip (reset) per batch.
         self._writer_conn: asyncpg.Connection | None = None
-        # Events are announced by NOTIFY, unless Redis carries the wakeups.
-        self._announce_events = not settings.redis_url
+        # Events are announced by NOTIFY, unless Redis carries the wakeups (from
+        # every commit: tally.events.redis).
+        self.announces_events = not settings.redis_url
         self.notifications: Notifications = _notifications(settings)
 
     def _connect_options(self) -> dict[str, Any]:
@@ -516,7 +519,9 @@ class PostgresStore(Store):
         committing = False
         try:
             conn = await self._writer_connection()
-            async with conn.transaction():
+            # READ COMMITTED, whatever the server's default: the tenant row's
+            # lease is read as its latest commit (tally.storage.wakeup_leases).
+            async with conn.transaction(isolation="read_committed"):
                 plans = _PlanChoice(conn, generic=not self._settings.db_pgbouncer)
                 result = await drive_async(steps, lambda step: self._perform(conn, step, plans))
                 committing = True  # leaving the block sends COMMIT
@@ -612,18 +617,25 @@ class PostgresStore(Store):
         if not parts:
             return  # every command of this tenant was refused: nothing to write
         documents = [_encode_json(rows[name]).decode() for name in parts]
-        notify = w.sequences_used > 0 and self._announce_events
+        notify = w.sequences_used > 0 and self.announces_events
         await conn.execute(_write_sql(parts, notify), w.tenant_id, w.sequences_used, *documents)
 
-    async def lease_event_wakeups(self, tenant_id: str, seconds: float) -> None:
-        if not self._announce_events:
-            return  # Redis carries the wakeups, from every commit (tally.events.redis)
-        # One tenant a statement, each its own transaction: it holds one tenant's
-        # row lock at a time, so it cannot wait in a cycle with a writer's.
+    async def lease_event_wakeups(
+        self, tenant_id: str, seconds: float, renew_within_seconds: float
+    ) -> float:
+        # Each statement its own transaction, holding one tenant's row lock at a
+        # time: it cannot wait in a cycle with a writer. The update is
+        # conditional, so a lease long enough already is read, not rewritten
+        # (and a writer holding the row is not waited for).
         try:
-            await self.pool.execute(_LEASE_EVENT_WAKEUPS, tenant_id, int(seconds * 1_000_000))
-        except _UNAVAILABLE as exc:
+            rows = await self.pool.fetch(
+                _LEASE_EVENT_WAKEUPS, tenant_id, int(seconds * US), int(renew_within_seconds * US)
+            )
+            if not rows:
+                rows = await self.pool.fetch(_EVENT_WAKEUPS_LEFT, tenant_id)
+        except (*_UNAVAILABLE, *_RETRYABLE, asyncpg.ReadOnlySQLTransactionError) as exc:
             raise self._unavailable(exc) from exc
+        return int(rows[0][0]) / US if rows else 0.0
 
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         try:

@@ -319,10 +319,6 @@ class SqliteStore(Store):
             ],
         )
 
-    async def lease_event_wakeups(self, tenant_id: str, seconds: float) -> None:
-        """Nothing to lease: one process does everything, and its writer wakes its
-        streams and dispatcher itself."""
-
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         def run() -> int:
             cursor = self._connection().execute(

@@ -149,6 +149,9 @@ class Store(abc.ABC):
 
     # What this database can tell every server process (none on SQLite).
     notifications: Notifications = Notifications()
+    # Whether a commit wakes the other processes' event feeds through this
+    # database (PostgreSQL's NOTIFY, while a lease runs: tally.storage.wakeup_leases).
+    announces_events: bool = False
     # Appended to a SELECT that claims rows for background work: on PostgreSQL the
     # rows are locked, and rows another process holds are skipped rather than
     # waited for; SQLite's BEGIN IMMEDIATE already excludes every other writer.
@@ -183,10 +186,14 @@ class Store(abc.ABC):
         transaction, and commit. A lost race raises TransactionConflict (the caller
         may run it again); a database that is away, Unavailable."""
 
-    @abc.abstractmethod
-    async def lease_event_wakeups(self, tenant_id: str, seconds: float) -> None:
-        """Have the tenant's commits wake every process's live streams and webhook
-        dispatcher for at least ``seconds`` from now (tally.storage.wakeup_leases)."""
+    async def lease_event_wakeups(
+        self, tenant_id: str, seconds: float, renew_within_seconds: float
+    ) -> float:
+        """Have the tenant's commits wake every process for ``seconds`` from now,
+        unless its lease has more than ``renew_within_seconds`` left already;
+        return the seconds left (tally.storage.wakeup_leases). Only where
+        ``announces_events``."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:

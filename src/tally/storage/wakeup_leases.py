@@ -17,21 +17,33 @@ locked until it commits. A process taking a lease either waits for that commit
 (and then reads the events it wrote) or is seen by it. A stream reads its
 tenant's last event only after its lease is taken (``EventHub.subscribe``).
 
-``WakeupLeases`` keeps one process's leases. It takes a lease for
-``LEASE_SECONDS`` and renews it once a third of that has passed, from the loops
-that need it (a feed's, the dispatcher's), which come round far more often. A
-lease that is not renewed runs out on its own: the commits after it are quiet
-again, and a process that died leaves nothing behind.
+``WakeupLeases`` keeps one process's leases. A new feed takes its tenant's at
+once (``take``); a round every second (``renew``, run by ``Services``) renews,
+once a third of ``LEASE_SECONDS`` has passed, the lease of every tenant its
+holders name (``follow``: the hub's feeds, the dispatcher's endpoints), one
+tenant a statement. A lease any process holds wakes every process, so a lease
+found long enough is left as it is. One that is not renewed runs out on its own:
+the commits after it are quiet again, and a process that died leaves nothing
+behind.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 
+from tally.errors import TallyError
 from tally.storage.store import Store
 
+log = logging.getLogger(__name__)
+
 LEASE_SECONDS = 30.0
+# How often the renewal round runs (Services starts it).
+RENEW_INTERVAL_SECONDS = 1.0
+
+Holder = Callable[[], Iterable[str]]
 
 
 class WakeupLeases:
@@ -46,28 +58,73 @@ class WakeupLeases:
     ) -> None:
         self._store = store
         self._lease_seconds = lease_seconds
+        # A lease is renewed when less than this is left of it.
         self._renew_within = lease_seconds * 2 / 3
         self._clock = clock
+        self._holders: list[Holder] = []
         # tenant -> until when (this process's monotonic clock) its lease surely
-        # runs: measured from before the statement that took it, so never later
+        # runs: measured from before the statement that read it, so never later
         # than the database's own end of it.
         self._until: dict[str, float] = {}
-        self._swept_at = clock()
+        self._taking: dict[str, asyncio.Future[None]] = {}
+        self._failing = False
 
-    async def hold(self, tenant_ids: Iterable[str]) -> None:
-        """Make sure each tenant's commits wake this process for a while yet: take
-        or renew the leases that are missing or running out. Cheap when none is:
-        call it as often as the loop that needs them comes round."""
+    def follow(self, holder: Holder) -> None:
+        """Keep leased the tenants ``holder`` names each time the round asks."""
+        self._holders.append(holder)
+
+    async def take(self, tenant_id: str) -> None:
+        """Make sure the tenant's commits wake this process from now on (a new
+        feed, before it reads where the tenant's events stand). Those who ask
+        for the same tenant at once share one statement."""
+        if not self._store.announces_events or self._fresh(tenant_id, self._clock()):
+            return
+        taking = self._taking.get(tenant_id)
+        if taking is None:
+            taking = asyncio.ensure_future(self._lease(tenant_id))
+            self._taking[tenant_id] = taking
+            taking.add_done_callback(self._taken)
+        # Shielded: a caller that gives up does not cancel the others' statement.
+        await asyncio.shield(taking)
+
+    async def renew(self) -> int:
+        """One round: renew the leases of the tenants the holders name that are
+        due. A tenant that fails is logged (once, until a round succeeds again);
+        the others are still renewed. Returns 0: a round is never "full"."""
+        if not self._store.announces_events:
+            return 0
         now = self._clock()
-        for tenant_id in sorted(set(tenant_ids)):
-            if self._until.get(tenant_id, now) - now > self._renew_within:
-                continue
-            await self._store.lease_event_wakeups(tenant_id, self._lease_seconds)
-            self._until[tenant_id] = now + self._lease_seconds
-        if now - self._swept_at > self._lease_seconds:
-            # Forget the leases that have run out, once a lease's length.
-            self._swept_at = now
-            self._until = {t: until for t, until in self._until.items() if until > now}
+        wanted: set[str] = set()
+        for holder in self._holders:
+            wanted.update(holder())
+        failed: TallyError | None = None
+        for tenant_id in sorted(t for t in wanted if not self._fresh(t, now)):
+            try:
+                await self.take(tenant_id)
+            except TallyError as exc:
+                failed = exc
+        if failed is not None and not self._failing:
+            log.warning("event wakeup leases not renewed: %s", failed.detail or failed.code)
+        elif failed is None and self._failing:
+            log.info("event wakeup leases renewed again")
+        self._failing = failed is not None
+        # What no holder names any more is forgotten (it runs out on its own).
+        self._until = {t: until for t, until in self._until.items() if t in wanted}
+        return 0
 
-    def held(self, tenant_id: str) -> bool:
-        return self._until.get(tenant_id, 0.0) > self._clock()
+    def _taken(self, taking: asyncio.Future[None]) -> None:
+        for tenant_id, pending in list(self._taking.items()):
+            if pending is taking:
+                del self._taking[tenant_id]
+        if not taking.cancelled():
+            taking.exception()  # retrieved: every caller that still waits has it raised
+
+    def _fresh(self, tenant_id: str, now: float) -> bool:
+        return self._until.get(tenant_id, now) - now > self._renew_within
+
+    async def _lease(self, tenant_id: str) -> None:
+        started = self._clock()
+        left = await self._store.lease_event_wakeups(
+            tenant_id, self._lease_seconds, self._renew_within
+        )
+        self._until[tenant_id] = started + left

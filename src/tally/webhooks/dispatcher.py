@@ -101,7 +101,6 @@ class Dispatcher:
         leases: WakeupLeases,
     ) -> None:
         self._store = store
-        self._leases = leases
         self._ledger = ledger
         self._s = s
         self._clock = clock
@@ -110,7 +109,10 @@ class Dispatcher:
         self._next_heartbeat_us = 0
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # by endpoint id
         self._endpoint_ids: list[str] = []
-        self._endpoint_tenants: dict[str, str] = {}
+        self._endpoint_tenants: dict[str, str] = {}  # endpoint -> its tenant
+        # The commits of every tenant with an enabled endpoint wake the
+        # dispatchers, from any process (tally.storage.wakeup_leases).
+        leases.follow(lambda: self._endpoint_tenants.values())
         self._endpoints_read_until_us = 0  # read them again from then on
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -161,11 +163,12 @@ class Dispatcher:
         room = self._s.concurrency_max - len(self._in_flight)
         if room <= 0:
             return 0
-        share = ring.share(await self._enabled_endpoints(now_us), self.workers, self.worker_id)
-        # Commits of the tenants whose endpoints this worker delivers wake it, from
-        # any process (tally.storage.wakeup_leases): cheap unless a lease is due.
-        await self._leases.hold({self._endpoint_tenants[e] for e in share})
-        mine = [e for e in share if e not in self._in_flight]
+        endpoint_ids = await self._enabled_endpoints(now_us)
+        mine = [
+            e
+            for e in ring.share(endpoint_ids, self.workers, self.worker_id)
+            if e not in self._in_flight
+        ]
         if not mine:
             return 0
         lease_us = int((self._s.attempt_timeout_seconds + self._s.lease_margin_seconds) * US)

@@ -5,13 +5,13 @@ so that the live streams and the webhook dispatcher of the other processes
 read at once. PostgreSQL delivers such a message to every listening session,
 whether or not any process has a stream open for that tenant: each commit woke
 every process's listener connection, its backend and its event loop. With one
-client, where a commit is one transfer, that was about 85 µs of Tally's CPU and
-65 of PostgreSQL's per transfer (docs/performance.md).
+client, where a commit is one transfer, that was 85-115 µs of Tally's CPU and
+60-85 of PostgreSQL's per transfer (docs/performance.md).
 
 ``tenants.events_listened_until_us`` (PostgreSQL's clock, µs since the epoch)
 is a lease: a process with a live stream of the tenant, or a webhook endpoint
-of it, holds it (tally.storage.wakeup_leases), and the write statement notifies only
-while it runs. The write statement reads it from the row it already updates
+of it, holds it (tally.storage.wakeup_leases), and the write statement notifies
+only while it runs. The write statement reads it from the row it already updates
 and locks, so a process taking the lease either waits for a write in flight
 to commit (and then reads its events) or is seen by it.
 
