@@ -21,6 +21,17 @@ async def _accounts(services: Services, tenant: str, *ids: str) -> None:
         )
 
 
+def _own_hub(services: Services, *, buffer_events_max: int, poll_seconds: float) -> EventHub:
+    """A hub of the test's own, which no writer wakes: only its poll reads."""
+    return EventHub(
+        services.ledger,
+        buffer_events_max=buffer_events_max,
+        heartbeat_seconds=60,
+        poll_seconds=poll_seconds,
+        leases=services.leases,
+    )
+
+
 async def _until(subscriber: Subscriber, count: int) -> list[int]:
     seen: list[int] = []
     async with asyncio.timeout(WAIT_SECONDS):
@@ -90,13 +101,7 @@ def test_a_full_buffer_marks_the_subscriber_overflowed_and_takes_no_more(
     tenant, _ = create_tenant(database_url)
 
     async def scenario(services: Services) -> None:
-        hub = EventHub(
-            services.ledger,
-            buffer_events_max=2,
-            heartbeat_seconds=60,
-            poll_seconds=0.1,
-            leases=services.leases,
-        )
+        hub = _own_hub(services, buffer_events_max=2, poll_seconds=0.1)
         await hub.start()
         try:
             subscriber = await hub.subscribe(tenant)
@@ -116,13 +121,7 @@ def test_a_lost_wakeup_delays_an_event_but_the_poll_finds_it(database_url: str) 
 
     async def scenario(services: Services) -> None:
         # This hub is told of no commit at all: only its poll (0.2 s) finds them.
-        hub = EventHub(
-            services.ledger,
-            buffer_events_max=10,
-            heartbeat_seconds=60,
-            poll_seconds=0.2,
-            leases=services.leases,
-        )
+        hub = _own_hub(services, buffer_events_max=10, poll_seconds=0.2)
         await hub.start()
         try:
             subscriber = await hub.subscribe(tenant)
