@@ -40,6 +40,10 @@ WRITER_BATCH_SECONDS = Histogram(
     "Time of one writer transaction, locks to commit.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+# After this long with nothing to write, the writer ends the transaction its last
+# commit opened ahead of the next batch (Store.settle_writer): a session left idle
+# in a transaction any longer would only puzzle whoever watches pg_stat_activity.
+IDLE_SECONDS = 1.0
 WRITER_QUEUE_COMMANDS = Gauge("tally_writer_queue_commands", "Commands waiting for the writer.")
 
 
@@ -53,6 +57,7 @@ class Writer:
         retry_after_seconds: int = 1,
         conflict_retry_after_seconds: int = 2,
         clock: Clock = wall_clock_us,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         # Told, after each commit, the tenants whose requests changed something
         # (so may have new events): the live event streams of this process.
@@ -65,6 +70,7 @@ class Writer:
         self._retry_after_seconds = retry_after_seconds
         self._conflict_retry_after_seconds = conflict_retry_after_seconds
         self._clock = clock
+        self._idle_seconds = idle_seconds
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -134,12 +140,25 @@ class Writer:
         while True:
             if not self._queue:
                 if self._closing:
+                    await self._store.settle_writer()
                     return
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                if not await self._woken_within(self._idle_seconds):
+                    # Quiet for a while: end the transaction the last commit opened
+                    # ahead of the next batch (PostgreSQL), then wait as long as it takes.
+                    await self._store.settle_writer()
+                    await self._wakeup.wait()
                 continue
             batch = self._take_batch()
             await self._commit(batch)
+
+    async def _woken_within(self, seconds: float) -> bool:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _commit(self, batch: list[Job]) -> None:
         started = time.perf_counter()

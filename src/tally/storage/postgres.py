@@ -77,6 +77,9 @@ _RETRYABLE = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.LockNotAvailableError,
+    # The transaction opened ahead of a batch had failed (it should not: nothing
+    # runs in it before the batch). Rolled back, the batch runs again afresh.
+    asyncpg.exceptions.InFailedSQLTransactionError,
 )
 # The database is away, overloaded or too slow: the client should come back later.
 _UNAVAILABLE = (
@@ -234,6 +237,9 @@ _WRITES: dict[str, tuple[Sequence[str], Callable[[int], str]]] = {
 }
 
 US = 1_000_000
+# READ COMMITTED, whatever the server's default: a write reads the tenant row's
+# lease as its latest commit (tally.storage.wakeup_leases).
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 # PostgreSQL's clock in µs since the epoch: the one clock every process's lease
 # on a tenant's event wakeups is set and read by (tally.storage.wakeup_leases).
 PG_NOW_US = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
@@ -392,6 +398,11 @@ class PostgresStore(Store):
         # The writer's own connection: it runs one transaction at a time, so it
         # needs no pool, and keeping it skips a pool round trip (reset) per batch.
         self._writer_conn: asyncpg.Connection | None = None
+        # A write transaction's COMMIT also opens the next one (one round trip
+        # fewer per batch: docs/performance.md), except through PgBouncer, where
+        # an open transaction holds a server connection. Ended by settle_writer
+        # when the writer has nothing to do.
+        self._commit = "COMMIT" if settings.db_pgbouncer else f"COMMIT; {_BEGIN}"
         # Events are announced by NOTIFY, unless Redis carries the wakeups (from
         # every commit: tally.events.redis).
         self.announces_events = not settings.redis_url
@@ -519,18 +530,35 @@ class PostgresStore(Store):
         committing = False
         try:
             conn = await self._writer_connection()
-            # READ COMMITTED, whatever the server's default: the tenant row's
-            # lease is read as its latest commit (tally.storage.wakeup_leases).
-            async with conn.transaction(isolation="read_committed"):
+            if not conn.is_in_transaction():  # none was opened ahead (below)
+                await conn.execute(_BEGIN)
+            try:
                 plans = _PlanChoice(conn, generic=not self._settings.db_pgbouncer)
                 result = await drive_async(steps, lambda step: self._perform(conn, step, plans))
-                committing = True  # leaving the block sends COMMIT
+                committing = True
+                await conn.execute(self._commit)
+            except BaseException:
+                if not committing and conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+                raise
         except _RETRYABLE as exc:
             raise TransactionConflict(type(exc).__name__) from exc
         except _UNAVAILABLE as exc:
             self._drop_writer_connection()
             raise self._unavailable(exc, during_commit=committing) from exc
         return result
+
+    async def settle_writer(self) -> None:
+        # Never raises: the writer calls it between batches, and a connection in
+        # doubt is simply made afresh by the next one.
+        conn = self._writer_conn
+        if conn is None or conn.is_closed() or not conn.is_in_transaction():
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except Exception as exc:  # any failure: start afresh
+            log.info("writer connection dropped while idle: %s: %s", type(exc).__name__, exc)
+            self._drop_writer_connection()
 
     async def _perform(self, conn: asyncpg.Connection, step: Step, plans: _PlanChoice) -> Any:
         if isinstance(step, ReadTransfers):

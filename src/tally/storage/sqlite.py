@@ -319,6 +319,9 @@ class SqliteStore(Store):
             ],
         )
 
+    async def settle_writer(self) -> None:
+        """Nothing to settle: each write transaction begins when its batch does."""
+
     async def purge_idempotency_keys(self, now_us: int, limit: int) -> int:
         def run() -> int:
             cursor = self._connection().execute(

@@ -186,6 +186,12 @@ class Store(abc.ABC):
         transaction, and commit. A lost race raises TransactionConflict (the caller
         may run it again); a database that is away, Unavailable."""
 
+    @abc.abstractmethod
+    async def settle_writer(self) -> None:
+        """The writer has had nothing to do for a while: end the transaction that
+        its last commit opened ahead of its next batch, if the adapter opens one
+        (PostgreSQL). Never raises."""
+
     async def lease_event_wakeups(
         self, tenant_id: str, seconds: float, renew_within_seconds: float
     ) -> float:

@@ -32,6 +32,9 @@ class CountingStore:
         self.transactions += 1
         return await self.inner.transact(steps)
 
+    async def settle_writer(self) -> None:
+        await self.inner.settle_writer()
+
 
 def run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
@@ -180,22 +183,22 @@ def test_a_commit_whose_answer_is_lost_is_a_503_that_does_not_claim_nothing_chan
     # said "nothing was changed" for writes whose COMMIT had reached the WAL.
     # Here the commit happens and then its answer is lost, as in such a crash.
     tenant_id, _ = create_tenant(postgres_url)
-    commit = asyncpg.transaction.Transaction._Transaction__commit  # type: ignore[attr-defined]
+    execute_ = asyncpg.connection.Connection.execute
 
-    async def commit_then_lose_the_answer(self: asyncpg.transaction.Transaction) -> None:
-        await commit(self)
-        raise asyncpg.exceptions.ConnectionDoesNotExistError("the connection was closed")
+    async def commit_then_lose_the_answer(
+        self: asyncpg.connection.Connection, query: str, *args: object, **kwargs: object
+    ) -> str:
+        status: str = await execute_(self, query, *args, **kwargs)
+        if query.startswith("COMMIT"):
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("the connection was closed")
+        return status
 
     async def scenario() -> tuple[Unavailable, object]:
         store = make_store(Settings(database_url=postgres_url))
         await store.open()
         try:
             with monkeypatch.context() as patch:
-                patch.setattr(
-                    asyncpg.transaction.Transaction,
-                    "_Transaction__commit",
-                    commit_then_lose_the_answer,
-                )
+                patch.setattr(asyncpg.connection.Connection, "execute", commit_then_lose_the_answer)
                 job = Job(tenant_id, [CreateAccount("lost", "USD")])
                 with pytest.raises(Unavailable) as lost:
                     await execute(store, [job], 0, retry_after_seconds=1)
@@ -270,3 +273,67 @@ def test_one_tenants_clock_trouble_does_not_date_another_tenants_transfers(
 
     a_time, b_time = run(scenario())  # type: ignore[misc]
     assert (a_time, b_time) == (1_000 + hour_us, 2_000)
+
+
+def test_a_commit_opens_the_next_transaction_which_holds_nothing_back_and_ends_when_idle(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: the writer's COMMIT also sends the next batch's BEGIN (a round
+    trip fewer per batch). The session waits "idle in transaction" without a
+    transaction id or a snapshot, so it holds back no vacuum and no audit seal,
+    and the writer ends it after ``idle_seconds`` with nothing to write."""
+    tenant_id, _ = create_tenant(postgres_url)
+    activity = "SELECT state, backend_xid, backend_xmin FROM pg_stat_activity WHERE pid = $1"
+
+    async def scenario() -> list[tuple[object, ...]]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        watcher = await asyncpg.connect(postgres_url)
+        writer = Writer(store, queue_commands_max=100, batch_commands_max=100, idle_seconds=0.5)
+        writer.start()
+        try:
+            seen = []
+            for i in range(2):  # the second batch runs in the transaction the first opened
+                await writer.submit(tenant_id, [CreateAccount(f"ahead{i}", "USD")])
+                pid = store._writer_conn.get_server_pid()  # type: ignore[attr-defined]
+                seen.append(tuple(await watcher.fetchrow(activity, pid)))
+            await asyncio.sleep(1.0)
+            seen.append(tuple(await watcher.fetchrow(activity, pid)))
+            assert await store.get_account(tenant_id, "ahead1") is not None
+            return seen
+        finally:
+            await writer.stop()
+            await watcher.close()
+            await store.close()
+
+    seen = run(scenario())
+    assert seen == [
+        ("idle in transaction", None, None),
+        ("idle in transaction", None, None),
+        ("idle", None, None),
+    ]
+
+
+def test_a_failed_batch_rolls_back_and_the_next_begins_afresh(postgres_url: str) -> None:
+    tenant_id, _ = create_tenant(postgres_url)
+
+    async def scenario() -> list[Status]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        statuses = []
+        try:
+            for account_id in ("one", "two", "three"):
+                if account_id == "two":
+                    conn = store._writer_conn  # type: ignore[attr-defined]
+                    assert conn.is_in_transaction()  # opened ahead by the last commit
+                    # Break that transaction: the batch must still commit.
+                    with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+                        await conn.execute("SELECT 1 / 0")
+                job = Job(tenant_id, [CreateAccount(account_id, "USD")])
+                (result,) = await execute(store, [job], 0, retry_after_seconds=1)
+                statuses.append(result.outcomes[0].status)
+            return statuses
+        finally:
+            await store.close()
+
+    assert run(scenario()) == [Status.CREATED] * 3
