@@ -6,10 +6,10 @@ backend and of the client's event loop. This times a transaction of that shape
 (lock two accounts, update them and insert a row, in a table of its own) on
 one connection under uvloop, as Tally's writer runs, three ways in turns:
 
-- asyncpg, four round trips, as the writer does (``Connection.transaction``);
+- asyncpg, four round trips, as the writer did (``Connection.transaction``);
 - asyncpg with the next transaction's BEGIN sent with this one's COMMIT
-  (``COMMIT; BEGIN`` in one query): three round trips, but the connection sits
-  "idle in transaction" until the next one;
+  (``COMMIT; BEGIN`` in one query), as the writer does since 8c51fd5: three
+  round trips, the connection "idle in transaction" until the next one;
 - psycopg 3's pipeline mode: BEGIN with the lock, the write with COMMIT, two
   round trips.
 
@@ -92,7 +92,9 @@ async def begin_ahead(url: str, n: int) -> tuple[list[float], float]:
 
 
 async def psycopg_pipeline(url: str, n: int) -> tuple[list[float], float]:
-    conn = await psycopg.AsyncConnection.connect(url, prepare_threshold=0)
+    # Autocommit: psycopg would otherwise send a BEGIN of its own, and wait for
+    # it, before the first statement (a round trip more than the pipeline's two).
+    conn = await psycopg.AsyncConnection.connect(url, prepare_threshold=0, autocommit=True)
     lock = LOCK.replace("$1::text[]", "%(ids)s")
     write = WRITE.replace("$1", "%(a)s").replace("$2", "%(b)s").replace("$3", "%(n)s")
     write = write.replace("$4", "%(m)s")

@@ -140,8 +140,7 @@ class Writer:
         while True:
             if not self._queue:
                 if self._closing:
-                    await self._store.settle_writer()
-                    return
+                    return  # closing the store ends any transaction opened ahead
                 self._wakeup.clear()
                 if not await self._woken_within(self._idle_seconds):
                     # Quiet for a while: end the transaction the last commit opened

@@ -240,6 +240,9 @@ US = 1_000_000
 # READ COMMITTED, whatever the server's default: a write reads the tenant row's
 # lease as its latest commit (tally.storage.wakeup_leases).
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+# The least idle_in_transaction_session_timeout of the writer's session, which
+# waits in a transaction between batches (well past the writer's one second).
+WRITER_IDLE_TIMEOUT_MS = 10_000
 # PostgreSQL's clock in µs since the epoch: the one clock every process's lease
 # on a tenant's event wakeups is set and read by (tally.storage.wakeup_leases).
 PG_NOW_US = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
@@ -402,7 +405,11 @@ class PostgresStore(Store):
         # fewer per batch: docs/performance.md), except through PgBouncer, where
         # an open transaction holds a server connection. Ended by settle_writer
         # when the writer has nothing to do.
-        self._commit = "COMMIT" if settings.db_pgbouncer else f"COMMIT; {_BEGIN}"
+        self._begin_ahead = not settings.db_pgbouncer
+        self._commit = f"COMMIT; {_BEGIN}" if self._begin_ahead else "COMMIT"
+        # True while the writer's connection waits in the transaction its last
+        # COMMIT opened (and in no other).
+        self._opened_ahead = False
         # Events are announced by NOTIFY, unless Redis carries the wakeups (from
         # every commit: tally.events.redis).
         self.announces_events = not settings.redis_url
@@ -463,11 +470,18 @@ class PostgresStore(Store):
                 # so planned for its values each time whatever these say.)
                 options["server_settings"]["plan_cache_mode"] = "force_generic_plan"
                 options["max_cached_statement_lifetime"] = GENERIC_PLAN_LIFETIME_SECONDS
+                # The session waits in the transaction its last COMMIT opened
+                # until the next batch, or a second (ledger.writer.IDLE_SECONDS):
+                # never cut off sooner, whatever the statement timeout.
+                options["server_settings"]["idle_in_transaction_session_timeout"] = str(
+                    max(2 * self._settings.db_statement_timeout_ms, WRITER_IDLE_TIMEOUT_MS)
+                )
             conn = self._writer_conn = await asyncpg.connect(self._dsn, **options)
         return conn
 
     def _drop_writer_connection(self) -> None:
         """After an error the connection's state is unknown: start afresh next time."""
+        self._opened_ahead = False
         if self._writer_conn is not None:
             self._writer_conn.terminate()
             self._writer_conn = None
@@ -529,17 +543,16 @@ class PostgresStore(Store):
     async def transact(self, steps: Steps[T]) -> T:
         committing = False
         try:
-            conn = await self._writer_connection()
-            if not conn.is_in_transaction():  # none was opened ahead (below)
-                await conn.execute(_BEGIN)
+            conn = await self._begun()
             try:
                 plans = _PlanChoice(conn, generic=not self._settings.db_pgbouncer)
                 result = await drive_async(steps, lambda step: self._perform(conn, step, plans))
                 committing = True
                 await conn.execute(self._commit)
-            except BaseException:
-                if not committing and conn.is_in_transaction():
-                    await conn.execute("ROLLBACK")
+                self._opened_ahead = self._begin_ahead
+            except BaseException as exc:
+                if not committing:
+                    await self._roll_back(conn, exc)
                 raise
         except _RETRYABLE as exc:
             raise TransactionConflict(type(exc).__name__) from exc
@@ -548,12 +561,42 @@ class PostgresStore(Store):
             raise self._unavailable(exc, during_commit=committing) from exc
         return result
 
+    async def _begun(self) -> asyncpg.Connection:
+        """The writer's connection in a transaction of this batch's: the one the
+        last COMMIT opened ahead, or a new one. A transaction open for any other
+        reason (a batch cut short mid-statement) is never adopted: the
+        connection is dropped and made afresh."""
+        conn = await self._writer_connection()
+        if conn.is_in_transaction() and not self._opened_ahead:
+            self._drop_writer_connection()
+            conn = await self._writer_connection()
+        self._opened_ahead = False
+        if not conn.is_in_transaction():
+            await conn.execute(_BEGIN)
+        return conn
+
+    async def _roll_back(self, conn: asyncpg.Connection, error: BaseException) -> None:
+        """After a batch failed before its commit. A lost connection is left to the
+        caller, which drops it. Otherwise ROLLBACK; if that fails too, the
+        connection is dropped and the batch's own error is the one raised (a
+        cancellation during the ROLLBACK is raised itself)."""
+        if isinstance(error, _UNAVAILABLE) or not conn.is_in_transaction():
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except Exception:
+            self._drop_writer_connection()
+        except BaseException:
+            self._drop_writer_connection()
+            raise
+
     async def settle_writer(self) -> None:
         # Never raises: the writer calls it between batches, and a connection in
         # doubt is simply made afresh by the next one.
         conn = self._writer_conn
         if conn is None or conn.is_closed() or not conn.is_in_transaction():
             return
+        self._opened_ahead = False
         try:
             await conn.execute("ROLLBACK")
         except Exception as exc:  # any failure: start afresh

@@ -293,10 +293,17 @@ def test_a_commit_opens_the_next_transaction_which_holds_nothing_back_and_ends_w
         writer.start()
         try:
             seen = []
+            queries: list[str] = []
             for i in range(2):  # the second batch runs in the transaction the first opened
                 await writer.submit(tenant_id, [CreateAccount(f"ahead{i}", "USD")])
-                pid = store._writer_conn.get_server_pid()  # type: ignore[attr-defined]
+                conn = store._writer_conn  # type: ignore[attr-defined]
+                pid = conn.get_server_pid()
                 seen.append(tuple(await watcher.fetchrow(activity, pid)))
+                if i == 0:
+                    conn.add_query_logger(lambda logged: queries.append(logged.query))
+            # The second batch sent no BEGIN of its own, and its COMMIT opened the next.
+            assert not [q for q in queries if q.startswith("BEGIN")], queries
+            assert queries[-1].startswith("COMMIT; BEGIN"), queries
             await asyncio.sleep(1.0)
             seen.append(tuple(await watcher.fetchrow(activity, pid)))
             assert await store.get_account(tenant_id, "ahead1") is not None
@@ -337,3 +344,74 @@ def test_a_failed_batch_rolls_back_and_the_next_begins_afresh(postgres_url: str)
             await store.close()
 
     assert run(scenario()) == [Status.CREATED] * 3
+
+
+@pytest.mark.parametrize("how", ["error", "cancelled"])
+def test_a_batch_cut_short_after_its_write_leaves_nothing_for_the_next_commit(
+    postgres_url: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer now sends BEGIN and COMMIT itself: a batch that fails (a bug) or
+    is cancelled after its write statement must be rolled back, never carried
+    into the next batch's commit."""
+    from tally.storage import postgres as pg
+
+    tenant_id, _ = create_tenant(postgres_url)
+    write_tenant = pg.PostgresStore._write_tenant
+
+    async def write_then_fail(self: pg.PostgresStore, *args: object) -> None:
+        await write_tenant(self, *args)  # type: ignore[arg-type]
+        if how == "error":
+            raise RuntimeError("a bug after the write")
+        await asyncio.sleep(60)  # cancelled here
+
+    async def scenario() -> tuple[object, object]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        try:
+            await execute(store, [Job(tenant_id, [CreateAccount("first", "USD")])], 0,
+                          retry_after_seconds=1)  # fmt: skip
+            with monkeypatch.context() as patch:
+                patch.setattr(pg.PostgresStore, "_write_tenant", write_then_fail)
+                ghost = Job(tenant_id, [CreateAccount("ghost", "USD")])
+                cut = asyncio.ensure_future(execute(store, [ghost], 0, retry_after_seconds=1))
+                if how == "cancelled":
+                    await asyncio.sleep(0.3)
+                    cut.cancel()
+                with pytest.raises((RuntimeError, asyncio.CancelledError)):
+                    await cut
+            await execute(store, [Job(tenant_id, [CreateAccount("after", "USD")])], 0,
+                          retry_after_seconds=1)  # fmt: skip
+            return (
+                await store.get_account(tenant_id, "ghost"),
+                await store.get_account(tenant_id, "after"),
+            )
+        finally:
+            await store.close()
+
+    ghost, after = run(scenario())  # type: ignore[misc]
+    assert ghost is None
+    assert after is not None
+
+
+def test_a_writer_session_killed_while_idle_is_made_afresh(postgres_url: str) -> None:
+    tenant_id, _ = create_tenant(postgres_url)
+
+    async def scenario() -> object:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        other = await asyncpg.connect(postgres_url)
+        try:
+            await execute(store, [Job(tenant_id, [CreateAccount("one", "USD")])], 0,
+                          retry_after_seconds=1)  # fmt: skip
+            pid = store._writer_conn.get_server_pid()  # type: ignore[attr-defined]
+            await other.execute("SELECT pg_terminate_backend($1)", pid)
+            await asyncio.sleep(0.2)
+            await store.settle_writer()  # never raises
+            await execute(store, [Job(tenant_id, [CreateAccount("two", "USD")])], 0,
+                          retry_after_seconds=1)  # fmt: skip
+            return await store.get_account(tenant_id, "two")
+        finally:
+            await other.close()
+            await store.close()
+
+    assert run(scenario()) is not None
