@@ -27,6 +27,7 @@ from tally.ledger.idempotency import Claim
 from tally.ledger.transaction import Answer, Job, JobResult, execute
 from tally.storage import Store
 from tally.support.clock import Clock, wall_clock_us
+from tally.support.loops import woken_within
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Writer:
                 if self._closing:
                     return  # closing the store ends any transaction opened ahead
                 self._wakeup.clear()
-                if not await self._woken_within(self._idle_seconds):
+                if not await woken_within(self._wakeup, self._idle_seconds):
                     # Quiet for a while: end the transaction the last commit opened
                     # ahead of the next batch (PostgreSQL), then wait as long as it takes.
                     await self._store.settle_writer()
@@ -150,14 +151,6 @@ class Writer:
                 continue
             batch = self._take_batch()
             await self._commit(batch)
-
-    async def _woken_within(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
-        except TimeoutError:
-            return False
-        return True
 
     async def _commit(self, batch: list[Job]) -> None:
         started = time.perf_counter()

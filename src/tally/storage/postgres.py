@@ -551,8 +551,9 @@ class PostgresStore(Store):
                 await conn.execute(self._commit)
                 self._opened_ahead = self._begin_ahead
             except BaseException as exc:
-                if not committing:
-                    await self._roll_back(conn, exc)
+                # A lost connection is left to the handlers below, which drop it.
+                if not committing and not isinstance(exc, _UNAVAILABLE):
+                    await self._roll_back(conn)
                 raise
         except _RETRYABLE as exc:
             raise TransactionConflict(type(exc).__name__) from exc
@@ -575,33 +576,27 @@ class PostgresStore(Store):
             await conn.execute(_BEGIN)
         return conn
 
-    async def _roll_back(self, conn: asyncpg.Connection, error: BaseException) -> None:
-        """After a batch failed before its commit. A lost connection is left to the
-        caller, which drops it. Otherwise ROLLBACK; if that fails too, the
-        connection is dropped and the batch's own error is the one raised (a
-        cancellation during the ROLLBACK is raised itself)."""
-        if isinstance(error, _UNAVAILABLE) or not conn.is_in_transaction():
+    async def _roll_back(self, conn: asyncpg.Connection) -> None:
+        """End the writer connection's transaction, if it has one. A ROLLBACK that
+        fails drops the connection (the next batch makes it afresh) and raises
+        nothing, so a failed batch's own error is the one its caller sees; a
+        cancellation during it is raised."""
+        self._opened_ahead = False
+        if not conn.is_in_transaction():
             return
         try:
             await conn.execute("ROLLBACK")
-        except Exception:
+        except Exception as exc:
+            log.info("writer connection dropped: ROLLBACK failed: %s: %s", type(exc).__name__, exc)
             self._drop_writer_connection()
         except BaseException:
             self._drop_writer_connection()
             raise
 
     async def settle_writer(self) -> None:
-        # Never raises: the writer calls it between batches, and a connection in
-        # doubt is simply made afresh by the next one.
         conn = self._writer_conn
-        if conn is None or conn.is_closed() or not conn.is_in_transaction():
-            return
-        self._opened_ahead = False
-        try:
-            await conn.execute("ROLLBACK")
-        except Exception as exc:  # any failure: start afresh
-            log.info("writer connection dropped while idle: %s: %s", type(exc).__name__, exc)
-            self._drop_writer_connection()
+        if conn is not None and not conn.is_closed():
+            await self._roll_back(conn)
 
     async def _perform(self, conn: asyncpg.Connection, step: Step, plans: _PlanChoice) -> Any:
         if isinstance(step, ReadTransfers):

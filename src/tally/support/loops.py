@@ -70,9 +70,15 @@ async def _wait(seconds: float, wake: asyncio.Event | None) -> None:
     if wake is None:
         await asyncio.sleep(seconds)
         return
+    await woken_within(wake, seconds)
+    wake.clear()
+
+
+async def woken_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` was set within ``seconds`` (it is left as it is)."""
     try:
         async with asyncio.timeout(seconds):
-            await wake.wait()
+            await event.wait()
     except TimeoutError:
-        pass
-    wake.clear()
+        return False
+    return True
