@@ -4,17 +4,22 @@ Commands arrive already parsed and range-checked (ids, amounts, metadata sizes a
 the schema's job); what the core decides is everything that depends on the ledger's
 state. Every command carries its object id: the service assigns one when the
 client did not.
+
+Commands are frozen msgspec Structs, not frozen dataclasses: a batch makes one per
+item, and a frozen dataclass sets each field through ``object.__setattr__``
+(1.44 µs for a ``CreateTransfer``, against 0.11 for the Struct; a field reads
+as fast from either). msgspec here is only the record type, written in C: the
+core still does no I/O and no encoding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 from tally.core.model import Metadata, NormalBalance
 
 
-@dataclass(frozen=True, slots=True)
-class CreateAccount:
+class CreateAccount(Struct, frozen=True):
     id: str
     currency: str
     normal_balance: NormalBalance = NormalBalance.CREDIT
@@ -23,8 +28,7 @@ class CreateAccount:
     metadata: Metadata = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateAccount:
+class UpdateAccount(Struct, frozen=True):
     id: str
     # Merged into the account's metadata; a None value removes the key.
     metadata: dict[str, str | None] | None = None
@@ -33,8 +37,7 @@ class UpdateAccount:
     expected_version: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CreateTransfer:
+class CreateTransfer(Struct, frozen=True):
     id: str
     debit_account_id: str
     credit_account_id: str
@@ -45,8 +48,7 @@ class CreateTransfer:
     metadata: Metadata = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class PostPending:
+class PostPending(Struct, frozen=True):
     id: str
     pending_id: str
     # None posts the full pending amount.
@@ -54,15 +56,13 @@ class PostPending:
     metadata: Metadata = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class VoidPending:
+class VoidPending(Struct, frozen=True):
     id: str
     pending_id: str
     metadata: Metadata = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ExpirePending:
+class ExpirePending(Struct, frozen=True):
     """Sent by the expiry worker; a no-op unless the transfer is pending and due."""
 
     pending_id: str

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+
+from msgspec import Struct
 
 from tally.core import messages
 from tally.core.codes import Code
@@ -52,7 +53,7 @@ class Status(StrEnum):
     SKIPPED = "skipped"
 
 
-class Outcome(NamedTuple):
+class Outcome(Struct, frozen=True):
     status: Status
     object: Account | Transfer | None = None
     code: Code | None = None

@@ -112,7 +112,6 @@ _encode = msgspec.json.encode
 _normal_balance = {e.value: e for e in NormalBalance}.__getitem__
 _account_status = {e.value: e for e in AccountStatus}.__getitem__
 _transfer_status = {e.value: e for e in TransferStatus}.__getitem__
-_tuple_new = tuple.__new__
 
 
 def columns(names: Sequence[str], alias: str = "") -> str:
@@ -121,40 +120,38 @@ def columns(names: Sequence[str], alias: str = "") -> str:
 
 
 def account_from_row(r: Row) -> Account:
-    # The fields in Account's order, built as the tuple it is: half the cost of
-    # Account(id=…, …) with keywords (0.9 against 1.7 µs a row, `timeit`), and the
+    # The fields in Account's order, positionally: keywords cost more, and the
     # writer builds one for every account it locks.
-    return _tuple_new(
-        Account,
-        (
-            r[0],  # id
-            r[2],  # currency
-            _normal_balance(r[3]),
-            bool(r[4]),  # debits_must_not_exceed_credits
-            bool(r[5]),  # credits_must_not_exceed_debits
-            _metadata_decoder.decode(r[7]),
-            _account_status(r[6]),
-            r[13],  # created_at_us
-            r[14],  # updated_at_us
-            r[1],  # sequence
-            r[8],  # version
-            r[9],  # debits_pending
-            r[10],  # debits_posted
-            r[11],  # credits_pending
-            r[12],  # credits_posted
-        ),
+    return Account(
+        r[0],  # id
+        r[2],  # currency
+        _normal_balance(r[3]),
+        bool(r[4]),  # debits_must_not_exceed_credits
+        bool(r[5]),  # credits_must_not_exceed_debits
+        _metadata_decoder.decode(r[7]),
+        _account_status(r[6]),
+        r[13],  # created_at_us
+        r[14],  # updated_at_us
+        r[1],  # sequence
+        r[8],  # version
+        r[9],  # debits_pending
+        r[10],  # debits_posted
+        r[11],  # credits_pending
+        r[12],  # credits_posted
     )
 
 
 def account_row(a: Account) -> tuple[Any, ...]:
+    # The enums are StrEnums: a member is its value, a str (``.value`` is a
+    # descriptor call, 0.26 µs each in Python 3.11, on every row of a batch).
     return (
         a.id,
         a.sequence,
         a.currency,
-        a.normal_balance.value,
+        a.normal_balance,
         a.debits_must_not_exceed_credits,
         a.credits_must_not_exceed_debits,
-        a.status.value,
+        a.status,
         _encode(a.metadata).decode(),
         a.version,
         a.debits_pending,
@@ -168,24 +165,21 @@ def account_row(a: Account) -> tuple[Any, ...]:
 
 def transfer_from_row(r: Row) -> Transfer:
     # As account_from_row: Transfer's fields in order.
-    return _tuple_new(
-        Transfer,
-        (
-            r[0],  # id
-            r[2],  # debit_account_id
-            r[3],  # credit_account_id
-            r[4],  # amount
-            r[5],  # currency
-            bool(r[6]),  # pending
-            _transfer_status(r[7]),
-            _metadata_decoder.decode(r[12]),
-            r[13],  # created_at_us
-            r[1],  # sequence
-            r[8],  # timeout_seconds
-            r[9],  # expires_at_us
-            r[10],  # pending_id
-            r[11],  # resolved_at_us
-        ),
+    return Transfer(
+        r[0],  # id
+        r[2],  # debit_account_id
+        r[3],  # credit_account_id
+        r[4],  # amount
+        r[5],  # currency
+        bool(r[6]),  # pending
+        _transfer_status(r[7]),
+        _metadata_decoder.decode(r[12]),
+        r[13],  # created_at_us
+        r[1],  # sequence
+        r[8],  # timeout_seconds
+        r[9],  # expires_at_us
+        r[10],  # pending_id
+        r[11],  # resolved_at_us
     )
 
 
@@ -198,7 +192,7 @@ def transfer_row(t: Transfer) -> tuple[Any, ...]:
         t.amount,
         t.currency,
         t.pending,
-        t.status.value,
+        t.status,
         t.timeout_seconds,
         t.expires_at_us,
         t.pending_id,

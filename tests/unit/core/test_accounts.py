@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+import msgspec
 import pytest
 
 from tally.core import (
@@ -161,7 +161,7 @@ def test_rejects_account_id_reused_with_different_field(
     book.apply(original)
     before = snapshot(book)
 
-    outcome = book.apply(dataclasses.replace(original, **changed))
+    outcome = book.apply(msgspec.structs.replace(original, **changed))
 
     assert_fails(outcome, Code.EXISTS_WITH_DIFFERENT_FIELDS)
     assert outcome.fields == (field,)

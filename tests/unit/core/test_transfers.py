@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+import msgspec
 import pytest
 
 from tally.core import (
@@ -441,7 +441,7 @@ def test_rejects_transfer_id_reused_with_different_field(
     pair.apply(original)
     before = snapshot(pair)
 
-    outcome = pair.apply(dataclasses.replace(original, **changed))
+    outcome = pair.apply(msgspec.structs.replace(original, **changed))
 
     assert_fails(outcome, Code.EXISTS_WITH_DIFFERENT_FIELDS)
     assert outcome.fields == (field,)
