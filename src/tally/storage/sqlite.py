@@ -289,7 +289,7 @@ class SqliteStore(Store):
         conn.executemany(_INSERT_TRANSFERS, rows(transfers))
         conn.executemany(
             "UPDATE transfers SET status = ?, resolved_at_us = ? WHERE tenant_id = ? AND id = ?",
-            [(t.status.value, t.resolved_at_us, tenant_id, t.id) for t in c.transfers_updated],
+            [(t.status, t.resolved_at_us, tenant_id, t.id) for t in c.transfers_updated],
         )
         conn.executemany(_INSERT_BALANCES, rows(balances))
         events = [event_row(e, d) for e, d in zip(c.events, w.event_data, strict=True)]
