@@ -110,8 +110,9 @@ def _probes_only(nodes: list[dict[str, Any]]) -> None:
 def test_every_writer_statement_probes_by_primary_key_on_stale_statistics(
     stale_url: str,
 ) -> None:
-    ids = [f"a{i}" for i in range(1, 65)]
-    reads = [f"t{i}" for i in range(1, 65)]
+    # The ids as the writer sends them: a JSON array each (storage.postgres._ids).
+    ids = json.dumps([f"a{i}" for i in range(1, 65)])
+    reads = json.dumps([f"t{i}" for i in range(1, 65)])
     account = ["a1", 1, "USD", "credit", False, False, "open", "{}", 2, 0, 0, 0, 0, 0, 0]
     transfer = ["t1", "posted", 5]
 
@@ -124,7 +125,8 @@ def test_every_writer_statement_probes_by_primary_key_on_stale_statistics(
                 _probes_only(await _plans(conn, pg._LOCK_ACCOUNTS, TENANT, ids))
                 _probes_only(await _plans(conn, pg._SELECT_TRANSFERS, TENANT, reads))
                 keys = [f"k{i}" for i in range(1, 65)]
-                _probes_only(await _plans(conn, pg._SELECT_KEYS, [TENANT] * len(keys), keys))
+                tenants = json.dumps([TENANT] * len(keys))
+                _probes_only(await _plans(conn, pg._SELECT_KEYS, tenants, json.dumps(keys)))
                 write = pg._write_sql(("accounts_updated", "transfers_updated"))
                 documents = [json.dumps([account] * 64), json.dumps([transfer] * 64)]
                 nodes = await _plans(conn, write, TENANT, 0, *documents)
