@@ -75,6 +75,8 @@ class Plan:
     keep_logs: bool = False
     protocols: bool = True
     skipped: list[str] = field(default_factory=list)
+    # TALLY_* settings of every server the run starts (--set), by lower-case name.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None) -> Plan:
@@ -101,6 +103,13 @@ def parse_args(argv: list[str] | None) -> Plan:
         help="an administrative URL; throwaway databases are made beside it",
     )
     parser.add_argument("--no-pgbench", action="store_true", help="skip pgbench")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Tally setting for the servers, e.g. writer_gather_ms=0 (TALLY_WRITER_GATHER_MS)",
+    )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the servers' logs even when the run passes"
     )
@@ -132,11 +141,15 @@ def parse_args(argv: list[str] | None) -> Plan:
     if not all(1 <= c <= 1000 for c in hot) or not 1 <= args.hot_pct <= 100:
         parser.error("--hot-clients: each count 1…1000; --hot-pct 1…100")
     clients = given or ([16] if smoke else list(CLIENTS))
+    settings = dict(item.split("=", 1) for item in args.set if "=" in item)
+    if len(settings) != len(args.set) or not all(settings):
+        parser.error("--set takes NAME=VALUE, e.g. writer_gather_ms=0")
     plan = Plan(
         smoke=smoke,
         duration_seconds=args.duration or (3 if smoke else 15),
         workers=args.workers,
         http_server=args.server,
+        settings={k.lower(): v for k, v in settings.items()},
         wrk_threads=args.wrk_threads,
         accounts_n=args.accounts,
         postgres_url=args.postgres_url,
@@ -313,7 +326,9 @@ def run_tally_postgres(
         server.migrate(url)
         log(f"tally on PostgreSQL ({database}), {plan.workers} {plan.http_server} workers")
         log_path = work / "tally-postgresql.log"
-        running = server.serve(children, url, plan.workers, log_path, plan.http_server)
+        running = server.serve(
+            children, url, plan.workers, log_path, plan.http_server, **plan.settings
+        )
         try:
             groups = {
                 "tally": (procs.tree(running.pid), False),
@@ -336,7 +351,9 @@ def run_tally_sqlite(
     url = f"sqlite:///{work / 'tally-bench.db'}"
     server.migrate(url)
     log(f"tally on SQLite, 1 {plan.http_server} worker")
-    running = server.serve(children, url, 1, work / "tally-sqlite.log", plan.http_server)
+    running = server.serve(
+        children, url, 1, work / "tally-sqlite.log", plan.http_server, **plan.settings
+    )
     try:
         target = Target("sqlite", url, running, {"tally": (procs.tree(running.pid), False)})
         points = [(0, c, 0) for c in plan.sqlite_clients]
@@ -491,6 +508,7 @@ def _new_results(plan: Plan, stamp: str) -> dict[str, Any]:
             "git": _git(),
             "workers": plan.workers,
             "http_server": plan.http_server,
+            "settings": plan.settings,
             "duration_s": plan.duration_seconds,
             "wrk_threads": plan.wrk_threads,
             "accounts": plan.accounts_n,

@@ -285,6 +285,14 @@ def _met(met: bool | None) -> str:
     return "n/a" if met is None else ("**met**" if met else "**missed**")
 
 
+def _settings(meta: dict[str, Any]) -> str:
+    """The settings the run changed from their defaults (``bench/run.py --set``)."""
+    given = meta.get("settings") or {}
+    if not given:
+        return ""
+    return " Settings: " + ", ".join(f"`TALLY_{k.upper()}={v}`" for k, v in given.items()) + "."
+
+
 def _python_speed(meta: dict[str, Any]) -> str:
     """How fast Python ran during the run (bench/core_book.py), for comparing
     runs on a machine whose speed drifts."""
@@ -314,7 +322,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Tally {meta['git']} under {meta.get('http_server', 'uvicorn')}, "
         f"{meta['workers']} worker(s) on PostgreSQL, 1 on SQLite; "
         f"{meta['duration_s']} s per point; wrk {meta['wrk_threads']} thread(s); "
-        f"{meta['accounts']:,} no-overdraft accounts funded from one bank account.",
+        f"{meta['accounts']:,} no-overdraft accounts funded from one bank account."
+        f"{_settings(meta)}",
         "",
         "Load generator, server and database share the same cores: read the ratios, "
         "not the absolute figures. CPU % is of one core (100 % = one core busy; "

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     writer_queue_commands_max: int = Field(default=20_000, ge=1)
     writer_batch_commands_max: int = Field(default=2_000, ge=1)
     writer_retry_after_seconds: int = 1
+    # Group commit (ledger/writer.py): how long after a transaction that answered
+    # several requests the writer waits for their clients' next ones; 0: never.
+    writer_gather_ms: float = Field(default=5.0, ge=0, le=100)
 
     # Database sessions.
     db_pool_size: int = Field(default=8, ge=1, le=200)

@@ -60,6 +60,7 @@ class Services:
             retry_after_seconds=s.writer_retry_after_seconds,
             conflict_retry_after_seconds=s.db_unavailable_retry_after_seconds,
             clock=clock,
+            gather_seconds=s.writer_gather_ms / 1000,
         )
         self.ledger = Ledger(
             store,

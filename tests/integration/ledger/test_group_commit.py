@@ -1,0 +1,137 @@
+"""Group commit: after a transaction that answered several requests, the writer
+waits a bounded moment for their clients' next ones (ledger/writer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tally.core import CreateAccount, Status
+from tally.ledger.transaction import JobResult
+from tally.ledger.writer import GATHER_FROM_REQUESTS, Writer
+from tests.conftest import create_tenant
+from tests.integration.ledger.test_writer import CountingStore, run
+
+SEVERAL = GATHER_FROM_REQUESTS + 1
+
+
+async def _first_batch(writer: Writer, tenant_id: str, prefix: str) -> None:
+    """SEVERAL requests queued before the writer starts: one transaction answers all."""
+    pending = [
+        asyncio.ensure_future(writer.submit(tenant_id, [CreateAccount(f"{prefix}{i}", "USD")]))
+        for i in range(SEVERAL)
+    ]
+    await asyncio.sleep(0)
+    writer.start()
+    await asyncio.gather(*pending)
+
+
+def _created(results: list[JobResult]) -> bool:
+    return all(r.outcomes[0].status is Status.CREATED for r in results)
+
+
+def test_the_next_requests_after_a_shared_transaction_are_gathered_into_one(
+    database_url: str,
+) -> None:
+    tenant_id, _ = create_tenant(database_url)
+
+    async def scenario() -> tuple[int, float, list[JobResult]]:
+        store = CountingStore(database_url)
+        await store.inner.open()
+        writer = Writer(store, queue_commands_max=100, batch_commands_max=100, gather_seconds=5.0)  # type: ignore[arg-type]
+        await _first_batch(writer, tenant_id, "first")
+        # The clients come back one after another, as they would over the network:
+        # without the wait the first would go alone and the rest wait for it.
+        started = time.monotonic()
+        pending = []
+        for i in range(SEVERAL):
+            pending.append(
+                asyncio.ensure_future(writer.submit(tenant_id, [CreateAccount(f"next{i}", "USD")]))
+            )
+            await asyncio.sleep(0.02)
+        results = await asyncio.gather(*pending)
+        elapsed = time.monotonic() - started
+        await writer.stop()
+        await store.inner.close()
+        return store.transactions, elapsed, results
+
+    transactions, elapsed, results = run(scenario())  # type: ignore[misc]
+    assert transactions == 2
+    assert _created(results)
+    # Woken by the last of them, not by the end of the five-second window.
+    assert elapsed < 4.0
+
+
+def test_a_lone_client_never_waits(database_url: str) -> None:
+    tenant_id, _ = create_tenant(database_url)
+
+    async def scenario() -> tuple[int, float]:
+        store = CountingStore(database_url)
+        await store.inner.open()
+        writer = Writer(store, queue_commands_max=100, batch_commands_max=100, gather_seconds=5.0)  # type: ignore[arg-type]
+        writer.start()
+        started = time.monotonic()
+        for i in range(3):
+            (outcome,) = (
+                await writer.submit(tenant_id, [CreateAccount(f"lone{i}", "USD")])
+            ).outcomes
+            assert outcome.status is Status.CREATED
+        elapsed = time.monotonic() - started
+        await writer.stop()
+        await store.inner.close()
+        return store.transactions, elapsed
+
+    transactions, elapsed = run(scenario())  # type: ignore[misc]
+    assert transactions == 3
+    assert elapsed < 4.0  # one gather window would be 5 s
+
+
+def test_the_wait_ends_with_its_window_when_fewer_come_back(database_url: str) -> None:
+    tenant_id, _ = create_tenant(database_url)
+    window = 0.3
+
+    async def scenario() -> tuple[int, float, Status]:
+        store = CountingStore(database_url)
+        await store.inner.open()
+        writer = Writer(
+            store,  # type: ignore[arg-type]
+            queue_commands_max=100,
+            batch_commands_max=100,
+            gather_seconds=window,
+        )
+        await _first_batch(writer, tenant_id, "before")
+        started = time.monotonic()
+        (outcome,) = (await writer.submit(tenant_id, [CreateAccount("alone", "USD")])).outcomes
+        elapsed = time.monotonic() - started
+        await writer.stop()
+        await store.inner.close()
+        return store.transactions, elapsed, outcome.status
+
+    transactions, elapsed, status = run(scenario())  # type: ignore[misc]
+    assert status is Status.CREATED
+    assert transactions == 2
+    # It waited for the others (a window counted from the last commit, so a little
+    # less than the whole window), then went alone.
+    assert window / 2 <= elapsed < window + 3.0
+
+
+def test_stopping_ends_a_wait_and_commits_what_is_queued(database_url: str) -> None:
+    tenant_id, _ = create_tenant(database_url)
+
+    async def scenario() -> tuple[float, Status]:
+        store = CountingStore(database_url)
+        await store.inner.open()
+        writer = Writer(store, queue_commands_max=100, batch_commands_max=100, gather_seconds=30.0)  # type: ignore[arg-type]
+        await _first_batch(writer, tenant_id, "early")
+        queued = asyncio.ensure_future(writer.submit(tenant_id, [CreateAccount("late", "USD")]))
+        await asyncio.sleep(0.05)  # the writer is gathering now
+        started = time.monotonic()
+        await writer.stop()
+        (outcome,) = (await queued).outcomes
+        elapsed = time.monotonic() - started
+        await store.inner.close()
+        return elapsed, outcome.status
+
+    elapsed, status = run(scenario())  # type: ignore[misc]
+    assert status is Status.CREATED
+    assert elapsed < 5.0  # not the 30 s window
