@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
-    settings = dict(item.split("=", 1) for item in args.set)
+    settings = server.parse_settings(args.set)
+    if settings is None:
+        parser.error("--set takes NAME=VALUE, NAME a Tally setting, e.g. writer_gather_ms=0")
     load.wrk_path()
     work = Path(tempfile.mkdtemp(prefix="tally-batch-sizes-"))
     children = procs.Children()

@@ -141,15 +141,15 @@ def parse_args(argv: list[str] | None) -> Plan:
     if not all(1 <= c <= 1000 for c in hot) or not 1 <= args.hot_pct <= 100:
         parser.error("--hot-clients: each count 1…1000; --hot-pct 1…100")
     clients = given or ([16] if smoke else list(CLIENTS))
-    settings = dict(item.split("=", 1) for item in args.set if "=" in item)
-    if len(settings) != len(args.set) or not all(settings):
-        parser.error("--set takes NAME=VALUE, e.g. writer_gather_ms=0")
+    settings = server.parse_settings(args.set)
+    if settings is None:
+        parser.error("--set takes NAME=VALUE, NAME a Tally setting, e.g. writer_gather_ms=0")
     plan = Plan(
         smoke=smoke,
         duration_seconds=args.duration or (3 if smoke else 15),
         workers=args.workers,
         http_server=args.server,
-        settings={k.lower(): v for k, v in settings.items()},
+        settings=settings,
         wrk_threads=args.wrk_threads,
         accounts_n=args.accounts,
         postgres_url=args.postgres_url,

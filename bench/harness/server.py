@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -41,6 +42,24 @@ def tally_env(database_url: str, pythonpath: str | None = None, **settings: str)
     for name, value in settings.items():
         env[f"TALLY_{name.upper()}"] = value
     return env
+
+
+_SETTING = re.compile(r"[a-z][a-z0-9_]*")
+# serve()'s own keyword arguments, which a setting must not shadow.
+_NOT_SETTINGS = {"tls_ca", "pythonpath", "http_server"}
+
+
+def parse_settings(items: list[str]) -> dict[str, str] | None:
+    """``NAME=VALUE`` items (``--set``) as settings for serve(), by lower-case
+    name; None if one is malformed or names one of serve()'s own arguments."""
+    settings: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        name = name.strip().lower()
+        if not equals or not _SETTING.fullmatch(name) or name in _NOT_SETTINGS:
+            return None
+        settings[name] = value
+    return settings
 
 
 def _cli(database_url: str, *args: str, pythonpath: str | None = None) -> str:

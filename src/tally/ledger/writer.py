@@ -9,13 +9,17 @@ fsync ("optimise the wait, not the code"). A full queue refuses new work with
 503 and ``Retry-After`` instead of growing without bound.
 
 Group commit: after a transaction that answered several requests, the writer
-gives their clients a moment (``gather_seconds``, counted from that commit) to
-send their next ones before it takes the next batch, as PostgreSQL's
-``commit_delay`` waits only while ``commit_siblings`` other transactions are
-busy. Without it, the first few to arrive went alone, and the rest waited for
-that small transaction and its round trips instead: under 64 clients a third of
-the batches carried one to four requests (docs/performance.md). A lone client
-never waits: one request answered is below ``GATHER_FROM_REQUESTS``.
+gives their clients a moment to send their next ones before it takes the next
+batch: until as many are queued again, or until as long after that commit as the
+transaction itself took, at most ``gather_seconds``. Without it, the first few
+to arrive went alone and the rest waited for that small transaction and its
+round trips: a closed loop of clients split into two alternating transactions of
+half the size (docs/performance.md). This is the idea of PostgreSQL's
+``commit_delay`` (which waits only while ``commit_siblings`` transactions are
+active). A lone client never waits: one request answered is below
+``GATHER_FROM_REQUESTS``. Arrivals that do not wait for their answers (an open
+loop) can make every cycle wait its window; bounding the window by the
+transaction's own time bounds that cost: a cycle at most doubles.
 """
 
 from __future__ import annotations
@@ -86,10 +90,12 @@ class Writer:
         self._clock = clock
         self._idle_seconds = idle_seconds
         self._gather_seconds = gather_seconds
-        # The last transaction's requests and when it ended (loop time), and how
-        # many queued requests wake the writer (more than one while it gathers).
+        # The requests the last transaction answered (0 if it failed or left some
+        # behind), when it ended and how long it took (loop time), and how many
+        # queued requests wake the writer (more than one while it gathers).
         self._answered = 0
         self._answered_at = 0.0
+        self._answered_took = 0.0
         self._wake_at = 1
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -171,14 +177,20 @@ class Writer:
                 continue
             await self._gather()
             batch = self._take_batch()
-            await self._commit(batch)
-            self._answered = len(batch)
-            self._answered_at = asyncio.get_running_loop().time()
+            # Requests the batch limit left behind have waited a whole transaction
+            # already: the next one takes them at once.
+            left_behind = bool(self._queue)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            committed = await self._commit(batch)
+            self._answered = len(batch) if committed and not left_behind else 0
+            self._answered_at = loop.time()
+            self._answered_took = self._answered_at - started
 
     async def _gather(self) -> None:
         """Wait until as many requests are queued as the last transaction answered,
-        or until ``gather_seconds`` after it ended, whichever is first (group
-        commit: see the module's docstring)."""
+        or until as long after it ended as it took (at most ``gather_seconds``),
+        whichever is first (group commit: see the module's docstring)."""
         expected = self._answered
         if (
             expected < GATHER_FROM_REQUESTS
@@ -187,7 +199,8 @@ class Writer:
             or self._closing
         ):
             return
-        remaining = self._answered_at + self._gather_seconds - asyncio.get_running_loop().time()
+        window = min(self._gather_seconds, self._answered_took)
+        remaining = self._answered_at + window - asyncio.get_running_loop().time()
         if remaining <= 0:
             return
         self._wake_at = expected
@@ -197,7 +210,8 @@ class Writer:
         finally:
             self._wake_at = 1
 
-    async def _commit(self, batch: list[Job]) -> None:
+    async def _commit(self, batch: list[Job]) -> bool:
+        """Run the batch and answer its requests; False if it failed as a whole."""
         started = time.perf_counter()
         try:
             results = await execute(
@@ -209,12 +223,12 @@ class Writer:
         except TallyError as exc:
             for job in batch:
                 _settle(job, exc)
-            return
+            return False
         except Exception as exc:  # a bug: fail these requests, keep the writer alive
             log.exception("writer batch failed")
             for job in batch:
                 _settle(job, exc)
-            return
+            return False
         WRITER_BATCH_SECONDS.observe(time.perf_counter() - started)
         WRITER_BATCH_COMMANDS.observe(sum(len(j.commands) for j in batch))
         for job, result in zip(batch, results, strict=True):
@@ -231,6 +245,7 @@ class Writer:
                     self.on_committed(changed)
                 except Exception:  # a listener's bug must not stop the writer
                     log.exception("on_committed failed")
+        return True
 
 
 def _settle(job: Job, exc: BaseException) -> None:

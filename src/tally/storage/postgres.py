@@ -3,8 +3,9 @@
 Several server processes may write at once. They stay correct because every
 write transaction locks the accounts it touches with ``SELECT … FOR UPDATE`` in
 (tenant, id) order, then the tenants' rows, so two transactions can wait on each
-other but never in a cycle. Writes are set-based (``unnest`` of arrays): one
-statement per table per batch, whatever the batch size.
+other but never in a cycle. Reads and writes are set-based (the batch's ids and
+rows as one JSON parameter each, expanded by ``json_array_elements``): one
+statement per step per tenant, whatever the batch size.
 
 Every session has a statement timeout and a lock timeout. Errors that mean "try
 again" (a lost race on a new id, a deadlock that should not happen but would be
@@ -315,10 +316,15 @@ _SELECT_KEYS = (
     " json_array_elements_text($2::text::json)) AS k(tenant_id, key), LATERAL (SELECT *"
     " FROM idempotency_keys WHERE tenant_id = k.tenant_id AND key = k.key OFFSET 0) AS i"
 )
+# Each expired key's row found by a probe and deleted at its address, as
+# _update_by_probe does: a plain join was planned as a hash join over the whole
+# table on stale statistics. A row deleted meanwhile by another process is
+# skipped; the insert that follows then collides, and the transaction runs again.
 _DELETE_KEYS = (
     "DELETE FROM idempotency_keys AS i USING ROWS FROM (json_array_elements_text($1::text::json),"
-    " json_array_elements_text($2::text::json)) AS k(tenant_id, key)"
-    " WHERE i.tenant_id = k.tenant_id AND i.key = k.key"
+    " json_array_elements_text($2::text::json)) AS k(tenant_id, key), LATERAL (SELECT ctid AS row"
+    " FROM idempotency_keys WHERE tenant_id = k.tenant_id AND key = k.key OFFSET 0) AS r"
+    " WHERE i.ctid = r.row"
 )
 # SKIP LOCKED: several processes purge at once without waiting on each other.
 _PURGE_KEYS = (
@@ -751,8 +757,11 @@ class PostgresStore(Store):
 #   against the table as it is then.
 # - A large batch's transaction plans for its values (SET LOCAL, one round trip):
 #   at CUSTOM_PLANS_FROM_ROWS ids planning costs under a microsecond per
-#   transfer, and a custom plan knows the tenant's own statistics and the
-#   arrays' sizes, so a large batch never runs on a plan made for another.
+#   transfer, and a custom plan knows the tenant's own statistics, so a large
+#   batch never runs on a plan made for another. (It does not know how many ids
+#   a JSON parameter holds: PostgreSQL estimates 100 rows for any; the probes
+#   are the plan's shape whatever the estimate, tests/integration/storage/
+#   test_writer_plans.py.)
 GENERIC_PLAN_LIFETIME_SECONDS = 1.0
 CUSTOM_PLANS_FROM_ROWS = 500
 

@@ -1,5 +1,9 @@
 """Group commit: after a transaction that answered several requests, the writer
-waits a bounded moment for their clients' next ones (ledger/writer.py)."""
+waits a bounded moment for their clients' next ones (ledger/writer.py).
+
+The wait is bounded by how long the last transaction took, a few milliseconds
+on a test database: ``SlowStore`` (the real store, each transaction held a
+little longer first) makes that long enough to observe."""
 
 from __future__ import annotations
 
@@ -8,11 +12,23 @@ import time
 
 from tally.core import CreateAccount, Status
 from tally.ledger.transaction import JobResult
-from tally.ledger.writer import GATHER_FROM_REQUESTS, Writer
+from tally.ledger.writer import GATHER_FROM_REQUESTS, IDLE_SECONDS, Writer
+from tally.storage.unit_of_work import Steps, T
 from tests.conftest import create_tenant
 from tests.integration.ledger.test_writer import CountingStore, run
 
 SEVERAL = GATHER_FROM_REQUESTS + 1
+# How long each of SlowStore's transactions takes, at least.
+TRANSACTION_SECONDS = 0.3
+
+
+class SlowStore(CountingStore):
+    """The real store, counting its transactions, each held TRANSACTION_SECONDS
+    before it starts (a spy with a delay, not a stand-in)."""
+
+    async def transact(self, steps: Steps[T]) -> T:
+        await asyncio.sleep(TRANSACTION_SECONDS)
+        return await super().transact(steps)
 
 
 async def _first_batch(writer: Writer, tenant_id: str, prefix: str) -> None:
@@ -36,7 +52,7 @@ def test_the_next_requests_after_a_shared_transaction_are_gathered_into_one(
     tenant_id, _ = create_tenant(database_url)
 
     async def scenario() -> tuple[int, float, list[JobResult]]:
-        store = CountingStore(database_url)
+        store = SlowStore(database_url)
         await store.inner.open()
         writer = Writer(store, queue_commands_max=100, batch_commands_max=100, gather_seconds=5.0)  # type: ignore[arg-type]
         await _first_batch(writer, tenant_id, "first")
@@ -58,8 +74,8 @@ def test_the_next_requests_after_a_shared_transaction_are_gathered_into_one(
     transactions, elapsed, results = run(scenario())  # type: ignore[misc]
     assert transactions == 2
     assert _created(results)
-    # Woken by the last of them, not by the end of the five-second window.
-    assert elapsed < 4.0
+    # Woken by the last of them (0.1 s after the first), then one transaction.
+    assert elapsed < TRANSACTION_SECONDS + 2.0
 
 
 def test_a_lone_client_never_waits(database_url: str) -> None:
@@ -86,40 +102,40 @@ def test_a_lone_client_never_waits(database_url: str) -> None:
     assert elapsed < 4.0  # one gather window would be 5 s
 
 
-def test_the_wait_ends_with_its_window_when_fewer_come_back(database_url: str) -> None:
+def test_the_wait_lasts_no_longer_than_the_last_transaction_took(database_url: str) -> None:
+    """Fewer clients come back than were answered: the writer waits as long as
+    the last transaction took (not its five-second ceiling), then goes; and a
+    request after the writer has gone idle is taken at once."""
     tenant_id, _ = create_tenant(database_url)
-    window = 0.3
 
-    async def scenario() -> tuple[int, float, Status]:
-        store = CountingStore(database_url)
+    async def scenario() -> tuple[int, float, Status, Status]:
+        store = SlowStore(database_url)
         await store.inner.open()
-        writer = Writer(
-            store,  # type: ignore[arg-type]
-            queue_commands_max=100,
-            batch_commands_max=100,
-            gather_seconds=window,
-        )
+        writer = Writer(store, queue_commands_max=100, batch_commands_max=100, gather_seconds=5.0)  # type: ignore[arg-type]
         await _first_batch(writer, tenant_id, "before")
         started = time.monotonic()
-        (outcome,) = (await writer.submit(tenant_id, [CreateAccount("alone", "USD")])).outcomes
+        (alone,) = (await writer.submit(tenant_id, [CreateAccount("alone", "USD")])).outcomes
         elapsed = time.monotonic() - started
+        await asyncio.sleep(IDLE_SECONDS + 0.2)  # the writer waits for work, idle
+        later = writer.submit(tenant_id, [CreateAccount("later", "USD")])
+        (after,) = (await asyncio.wait_for(later, TRANSACTION_SECONDS + 3.0)).outcomes
         await writer.stop()
         await store.inner.close()
-        return store.transactions, elapsed, outcome.status
+        return store.transactions, elapsed, alone.status, after.status
 
-    transactions, elapsed, status = run(scenario())  # type: ignore[misc]
-    assert status is Status.CREATED
-    assert transactions == 2
-    # It waited for the others (a window counted from the last commit, so a little
-    # less than the whole window), then went alone.
-    assert window / 2 <= elapsed < window + 3.0
+    transactions, elapsed, alone, after = run(scenario())  # type: ignore[misc]
+    assert alone is Status.CREATED and after is Status.CREATED
+    assert transactions == 3
+    # Its own transaction, after a wait of nearly one more (counted from the
+    # last commit); far from the 5 s ceiling.
+    assert 1.5 * TRANSACTION_SECONDS <= elapsed < TRANSACTION_SECONDS + 3.0
 
 
 def test_stopping_ends_a_wait_and_commits_what_is_queued(database_url: str) -> None:
     tenant_id, _ = create_tenant(database_url)
 
     async def scenario() -> tuple[float, Status]:
-        store = CountingStore(database_url)
+        store = SlowStore(database_url)
         await store.inner.open()
         writer = Writer(store, queue_commands_max=100, batch_commands_max=100, gather_seconds=30.0)  # type: ignore[arg-type]
         await _first_batch(writer, tenant_id, "early")
@@ -134,4 +150,4 @@ def test_stopping_ends_a_wait_and_commits_what_is_queued(database_url: str) -> N
 
     elapsed, status = run(scenario())  # type: ignore[misc]
     assert status is Status.CREATED
-    assert elapsed < 5.0  # not the 30 s window
+    assert elapsed < TRANSACTION_SECONDS + 4.0  # not the 30 s ceiling

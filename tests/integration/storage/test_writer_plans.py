@@ -127,6 +127,7 @@ def test_every_writer_statement_probes_by_primary_key_on_stale_statistics(
                 keys = [f"k{i}" for i in range(1, 65)]
                 tenants = json.dumps([TENANT] * len(keys))
                 _probes_only(await _plans(conn, pg._SELECT_KEYS, tenants, json.dumps(keys)))
+                _probes_only(await _plans(conn, pg._DELETE_KEYS, tenants, json.dumps(keys)))
                 write = pg._write_sql(("accounts_updated", "transfers_updated"))
                 documents = [json.dumps([account] * 64), json.dumps([transfer] * 64)]
                 nodes = await _plans(conn, write, TENANT, 0, *documents)
