@@ -5,8 +5,10 @@ Tally's (``tally.cli.corked``), side by side on the same small JSON answer.
 
 A process serves one ASGI app (a 201 with a transfer-sized JSON body and the
 headers Tally sends: nothing else runs, so the difference is the HTTP layer's)
-under uvicorn and uvloop with ``http="httptools"`` or
-``http="tally.cli.corked:CorkedHttpToolsProtocol"``, alternating, one process
+under uvicorn and uvloop with ``http="httptools"``,
+``http="tally.cli.corked:CorkedHttpToolsProtocol"`` or the ``floor`` of
+``bench/floor_protocol.py`` (not a server: the least one does per request, to
+show what uvicorn's protocol costs above it), alternating, one process
 per run; wrk sends ``GET /`` over ``--clients`` connections. Reported per run:
 requests/s and the server process's CPU µs per request (user + system,
 from psutil: the system calls are the point). Only 127.0.0.1 is contacted.
@@ -15,16 +17,24 @@ from psutil: the system calls are the point). Only 127.0.0.1 is contacted.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from harness import load, procs
 
-PROTOCOLS = {"httptools": "httptools", "corked": "tally.cli.corked:CorkedHttpToolsProtocol"}
+PROTOCOLS = {
+    "httptools": "httptools",
+    "corked": "tally.cli.corked:CorkedHttpToolsProtocol",
+    # Not a server: the least one does per request (bench/floor_protocol.py).
+    "floor": "floor_protocol:FloorProtocol",
+}
+BENCH_DIR = Path(__file__).resolve().parent
 _REQUESTS = re.compile(r"(\d+) requests in ([0-9.]+)s")
 
 # The app each server runs, as a -c program: the body and headers of a transfer's 201.
@@ -74,7 +84,8 @@ def _wait_listening(port: int, deadline: float) -> None:
 def one_run(protocol: str, clients: int, seconds: int) -> tuple[float, float]:
     """(requests/s, CPU µs per request) of one server process under wrk."""
     port = procs.free_port()
-    server = subprocess.Popen([sys.executable, "-c", APP, PROTOCOLS[protocol], str(port)])
+    env = {**os.environ, "PYTHONPATH": str(BENCH_DIR)}  # floor_protocol
+    server = subprocess.Popen([sys.executable, "-c", APP, PROTOCOLS[protocol], str(port)], env=env)
     try:
         _wait_listening(port, time.monotonic() + 20)
         before = _cpu_seconds(server.pid)
