@@ -55,10 +55,11 @@ security-scan: $(INSTALLED)
 
 ## pytest: every test in two runs. The in-process tests (each test one process, its
 ## apps called in it) on two pytest workers, one per core: about 3 minutes instead
-## of 5. Then tests/e2e alone, one at a time: each starts tally serve processes and
+## of 5 (--dist loadfile: a module's tests stay on one worker, in order, as the
+## console's browser story needs). Then tests/e2e alone, one at a time: each starts tally serve processes and
 ## load of its own, and two at once would fight over the same two cores.
 pytest: $(INSTALLED)
-	$(BIN)/pytest -n 2 --ignore=tests/e2e
+	$(BIN)/pytest -n 2 --dist loadfile --ignore=tests/e2e
 	$(BIN)/pytest tests/e2e
 
 ## soak: the long versions of the reliability tests (TALLY_SOAK=1): the bank test's

@@ -20,6 +20,9 @@ from tests.browser.conftest import PASSWORD, TIMEOUT_MS, sign_up
 from tests.conftest import fresh_postgres_database
 from tests.e2e.conftest import Server, tally_server
 
+# One story, in file order, on one pytest worker: the first test logs the person
+# in and the others go on from there (make pytest runs --dist loadfile; with
+# plain "load", xdist could hand a later test to the other worker, not logged in).
 pytestmark = pytest.mark.slow
 # The emulated network's latency: long enough that the second click of a double
 # click lands on the form page still shown, however busy the machine.
