@@ -72,6 +72,12 @@ log = logging.getLogger(__name__)
 
 _encode_json = msgspec.json.encode
 
+
+def _json_text(value: object) -> str:
+    """``value`` as a JSON text parameter (a batch's ids or rows: see _ids, _rows)."""
+    return _encode_json(value).decode()
+
+
 # Worth another attempt: the transaction lost a race and rolled back whole.
 _RETRYABLE = (
     asyncpg.exceptions.UniqueViolationError,
@@ -304,25 +310,31 @@ def _ids(param: int) -> str:
     return f"json_array_elements_text(${param}::text::json) WITH ORDINALITY AS k(id, n)"
 
 
-def _columns_json(keys: Sequence[Key]) -> tuple[str, str]:
-    """(tenant ids, keys) as two JSON arrays, zipped back by ``ROWS FROM`` (_ids)."""
-    return _encode_json([k[0] for k in keys]).decode(), _encode_json([k[1] for k in keys]).decode()
+# Idempotency keys as rows k(tenant_id, key): the two JSON arrays of _key_pairs,
+# zipped back in order by ROWS FROM.
+_KEY_PAIRS = (
+    "ROWS FROM (json_array_elements_text($1::text::json),"
+    " json_array_elements_text($2::text::json)) AS k(tenant_id, key)"
+)
+
+
+def _key_pairs(keys: Sequence[Key]) -> tuple[str, str]:
+    """The parameters of _KEY_PAIRS: the tenant ids and the keys, as JSON texts."""
+    return _json_text([k[0] for k in keys]), _json_text([k[1] for k in keys])
 
 
 # A primary-key probe per key, whatever the statistics (see _probe).
 _SELECT_KEYS = (
     "SELECT i.tenant_id, i.key, i.expires_at_us, i.fingerprint, i.status_code, i.headers,"
-    " i.body FROM ROWS FROM (json_array_elements_text($1::text::json),"
-    " json_array_elements_text($2::text::json)) AS k(tenant_id, key), LATERAL (SELECT *"
-    " FROM idempotency_keys WHERE tenant_id = k.tenant_id AND key = k.key OFFSET 0) AS i"
+    f" i.body FROM {_KEY_PAIRS}, LATERAL (SELECT * FROM idempotency_keys"
+    " WHERE tenant_id = k.tenant_id AND key = k.key OFFSET 0) AS i"
 )
 # Each expired key's row found by a probe and deleted at its address, as
 # _update_by_probe does: a plain join was planned as a hash join over the whole
 # table on stale statistics. A row deleted meanwhile by another process is
 # skipped; the insert that follows then collides, and the transaction runs again.
 _DELETE_KEYS = (
-    "DELETE FROM idempotency_keys AS i USING ROWS FROM (json_array_elements_text($1::text::json),"
-    " json_array_elements_text($2::text::json)) AS k(tenant_id, key), LATERAL (SELECT ctid AS row"
+    f"DELETE FROM idempotency_keys AS i USING {_KEY_PAIRS}, LATERAL (SELECT ctid AS row"
     " FROM idempotency_keys WHERE tenant_id = k.tenant_id AND key = k.key OFFSET 0) AS r"
     " WHERE i.ctid = r.row"
 )
@@ -652,7 +664,7 @@ class PostgresStore(Store):
         """One statement per tenant over its sorted ids (see _LOCK_ACCOUNTS)."""
         found = []
         for tenant_id, ids in by_tenant(keys).items():
-            rows = await conn.fetch(sql, tenant_id, _encode_json(ids).decode())
+            rows = await conn.fetch(sql, tenant_id, _json_text(ids))
             found += [(tenant_id, from_row(r)) for r in rows]
         return found
 
@@ -668,8 +680,8 @@ class PostgresStore(Store):
             rows = await conn.fetch(
                 _LOCK_AND_READ,
                 tenant_id,
-                _encode_json(lock.get(tenant_id, [])).decode(),
-                _encode_json(read.get(tenant_id, [])).decode(),
+                _json_text(lock.get(tenant_id, [])),
+                _json_text(read.get(tenant_id, [])),
             )
             for r in rows:
                 if r[0]:
@@ -684,11 +696,11 @@ class PostgresStore(Store):
     ) -> dict[Key, StoredKey]:
         if not keys:
             return {}
-        rows = await conn.fetch(_SELECT_KEYS, *_columns_json(keys))
+        rows = await conn.fetch(_SELECT_KEYS, *_key_pairs(keys))
         # A key past its retention is new again: its old row makes way for the new one.
         expired = [(r[0], r[1]) for r in rows if r[2] <= now_us]
         if expired:
-            await conn.execute(_DELETE_KEYS, *_columns_json(expired))
+            await conn.execute(_DELETE_KEYS, *_key_pairs(expired))
         return {(r[0], r[1]): stored_key_from_row(r[3:]) for r in rows if r[2] > now_us}
 
     async def _write_tenant(self, conn: asyncpg.Connection, w: TenantWrite, now_us: int) -> None:
@@ -710,7 +722,7 @@ class PostgresStore(Store):
         parts = tuple(name for name in _WRITES if rows[name])
         if not parts:
             return  # every command of this tenant was refused: nothing to write
-        documents = [_encode_json(rows[name]).decode() for name in parts]
+        documents = [_json_text(rows[name]) for name in parts]
         notify = w.sequences_used > 0 and self.announces_events
         await conn.execute(_write_sql(parts, notify), w.tenant_id, w.sequences_used, *documents)
 
