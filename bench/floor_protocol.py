@@ -1,8 +1,8 @@
 """The least an HTTP/1.1 server on asyncio and httptools does per request: a yardstick.
 
-``bench/corked_writes.py``'s ``floor`` arm runs its bare ASGI app under this
+``bench/http_protocols.py``'s ``floor`` arm runs its bare ASGI app under this
 protocol (through uvicorn's ``http=`` hook), beside uvicorn's own protocol and
-Tally's corked one. It parses each request with httptools, builds an ASGI scope,
+Tally's (``tally.cli.http1``). It parses each request with httptools, builds an ASGI scope,
 runs the app in a task and writes the answer's status line, headers and body in
 one write. It leaves out everything a real server must do besides: checks of
 the headers an app sends, Content-Length and chunked bodies, request bodies and

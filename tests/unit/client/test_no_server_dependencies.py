@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 # Import names of pyproject's `server` extra.
 SERVER_MODULES = [
-    "starlette", "uvicorn", "granian", "asyncpg", "alembic", "sqlalchemy", "psycopg",
+    "starlette", "uvicorn", "httptools", "granian", "asyncpg", "alembic", "sqlalchemy", "psycopg",
     "pydantic_settings", "prometheus_client", "argon2", "jwt", "cryptography", "redis", "zxcvbn",
     "strawberry",
     "jinja2",

@@ -1,17 +1,18 @@
-"""What writing a response in one send saves: uvicorn's httptools protocol against
-Tally's (``tally.cli.corked``), side by side on the same small JSON answer.
+"""HTTP/1.1 protocols side by side on a bare app: what each costs per request.
 
-    .venv/bin/python bench/corked_writes.py [--rounds 4] [--seconds 5] [--clients 64]
+    .venv/bin/python bench/http_protocols.py [--rounds 4] [--seconds 5] [--clients 64]
 
 A process serves one ASGI app (a 201 with a transfer-sized JSON body and the
 headers Tally sends: nothing else runs, so the difference is the HTTP layer's)
-under uvicorn and uvloop with ``http="httptools"``,
-``http="tally.cli.corked:CorkedHttpToolsProtocol"`` or the ``floor`` of
-``bench/floor_protocol.py`` (not a server: the least one does per request, to
-show what uvicorn's protocol costs above it), alternating, one process
-per run; wrk sends ``GET /`` over ``--clients`` connections. Reported per run:
-requests/s and the server process's CPU µs per request (user + system,
-from psutil: the system calls are the point). Only 127.0.0.1 is contacted.
+under uvicorn's server and uvloop with ``http="httptools"`` (uvicorn's own
+protocol), ``http="tally.cli.http1:Http1Protocol"`` (Tally's, the one ``tally
+serve`` runs) or the ``floor`` of ``bench/floor_protocol.py`` (not a server: the
+least one does per request, to show what a protocol costs above it),
+alternating, one process per run; wrk sends ``GET /`` over ``--clients``
+connections. Reported per run: requests/s and the server process's CPU µs per
+request (user + system, from psutil: the system calls are part of it). Only
+127.0.0.1 is contacted. (Until 2026-12-07 this was ``bench/corked_writes.py``,
+with an arm for ``tally.cli.corked``, the protocol ``tally.cli.http1`` replaced.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from harness import load, procs
 
 PROTOCOLS = {
     "httptools": "httptools",
-    "corked": "tally.cli.corked:CorkedHttpToolsProtocol",
+    "http1": "tally.cli.http1:Http1Protocol",
     # Not a server: the least one does per request (bench/floor_protocol.py).
     "floor": "floor_protocol:FloorProtocol",
 }

@@ -1,0 +1,425 @@
+"""Tally's HTTP/1.1 protocol (tally.cli.http1), as ``tally serve`` runs it under
+uvicorn's server: over real loopback sockets, under uvloop, with raw bytes on the
+client's side so every byte of the answer is seen.
+
+What is checked: answers leave whole and in order (one write for a JSON answer,
+pipelined requests in turn, a stream in chunks), request bodies arrive whole
+however they are cut, back-pressure both ways, ``Expect: 100-continue``,
+keep-alive and its timeout, HEAD and 204, refused requests and failing apps,
+header injection, a client leaving, WebSocket upgrades and a graceful shutdown.
+tests/e2e runs it under ``tally serve`` with every route, event stream and
+WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+import uvloop
+
+from tally.cli.http1 import HIGH_WATER, Http1Protocol
+
+PROTOCOL = "tally.cli.http1:Http1Protocol"
+BIG_CHUNKS = 1024  # of 64 KiB: 64 MiB, if nothing held it back
+sent_chunks: list[int] = []
+seen: dict[str, Any] = {}
+writes: list[bytes] = []
+
+
+class Recording:
+    """The real transport, recording the writes that reach it."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def write(self, data: bytes) -> None:
+        writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class RecordingProtocol(Http1Protocol):
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(Recording(transport))
+
+
+async def _read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        assert message["type"] == "http.request"
+        body += message["body"]
+        if not message["more_body"]:
+            return body
+
+
+async def _answer(send: Any, status: int, body: bytes, extra: list[Any] | None = None) -> None:
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/echo":
+        await _answer(send, 200, await _read_body(receive))
+    elif path == "/slow-reader":  # lets a large body pile up before reading it
+        await asyncio.sleep(0.3)
+        await _answer(send, 200, str(len(await _read_body(receive))).encode())
+    elif path == "/refuse":  # answers without reading the body
+        await _answer(send, 413, b"too large")
+    elif path == "/sleep":
+        await asyncio.sleep(0.5)
+        await _answer(send, 200, b"slept")
+    elif path == "/wait-for-disconnect":
+        await _read_body(receive)
+        seen["after-body"] = await receive()
+    elif path == "/big":  # never yields to the loop unless send makes it
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(BIG_CHUNKS):
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+            sent_chunks.append(1)
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one ", b"two ", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/no-content":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/raise-before":
+        raise RuntimeError("before the answer")
+    elif path == "/raise-after":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("mid-answer")
+    elif path == "/inject":
+        await _answer(send, 200, b"x", [(b"x-evil", b"a\r\nset-cookie: stolen=1")])
+    else:
+        await _answer(
+            send, 200, f"{scope['method']} {path}?{scope['query_string'].decode()}".encode()
+        )
+
+
+async def _serve(
+    client: Callable[[int], Awaitable[None]],
+    http: Any = PROTOCOL,
+    **options: Any,
+) -> uvicorn.Server:
+    config = uvicorn.Config(
+        _app, host="127.0.0.1", port=0, http=http, loop="none", lifespan="off",
+        log_level="critical", interface="asgi3", ws="websockets-sansio", **options,
+    )  # fmt: skip
+    config.load()
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):  # up to 5 s
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    assert server.started
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        await client(port)
+    finally:
+        server.should_exit = True
+        server.force_exit = True  # a stuck reader's response is not waited for
+        await task
+    return server
+
+
+def run(client: Callable[[int], Awaitable[None]], **options: Any) -> None:
+    writes.clear()
+    seen.clear()
+    uvloop.run(_serve(client, **options))
+
+
+async def _exchange(port: int, request: bytes) -> bytes:
+    """Send the bytes, read to the server's close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return answer
+
+
+def test_uvicorn_makes_this_protocol_for_each_connection() -> None:
+    config = uvicorn.Config(_app, http=PROTOCOL)
+    config.load()
+    assert config.http_protocol_class is Http1Protocol
+
+
+def test_a_small_answer_leaves_in_one_write_with_its_head() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(
+            port, b"GET /one?x=1 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert answer.endswith(b"\r\n\r\nGET /one?x=1")
+        assert writes == [answer]
+
+    run(client, http=RecordingProtocol)
+
+
+def test_pipelined_requests_and_connection_close_are_answered_in_order_then_closed() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(
+            port,
+            b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello"
+            b"GET /c HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        )
+        bodies = [part.split(b"\r\n\r\n", 1)[1] for part in answer.split(b"HTTP/1.1 ")[1:]]
+        assert bodies == [b"GET /a?", b"hello", b"GET /c?"]
+        assert answer.count(b"HTTP/1.1 200 OK") == 3
+        assert b"connection: close" in answer.split(b"HTTP/1.1 ")[3]
+
+    run(client)
+
+
+def test_a_body_cut_into_pieces_arrives_whole() -> None:
+    async def client(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 11\r\n")
+        for piece in (b"\r\nhel", b"lo w", b"orld"):
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(piece)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 11" in head
+        assert await asyncio.wait_for(reader.readexactly(11), 5) == b"hello world"
+        writer.close()
+
+    run(client)
+
+
+def test_a_chunked_request_body_arrives_whole() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(
+            port,
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"
+            b"\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        )
+        assert answer.endswith(b"\r\n\r\nhello world")
+
+    run(client)
+
+
+def test_a_body_larger_than_the_high_water_mark_waits_for_the_app_and_arrives_whole() -> None:
+    size = HIGH_WATER * 16
+
+    async def client(port: int) -> None:
+        answer = await _exchange(
+            port,
+            b"POST /slow-reader HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (size, b"b" * size),
+        )
+        assert answer.endswith(b"\r\n\r\n%d" % size)
+
+    run(client)
+
+
+def test_expect_100_continue_is_answered_when_the_app_reads_the_body() -> None:
+    async def client(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"ok")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"connection: close" not in head
+        assert await reader.readexactly(2) == b"ok"
+        writer.close()
+
+    run(client)
+
+
+def test_an_answer_before_a_continued_body_closes_the_connection() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(
+            port,
+            b"POST /refuse HTTP/1.1\r\nhost: t\r\ncontent-length: 99\r\n"
+            b"expect: 100-continue\r\n\r\n",
+        )
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert b"100 Continue" not in answer
+        assert b"connection: close" in answer  # and the server closed: read() reached EOF
+
+    run(client)
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not() -> None:
+    async def client(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"GET /a?"), 5)
+        # Busy for longer than the timeout: answered, not cut.
+        writer.write(b"GET /sleep HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"slept"), 5)).startswith(b"HTTP/1.1 200")
+        # Then idle: closed within about the timeout.
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert asyncio.get_running_loop().time() - started < 1.5
+        writer.close()
+
+    run(client, timeout_keep_alive=0.3)
+
+
+def test_head_has_no_body_and_204_is_not_chunked() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(
+            port,
+            b"HEAD /a HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"GET /no-content HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        )
+        head, no_content = answer.split(b"\r\n\r\n")[:2]
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 8" in head
+        assert no_content.startswith(b"HTTP/1.1 204 No Content")
+        assert b"transfer-encoding" not in no_content
+        assert answer.endswith(b"\r\n\r\n")
+
+    run(client)
+
+
+def test_a_request_the_parser_refuses_is_answered_400_and_closed() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(port, b"GET /a HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"connection: close" in answer
+
+    run(client)
+
+
+def test_an_app_failing_before_its_answer_gets_a_500_and_one_failing_mid_answer_a_cut() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(port, b"GET /raise-before HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 500 Internal Server Error")
+        assert answer.endswith(b"Internal Server Error")
+        answer = await _exchange(port, b"GET /raise-after HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK")  # the head of a stream leaves at once
+        assert not answer.endswith(b"0\r\n\r\n")  # but never looks complete
+
+    run(client)
+
+
+def test_a_header_value_that_would_start_a_new_header_is_never_written() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(port, b"GET /inject HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert answer == b""  # the connection is closed with nothing written
+
+    run(client)
+
+
+def test_a_streamed_body_arrives_whole_in_chunked_encoding() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(
+            port, b"GET /stream HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        )
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert b"transfer-encoding: chunked" in head
+        assert body == b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
+
+    run(client)
+
+
+def test_a_client_gone_is_told_to_the_app_and_breaks_nothing() -> None:
+    async def client(port: int) -> None:
+        for path in (b"/stream", b"/wait-for-disconnect"):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET %s HTTP/1.1\r\nhost: t\r\n\r\n" % path)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.transport.abort()
+        await asyncio.sleep(0.1)
+        assert seen["after-body"] == {"type": "http.disconnect"}
+        answer = await _exchange(
+            port, b"GET /still HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        )
+        assert answer.endswith(b"GET /still?")
+
+    run(client)
+
+
+def test_a_body_sent_without_yielding_to_a_reader_that_never_reads_is_held_back() -> None:
+    async def client(port: int) -> None:
+        sent_chunks.clear()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n")
+        await asyncio.sleep(0.5)  # and never read
+        assert 0 < len(sent_chunks) < BIG_CHUNKS // 4
+        sock.close()
+
+    run(client)
+
+
+def test_an_answer_pipelined_before_a_websocket_upgrade_comes_before_the_101() -> None:
+    async def client(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /before HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"GET /ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+            b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+        )
+        got = b""
+        while b"101 Switching Protocols" not in got:
+            got += await asyncio.wait_for(reader.read(4096), 5)
+        writer.close()
+        assert got.startswith(b"HTTP/1.1 200 OK")
+        assert got.index(b"GET /before") < got.index(b"HTTP/1.1 101")
+
+    run(client)
+
+
+def test_shutdown_closes_idle_connections_and_lets_an_answer_in_progress_finish() -> None:
+    async def main() -> None:
+        async def client(port: int) -> None:
+            idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+            idle_writer.write(b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n")
+            await asyncio.wait_for(idle_reader.readuntil(b"GET /a?"), 5)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /sleep HTTP/1.1\r\nhost: t\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            server.should_exit = True  # as SIGTERM does
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"slept")
+            assert b"connection: close" in answer
+            assert await asyncio.wait_for(idle_reader.read(), 5) == b""
+            idle_writer.close()
+            writer.close()
+
+        config = uvicorn.Config(
+            _app, host="127.0.0.1", port=0, http=PROTOCOL, loop="none", lifespan="off",
+            log_level="critical", interface="asgi3",
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        for _ in range(500):  # up to 5 s
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        await asyncio.gather(client(port), task)
+
+    uvloop.run(main())
