@@ -44,6 +44,7 @@ protocol and the least a protocol can do (docs/performance.md).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import urllib.parse
@@ -78,7 +79,6 @@ def _status_line(status: int) -> bytes:
 
 STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_DISCONNECT = {"type": "http.disconnect"}
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -116,9 +116,12 @@ class Http1Protocol(asyncio.Protocol):
         self.scheme = "http"
         self.read_paused = False
         self.write_paused = False
-        self.drained: asyncio.Future[None] | None = None
+        self.drain_waiters: list[asyncio.Future[None]] = []
         self.keep_alive_timer: asyncio.TimerHandle | None = None
-        self.idle_since: float | None = None  # loop time of the last answer, if idle
+        self.idle_since = 0.0  # loop time of the last answer (or of the connection)
+        # Each request's task starts from the connection's context, never from
+        # the request before it (a pipelined one is started from its send()).
+        self.context = contextvars.Context() if config.reset_contextvars else None
         self.pipeline: deque[Exchange] = deque()
         self.exchange: Exchange | None = None  # the one being answered
         self.parsing: Exchange | None = None  # the one whose body is being read
@@ -128,6 +131,10 @@ class Http1Protocol(asyncio.Protocol):
         self.expect_100 = False
         self.method = b""
         self.upgraded = False
+        # Waiting for the requests before it to be answered: a WebSocket
+        # upgrade, or the 400 for a request the parser refused.
+        self.upgrade_waiting = False
+        self.refusal_waiting: bytes | None = None
 
     # -- asyncio's protocol interface ---------------------------------------------------
 
@@ -138,6 +145,9 @@ class Http1Protocol(asyncio.Protocol):
         self.client = _address(transport.get_extra_info("peername"))
         if transport.get_extra_info("sslcontext"):
             self.scheme = "https"
+        if self.context is None:
+            self.context = contextvars.copy_context()
+        self._idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
@@ -153,26 +163,29 @@ class Http1Protocol(asyncio.Protocol):
         pass  # the transport closes; answers in progress find the peer gone
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             log.warning("Invalid HTTP request received.")
-            self._reject(b"Invalid HTTP request received.")
+            self._refuse(b"Invalid HTTP request received.")
         except httptools.HttpParserUpgrade:
-            if self._websocket_upgrade():
-                self._upgrade()
-            else:
+            if not self._websocket_upgrade():
                 log.warning("Unsupported upgrade request.")
+            elif self.exchange is None:
+                self._upgrade()
+            else:  # after the answers to the requests before it
+                self.upgrade_waiting = True
+                self._pause_reading()
 
     def pause_writing(self) -> None:
         self.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        drained, self.drained = self.drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- uvicorn's server interface -----------------------------------------------------
 
@@ -208,6 +221,8 @@ class Http1Protocol(asyncio.Protocol):
         self.method = parser.get_method()
         if parser.should_upgrade() and self._websocket_upgrade():
             return  # data_received hands the connection over (HttpParserUpgrade)
+        if self.refusal_waiting is not None:
+            return  # a request after a refused one is not read
         url = httptools.parse_url(self.url)
         raw_path: bytes = url.path
         path = raw_path.decode("ascii")
@@ -216,7 +231,7 @@ class Http1Protocol(asyncio.Protocol):
         root = self.root_path
         scope = {
             "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "asgi": {"version": self.config.asgi_version, "spec_version": "2.3"},
             "http_version": http_version,
             "server": self.server,
             "client": self.client,
@@ -230,7 +245,9 @@ class Http1Protocol(asyncio.Protocol):
             "state": self.app_state.copy(),
         }
         keep_alive = http_version != "1.0" and parser.should_keep_alive()
-        exchange = Exchange(self, scope, keep_alive, self.expect_100)
+        # HTTP/1.0 has no 100 Continue (RFC 9110 §10.1.1).
+        expect_100 = self.expect_100 and http_version != "1.0"
+        exchange = Exchange(self, scope, keep_alive, expect_100)
         self.parsing = exchange
         if self.exchange is None:
             self._start(exchange)
@@ -265,8 +282,9 @@ class Http1Protocol(asyncio.Protocol):
             app = _service_unavailable
         else:
             app = self.app
-        task = self.loop.create_task(exchange.run(app))
-        exchange.task = task  # run() takes it out of the server's set when it ends
+        assert self.context is not None
+        task = self.loop.create_task(exchange.run(app), context=self.context.copy())
+        task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
     def answered(self, exchange: Exchange) -> None:
@@ -274,25 +292,39 @@ class Http1Protocol(asyncio.Protocol):
         self.server_state.total_requests += 1
         if self.upgraded or self.transport.is_closing():
             return  # the connection is the WebSocket protocol's now, or ending
-        self._resume_reading()
         if self.pipeline:
+            self._resume_reading()
             self._start(self.pipeline.popleft())
+            return
+        self.exchange = None
+        if self.refusal_waiting is not None:
+            self._refuse(self.refusal_waiting)
+        elif self.upgrade_waiting:
+            self._upgrade()
         else:
-            self.exchange = None
-            self.idle_since = self.loop.time()
-            if self.keep_alive_timer is None:
-                self.keep_alive_timer = self.loop.call_at(
-                    self.idle_since + self.timeout_keep_alive, self._keep_alive_expired
-                )
+            self._resume_reading()
+            self._idle()
+
+    def _idle(self) -> None:
+        """No request in progress from now: arm the timer that closes the
+        connection if none begins within the keep-alive timeout."""
+        self.idle_since = self.loop.time()
+        if self.keep_alive_timer is None:
+            self.keep_alive_timer = self.loop.call_at(
+                self.idle_since + self.timeout_keep_alive, self._keep_alive_expired
+            )
 
     def _keep_alive_expired(self) -> None:
-        """Close the connection if it has been idle the whole timeout. The timer is
-        not moved at each request (a cancel and a new timer per request): it
-        fires on time, and a connection that was busy meanwhile is looked at
-        again when the timeout after its last answer ends."""
+        """Close the connection if no request has been in progress for the whole
+        timeout, since its last answer or since it opened: an idle connection,
+        or one whose client sends a request's head too slowly to finish it (a
+        part of a head is not a request). The timer is not moved at each
+        request (a cancel and a new timer each time): it fires on time, and a
+        connection that was busy meanwhile is looked at again when the timeout
+        after its last answer ends."""
         self.keep_alive_timer = None
-        if self.transport.is_closing() or self.idle_since is None:
-            return  # busy: its answer arms the timer again
+        if self.transport.is_closing() or self.exchange is not None:
+            return  # answering: its answer arms the timer again
         deadline = self.idle_since + self.timeout_keep_alive
         if self.loop.time() >= deadline:
             self.transport.close()
@@ -316,9 +348,11 @@ class Http1Protocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     async def drain(self) -> None:
-        if self.drained is None:
-            self.drained = self.loop.create_future()
-        await self.drained
+        """Wait until the transport takes writes again (each waiter its own
+        future: one cancelled must not cancel the others)."""
+        waiter = self.loop.create_future()
+        self.drain_waiters.append(waiter)
+        await waiter
 
     # -- upgrades and refusals --------------------------------------------------------------
 
@@ -338,6 +372,9 @@ class Http1Protocol(asyncio.Protocol):
         """Hand the connection to the WebSocket protocol, replaying the request's head."""
         self.connections.discard(self)
         self.upgraded = True
+        self.upgrade_waiting = False
+        self._stop_keep_alive_timer()
+        self._resume_reading()  # the WebSocket protocol resumes only what it paused
         head = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
         for name, value in self.headers:
             head += [name, b": ", value, b"\r\n"]
@@ -349,7 +386,12 @@ class Http1Protocol(asyncio.Protocol):
         self.transport.set_protocol(protocol)
         protocol.data_received(b"".join(head))
 
-    def _reject(self, message: bytes) -> None:
+    def _refuse(self, message: bytes) -> None:
+        """Answer 400 and close; after the answers to the requests before it."""
+        if self.exchange is not None:
+            self.refusal_waiting = message
+            self._pause_reading()
+            return
         content = [STATUS_LINES[400]]
         for name, value in self.server_state.default_headers:
             content += [name, b": ", value, b"\r\n"]
@@ -378,7 +420,7 @@ class Exchange:
         "protocol",
         "scope",
         "started",
-        "task",
+        "until_close",
         "waiters",
         "waiting_for_100",
     )
@@ -403,7 +445,7 @@ class Exchange:
         self.chunked = False
         self.left = 0  # Content-Length bytes still to send
         self.head: bytes | None = None  # status line and headers, not yet written
-        self.task: asyncio.Task[None] | None = None
+        self.until_close = False  # an HTTP/1.0 body of unknown length ends with the connection
 
     def wake(self) -> None:
         waiters = self.waiters
@@ -432,9 +474,6 @@ class Exchange:
             elif not self.complete and not self.disconnected:
                 log.error("ASGI callable returned without completing response.")
                 self.protocol.transport.close()
-        finally:
-            # uvicorn's shutdown waits while the server's set holds tasks.
-            self.protocol.tasks.discard(self.task)
 
     async def _send_500(self) -> None:
         headers = [
@@ -466,7 +505,7 @@ class Exchange:
                 self.waiters.append(waiter)
             await waiter
         if self.disconnected or self.complete:
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         chunks = self.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.chunks = []
@@ -527,9 +566,19 @@ class Exchange:
         if not self.keep_alive and not close:
             content.append(b"connection: close\r\n")
         head_only = self.scope["method"] == "HEAD" or status in (204, 304)
-        if length is not None and not chunked:
+        if head_only:
+            self.left = 0  # whatever Content-Length says, no body follows
+        elif length is not None and not chunked:
             self.left = length
-        elif not head_only and length is None:
+        elif self.scope["http_version"] == "1.0":
+            # No chunked encoding in HTTP/1.0 (RFC 9112 §6.1): the body ends
+            # when the connection does.
+            chunked = False
+            self.until_close = True
+            if self.keep_alive:
+                self.keep_alive = False
+                content.append(b"connection: close\r\n")
+        elif length is None:
             chunked = True
             if not any(name == b"transfer-encoding" for name in content[1::4]):
                 content.append(b"transfer-encoding: chunked\r\n")
@@ -550,6 +599,8 @@ class Exchange:
             out = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
             if not more_body:
                 out += b"0\r\n\r\n"
+        elif self.until_close:
+            out = body
         else:
             if len(body) > self.left:
                 raise RuntimeError("Response content longer than Content-Length")

@@ -24,13 +24,15 @@ from tally.cli.http1 import HIGH_WATER, Http1Protocol
 
 PROTOCOL = "tally.cli.http1:Http1Protocol"
 BIG_CHUNKS = 1024  # of 64 KiB: 64 MiB, if nothing held it back
+RETRIED_CHUNKS = 64  # of 64 KiB: 4 MiB, more than the socket buffers hold
 sent_chunks: list[int] = []
 seen: dict[str, Any] = {}
 writes: list[bytes] = []
 
 
 class Recording:
-    """The real transport, recording the writes that reach it."""
+    """The real transport, recording the writes that reach it and each pause
+    and resume of reading."""
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
@@ -38,6 +40,14 @@ class Recording:
     def write(self, data: bytes) -> None:
         writes.append(bytes(data))
         self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        writes.append(b"<pause reading>")
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        writes.append(b"<resume reading>")
+        self.transport.resume_reading()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
@@ -67,9 +77,11 @@ async def _answer(send: Any, status: int, body: bytes, extra: list[Any] | None =
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "websocket":
+    if scope["type"] == "websocket":  # accept, echo one message, close
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
         await send({"type": "websocket.close", "code": 1000})
         return
     if scope["type"] != "http":
@@ -83,11 +95,33 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/refuse":  # answers without reading the body
         await _answer(send, 413, b"too large")
     elif path == "/sleep":
-        await asyncio.sleep(0.5)
+        seen["sleeping"] = True
+        await asyncio.sleep(float(scope["query_string"] or b"0.5"))
         await _answer(send, 200, b"slept")
     elif path == "/wait-for-disconnect":
         await _read_body(receive)
+        seen["read"] = True
         seen["after-body"] = await receive()
+    elif path == "/retried-sends":  # each chunk's send retried after a timeout
+        chunk = b"r" * 65536
+        length = str(RETRIED_CHUNKS * len(chunk)).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", length)]})  # fmt: skip
+        for _ in range(RETRIED_CHUNKS):
+            while True:
+                try:
+                    await asyncio.wait_for(
+                        send({"type": "http.response.body", "body": chunk, "more_body": True}),
+                        0.05,
+                    )
+                    break
+                except TimeoutError:
+                    seen["timeouts"] = seen.get("timeouts", 0) + 1
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/not-modified":
+        await send({"type": "http.response.start", "status": 304,
+                    "headers": [(b"content-length", b"42"), (b"etag", b'"v1"')]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
     elif path == "/big":  # never yields to the loop unless send makes it
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for _ in range(BIG_CHUNKS):
@@ -96,10 +130,12 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
     elif path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
+        seen["streaming"] = True
         for part in (b"one ", b"two ", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
         await send({"type": "http.response.body", "body": b""})
+        seen["stream ended"] = True
     elif path == "/no-content":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -147,6 +183,15 @@ def run(client: Callable[[int], Awaitable[None]], **options: Any) -> None:
     writes.clear()
     seen.clear()
     uvloop.run(_serve(client, **options))
+
+
+async def _until(what: str, seconds: float = 5) -> None:
+    """Wait until the app has recorded ``what``."""
+    for _ in range(int(seconds / 0.01)):
+        if what in seen:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the app never recorded {what!r}")
 
 
 async def _exchange(port: int, request: bytes) -> bytes:
@@ -220,7 +265,7 @@ def test_a_chunked_request_body_arrives_whole() -> None:
     run(client)
 
 
-def test_a_body_larger_than_the_high_water_mark_waits_for_the_app_and_arrives_whole() -> None:
+def test_a_body_larger_than_the_high_water_mark_pauses_reading_until_the_app_takes_it() -> None:
     size = HIGH_WATER * 16
 
     async def client(port: int) -> None:
@@ -230,8 +275,11 @@ def test_a_body_larger_than_the_high_water_mark_waits_for_the_app_and_arrives_wh
             b"content-length: %d\r\n\r\n%s" % (size, b"b" * size),
         )
         assert answer.endswith(b"\r\n\r\n%d" % size)
+        # Reading paused while the app slept on a full buffer, and resumed when it read.
+        first_pause = writes.index(b"<pause reading>")
+        assert b"<resume reading>" in writes[first_pause:]
 
-    run(client)
+    run(client, http=RecordingProtocol)
 
 
 def test_expect_100_continue_is_answered_when_the_app_reads_the_body() -> None:
@@ -267,33 +315,58 @@ def test_an_answer_before_a_continued_body_closes_the_connection() -> None:
 
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not() -> None:
     async def client(port: int) -> None:
+        loop = asyncio.get_running_loop()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n")
-        await asyncio.wait_for(reader.readuntil(b"GET /a?"), 5)
         # Busy for longer than the timeout: answered, not cut.
-        writer.write(b"GET /sleep HTTP/1.1\r\nhost: t\r\n\r\n")
-        assert (await asyncio.wait_for(reader.readuntil(b"slept"), 5)).startswith(b"HTTP/1.1 200")
-        # Then idle: closed within about the timeout.
-        started = asyncio.get_running_loop().time()
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        assert asyncio.get_running_loop().time() - started < 1.5
+        writer.write(b"GET /sleep?2.5 HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"slept"), 10)).startswith(b"HTTP/1.1 200")
+        # Then idle: closed after about the timeout.
+        started = loop.time()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert 0.5 < loop.time() - started < 4
         writer.close()
 
-    run(client, timeout_keep_alive=0.3)
+    run(client, timeout_keep_alive=1)
 
 
-def test_head_has_no_body_and_204_is_not_chunked() -> None:
+def test_a_request_head_never_finished_is_closed_after_the_keep_alive_timeout() -> None:
+    async def client(port: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = loop.time()
+        writer.write(b"GET /a HTTP/1.1\r\nhost: t\r\n")  # and never the blank line
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert 0.5 < loop.time() - started < 4
+        writer.close()
+
+    run(client, timeout_keep_alive=1)
+
+
+def test_head_204_and_304_have_no_body_whatever_their_content_length_says() -> None:
     async def client(port: int) -> None:
         answer = await _exchange(
             port,
             b"HEAD /a HTTP/1.1\r\nhost: t\r\n\r\n"
-            b"GET /no-content HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+            b"GET /no-content HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"GET /not-modified HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
         )
-        head, no_content = answer.split(b"\r\n\r\n")[:2]
+        head, no_content, not_modified = answer.split(b"\r\n\r\n")[:3]
         assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 8" in head
         assert no_content.startswith(b"HTTP/1.1 204 No Content")
         assert b"transfer-encoding" not in no_content
+        assert not_modified.startswith(b"HTTP/1.1 304 Not Modified")
+        assert b"content-length: 42" in not_modified
         assert answer.endswith(b"\r\n\r\n")
+
+    run(client)
+
+
+def test_an_http_1_0_stream_ends_with_the_connection_not_in_chunks() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(port, b"GET /stream HTTP/1.0\r\n\r\n")
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert b"transfer-encoding" not in head and b"connection: close" in head
+        assert body == b"one two three"
 
     run(client)
 
@@ -303,6 +376,21 @@ def test_a_request_the_parser_refuses_is_answered_400_and_closed() -> None:
         answer = await _exchange(port, b"GET /a HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
         assert b"connection: close" in answer
+
+    run(client)
+
+
+def test_a_refused_request_pipelined_behind_others_is_answered_400_after_them() -> None:
+    async def client(port: int) -> None:
+        answer = await _exchange(
+            port,
+            b"GET /sleep?0.2 HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"GET /b HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"GET /c HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n",
+        )
+        answers = answer.split(b"HTTP/1.1 ")[1:]
+        assert [a[:3] for a in answers] == [b"200", b"200", b"400"]
+        assert answers[0].endswith(b"slept") and answers[1].endswith(b"GET /b?")
 
     run(client)
 
@@ -341,14 +429,14 @@ def test_a_streamed_body_arrives_whole_in_chunked_encoding() -> None:
 
 def test_a_client_gone_is_told_to_the_app_and_breaks_nothing() -> None:
     async def client(port: int) -> None:
-        for path in (b"/stream", b"/wait-for-disconnect"):
+        for path, started in ((b"/stream", "streaming"), (b"/wait-for-disconnect", "read")):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET %s HTTP/1.1\r\nhost: t\r\n\r\n" % path)
-            await writer.drain()
-            await asyncio.sleep(0.05)
+            await _until(started)
             writer.transport.abort()
-        await asyncio.sleep(0.1)
+        await _until("after-body")
         assert seen["after-body"] == {"type": "http.disconnect"}
+        await _until("stream ended")  # its sends after the client left were no-ops
         answer = await _exchange(
             port, b"GET /still HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
         )
@@ -373,20 +461,55 @@ def test_a_body_sent_without_yielding_to_a_reader_that_never_reads_is_held_back(
     run(client)
 
 
-def test_an_answer_pipelined_before_a_websocket_upgrade_comes_before_the_101() -> None:
+def test_a_send_retried_after_timing_out_on_back_pressure_waits_and_the_body_arrives_whole() -> (
+    None
+):
+    async def client(port: int) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(
+            sock, b"GET /retried-sends HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        )
+        await asyncio.sleep(0.5)  # not reading: the server's sends time out
+        got = b""
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10):
+            got += chunk
+        sock.close()
+        assert seen.get("timeouts", 0) >= 1
+        assert got.split(b"\r\n\r\n", 1)[1] == b"r" * (RETRIED_CHUNKS * 65536)
+
+    run(client)
+
+
+def _masked_text_frame(text: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    return (
+        b"\x81"
+        + bytes([0x80 | len(text)])
+        + mask
+        + bytes(c ^ mask[i % 4] for i, c in enumerate(text))
+    )
+
+
+def test_a_websocket_upgrade_pipelined_behind_a_request_waits_for_its_answer() -> None:
     async def client(port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
-            b"GET /before HTTP/1.1\r\nhost: t\r\n\r\n"
+            b"GET /sleep?0.2 HTTP/1.1\r\nhost: t\r\n\r\n"
             b"GET /ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
             b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
         )
-        got = b""
-        while b"101 Switching Protocols" not in got:
-            got += await asyncio.wait_for(reader.read(4096), 5)
+        got = await asyncio.wait_for(reader.readuntil(b"101 Switching Protocols"), 5)
+        assert got.index(b"slept") < got.index(b"HTTP/1.1 101")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # the 101's headers
+        # Reading, paused while the upgrade waited, resumed for the WebSocket.
+        writer.write(_masked_text_frame(b"hello"))
+        echo = await asyncio.wait_for(reader.readexactly(7), 5)
+        assert echo == b"\x81\x05hello"
         writer.close()
-        assert got.startswith(b"HTTP/1.1 200 OK")
-        assert got.index(b"GET /before") < got.index(b"HTTP/1.1 101")
 
     run(client)
 
@@ -399,8 +522,7 @@ def test_shutdown_closes_idle_connections_and_lets_an_answer_in_progress_finish(
             await asyncio.wait_for(idle_reader.readuntil(b"GET /a?"), 5)
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /sleep HTTP/1.1\r\nhost: t\r\n\r\n")
-            await writer.drain()
-            await asyncio.sleep(0.1)
+            await _until("sleeping")
             server.should_exit = True  # as SIGTERM does
             answer = await asyncio.wait_for(reader.read(), 5)
             assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"slept")
@@ -422,4 +544,5 @@ def test_shutdown_closes_idle_connections_and_lets_an_answer_in_progress_finish(
         port = server.servers[0].sockets[0].getsockname()[1]
         await asyncio.gather(client(port), task)
 
+    seen.clear()
     uvloop.run(main())
