@@ -22,22 +22,27 @@ per request:
   event. The headers the app sends are checked for characters that would let a
   value break out of its line (response splitting), all names in one regular
   expression search and all values in another.
-- **keep-alive**: a connection idle ``timeout_keep_alive`` seconds after its last
-  answer is closed. ``Connection: close``, HTTP/1.0 without keep-alive, and a
-  server shutting down end it after the answer.
+- **keep-alive**: a connection with no request in progress for
+  ``timeout_keep_alive`` seconds since it opened or last answered is closed,
+  even if part of a request's head has arrived (a client cannot hold it open
+  with a byte). ``Connection: close``, HTTP/1.0, and a server shutting down
+  end it after the answer; an HTTP/1.0 answer of unknown length ends with
+  the connection rather than in chunks.
 - **pipelining**: a request that arrives while an answer is still being made
-  waits its turn (reading pauses), so answers leave in the order asked.
+  waits its turn (reading pauses), so answers leave in the order asked; so do
+  a WebSocket upgrade and the 400 for a request the parser refuses.
 - **back-pressure**: when the socket's send buffer fills, the transport pauses
   the protocol and the app's ``send()`` waits until it drains.
 - **upgrades**: ``Upgrade: websocket`` hands the connection to uvicorn's
-  WebSocket protocol (``ws=``), replaying the request's head to it.
+  WebSocket protocol (``ws=``), replaying the request's head to it, once the
+  requests before it are answered.
 - **errors**: a request the parser rejects is answered 400 and the connection
   closed; an app that raises before answering gets a 500 for it; one that raises
   mid-answer has its connection closed (the client sees a cut answer, never a
   wrong one).
 
-It writes no access log: Tally's middleware logs each request
-(docs/observability.md). ``bench/http_protocols.py`` measures it beside uvicorn's
+It writes no access log: Tally's middleware does, with ``TALLY_ACCESS_LOG``
+(docs/configuration.md). ``bench/http_protocols.py`` measures it beside uvicorn's
 protocol and the least a protocol can do (docs/performance.md).
 """
 
