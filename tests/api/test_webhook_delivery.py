@@ -321,6 +321,13 @@ def test_two_processes_share_the_endpoints_by_the_ring_and_one_takes_all_when_th
                 wait_succeeded(db, endpoints_count)
             # b stopped: it left the ring, and a owns every endpoint now.
             survivor = a.app.app.state.services.dispatcher.worker_id  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10
+            while [r[0] for r in db.fetch(WORKERS)] != [survivor]:
+                assert time.monotonic() < deadline, "b left the ring"
+                time.sleep(0.05)
+            # A heartbeat round: a has read that b left. Before it, a leased only
+            # its own share, then b's once the first had finished: never all at once.
+            time.sleep(0.5)
             a.post("/v1/accounts", json={"currency": "USD"}, headers=headers)
             owners = wait_leased(db, endpoints_count)
             assert set(owners.values()) == {survivor}
