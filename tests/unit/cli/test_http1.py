@@ -152,16 +152,14 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         )
 
 
-async def _serve(
-    client: Callable[[int], Awaitable[None]],
-    http: Any = PROTOCOL,
-    **options: Any,
-) -> uvicorn.Server:
+async def _start(
+    http: Any = PROTOCOL, **options: Any
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """uvicorn's server with the protocol, listening: the server, its task, its port."""
     config = uvicorn.Config(
         _app, host="127.0.0.1", port=0, http=http, loop="none", lifespan="off",
         log_level="critical", interface="asgi3", ws="websockets-sansio", **options,
     )  # fmt: skip
-    config.load()
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):  # up to 5 s
@@ -169,14 +167,17 @@ async def _serve(
             break
         await asyncio.sleep(0.01)
     assert server.started
-    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, server.servers[0].sockets[0].getsockname()[1]
+
+
+async def _serve(client: Callable[[int], Awaitable[None]], **options: Any) -> None:
+    server, task, port = await _start(**options)
     try:
         await client(port)
     finally:
         server.should_exit = True
         server.force_exit = True  # a stuck reader's response is not waited for
         await task
-    return server
 
 
 def run(client: Callable[[int], Awaitable[None]], **options: Any) -> None:
@@ -192,6 +193,18 @@ async def _until(what: str, seconds: float = 5) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"the app never recorded {what!r}")
+
+
+def answer_to(request: bytes, **options: Any) -> bytes:
+    """Serve, send the bytes on one connection, and return what the server wrote
+    before it closed."""
+    answers: list[bytes] = []
+
+    async def client(port: int) -> None:
+        answers.append(await _exchange(port, request))
+
+    run(client, **options)
+    return answers[0]
 
 
 async def _exchange(port: int, request: bytes) -> bytes:
@@ -210,31 +223,24 @@ def test_uvicorn_makes_this_protocol_for_each_connection() -> None:
 
 
 def test_a_small_answer_leaves_in_one_write_with_its_head() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(
-            port, b"GET /one?x=1 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
-        )
-        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-        assert answer.endswith(b"\r\n\r\nGET /one?x=1")
-        assert writes == [answer]
-
-    run(client, http=RecordingProtocol)
+    answer = answer_to(
+        b"GET /one?x=1 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n", http=RecordingProtocol
+    )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b"\r\n\r\nGET /one?x=1")
+    assert writes == [answer]
 
 
 def test_pipelined_requests_and_connection_close_are_answered_in_order_then_closed() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(
-            port,
-            b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n"
-            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello"
-            b"GET /c HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-        bodies = [part.split(b"\r\n\r\n", 1)[1] for part in answer.split(b"HTTP/1.1 ")[1:]]
-        assert bodies == [b"GET /a?", b"hello", b"GET /c?"]
-        assert answer.count(b"HTTP/1.1 200 OK") == 3
-        assert b"connection: close" in answer.split(b"HTTP/1.1 ")[3]
-
-    run(client)
+    answer = answer_to(
+        b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello"
+        b"GET /c HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    bodies = [part.split(b"\r\n\r\n", 1)[1] for part in answer.split(b"HTTP/1.1 ")[1:]]
+    assert bodies == [b"GET /a?", b"hello", b"GET /c?"]
+    assert answer.count(b"HTTP/1.1 200 OK") == 3
+    assert b"connection: close" in answer.split(b"HTTP/1.1 ")[3]
 
 
 def test_a_body_cut_into_pieces_arrives_whole() -> None:
@@ -254,32 +260,25 @@ def test_a_body_cut_into_pieces_arrives_whole() -> None:
 
 
 def test_a_chunked_request_body_arrives_whole() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(
-            port,
-            b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"
-            b"\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-        )
-        assert answer.endswith(b"\r\n\r\nhello world")
-
-    run(client)
+    answer = answer_to(
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"
+        b"\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    assert answer.endswith(b"\r\n\r\nhello world")
 
 
 def test_a_body_larger_than_the_high_water_mark_pauses_reading_until_the_app_takes_it() -> None:
     size = HIGH_WATER * 16
 
-    async def client(port: int) -> None:
-        answer = await _exchange(
-            port,
-            b"POST /slow-reader HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
-            b"content-length: %d\r\n\r\n%s" % (size, b"b" * size),
-        )
-        assert answer.endswith(b"\r\n\r\n%d" % size)
-        # Reading paused while the app slept on a full buffer, and resumed when it read.
-        first_pause = writes.index(b"<pause reading>")
-        assert b"<resume reading>" in writes[first_pause:]
-
-    run(client, http=RecordingProtocol)
+    answer = answer_to(
+        b"POST /slow-reader HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n%s" % (size, b"b" * size),
+        http=RecordingProtocol,
+    )
+    assert answer.endswith(b"\r\n\r\n%d" % size)
+    # Reading paused while the app slept on a full buffer, and resumed when it read.
+    first_pause = writes.index(b"<pause reading>")
+    assert b"<resume reading>" in writes[first_pause:]
 
 
 def test_expect_100_continue_is_answered_when_the_app_reads_the_body() -> None:
@@ -300,17 +299,12 @@ def test_expect_100_continue_is_answered_when_the_app_reads_the_body() -> None:
 
 
 def test_an_answer_before_a_continued_body_closes_the_connection() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(
-            port,
-            b"POST /refuse HTTP/1.1\r\nhost: t\r\ncontent-length: 99\r\n"
-            b"expect: 100-continue\r\n\r\n",
-        )
-        assert answer.startswith(b"HTTP/1.1 413 ")
-        assert b"100 Continue" not in answer
-        assert b"connection: close" in answer  # and the server closed: read() reached EOF
-
-    run(client)
+    answer = answer_to(
+        b"POST /refuse HTTP/1.1\r\nhost: t\r\ncontent-length: 99\r\nexpect: 100-continue\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"100 Continue" not in answer
+    assert b"connection: close" in answer  # and the server closed: read() reached EOF
 
 
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not() -> None:
@@ -343,56 +337,42 @@ def test_a_request_head_never_finished_is_closed_after_the_keep_alive_timeout() 
 
 
 def test_head_204_and_304_have_no_body_whatever_their_content_length_says() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(
-            port,
-            b"HEAD /a HTTP/1.1\r\nhost: t\r\n\r\n"
-            b"GET /no-content HTTP/1.1\r\nhost: t\r\n\r\n"
-            b"GET /not-modified HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-        head, no_content, not_modified = answer.split(b"\r\n\r\n")[:3]
-        assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 8" in head
-        assert no_content.startswith(b"HTTP/1.1 204 No Content")
-        assert b"transfer-encoding" not in no_content
-        assert not_modified.startswith(b"HTTP/1.1 304 Not Modified")
-        assert b"content-length: 42" in not_modified
-        assert answer.endswith(b"\r\n\r\n")
-
-    run(client)
+    answer = answer_to(
+        b"HEAD /a HTTP/1.1\r\nhost: t\r\n\r\n"
+        b"GET /no-content HTTP/1.1\r\nhost: t\r\n\r\n"
+        b"GET /not-modified HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    head, no_content, not_modified = answer.split(b"\r\n\r\n")[:3]
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 8" in head
+    assert no_content.startswith(b"HTTP/1.1 204 No Content")
+    assert b"transfer-encoding" not in no_content
+    assert not_modified.startswith(b"HTTP/1.1 304 Not Modified")
+    assert b"content-length: 42" in not_modified
+    assert answer.endswith(b"\r\n\r\n")
 
 
 def test_an_http_1_0_stream_ends_with_the_connection_not_in_chunks() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(port, b"GET /stream HTTP/1.0\r\n\r\n")
-        head, body = answer.split(b"\r\n\r\n", 1)
-        assert b"transfer-encoding" not in head and b"connection: close" in head
-        assert body == b"one two three"
-
-    run(client)
+    answer = answer_to(b"GET /stream HTTP/1.0\r\n\r\n")
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding" not in head and b"connection: close" in head
+    assert body == b"one two three"
 
 
 def test_a_request_the_parser_refuses_is_answered_400_and_closed() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(port, b"GET /a HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-        assert b"connection: close" in answer
-
-    run(client)
+    answer = answer_to(b"GET /a HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"connection: close" in answer
 
 
 def test_a_refused_request_pipelined_behind_others_is_answered_400_after_them() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(
-            port,
-            b"GET /sleep?0.2 HTTP/1.1\r\nhost: t\r\n\r\n"
-            b"GET /b HTTP/1.1\r\nhost: t\r\n\r\n"
-            b"GET /c HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n",
-        )
-        answers = answer.split(b"HTTP/1.1 ")[1:]
-        assert [a[:3] for a in answers] == [b"200", b"200", b"400"]
-        assert answers[0].endswith(b"slept") and answers[1].endswith(b"GET /b?")
-
-    run(client)
+    answer = answer_to(
+        b"GET /sleep?0.2 HTTP/1.1\r\nhost: t\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nhost: t\r\n\r\n"
+        b"GET /c HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n",
+    )
+    answers = answer.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"200", b"400"]
+    assert answers[0].endswith(b"slept") and answers[1].endswith(b"GET /b?")
 
 
 def test_an_app_failing_before_its_answer_gets_a_500_and_one_failing_mid_answer_a_cut() -> None:
@@ -408,11 +388,8 @@ def test_an_app_failing_before_its_answer_gets_a_500_and_one_failing_mid_answer_
 
 
 def test_a_header_value_that_would_start_a_new_header_is_never_written() -> None:
-    async def client(port: int) -> None:
-        answer = await _exchange(port, b"GET /inject HTTP/1.1\r\nhost: t\r\n\r\n")
-        assert answer == b""  # the connection is closed with nothing written
-
-    run(client)
+    answer = answer_to(b"GET /inject HTTP/1.1\r\nhost: t\r\n\r\n")
+    assert answer == b""  # the connection is closed with nothing written
 
 
 def test_a_streamed_body_arrives_whole_in_chunked_encoding() -> None:
@@ -531,17 +508,7 @@ def test_shutdown_closes_idle_connections_and_lets_an_answer_in_progress_finish(
             idle_writer.close()
             writer.close()
 
-        config = uvicorn.Config(
-            _app, host="127.0.0.1", port=0, http=PROTOCOL, loop="none", lifespan="off",
-            log_level="critical", interface="asgi3",
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        for _ in range(500):  # up to 5 s
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+        server, task, port = await _start()
         await asyncio.gather(client(port), task)
 
     seen.clear()
