@@ -111,12 +111,8 @@ async def _drive(
 
 
 def _cpu_seconds(pid: int) -> float:
-    root = procs.psutil.Process(pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        times = p.cpu_times()
-        total += times.user + times.system
-    return total
+    """User plus system CPU of the server and its workers so far."""
+    return sum(sum(p.cpu_times()[:2]) for p in procs.tree(pid)())
 
 
 def _point(base_url: str, pid: int, api_key: str, rate: int, args: argparse.Namespace) -> str:

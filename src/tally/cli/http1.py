@@ -126,7 +126,7 @@ class Http1Protocol(asyncio.Protocol):
         self.idle_since = 0.0  # loop time of the last answer (or of the connection)
         # Each request's task starts from the connection's context, never from
         # the request before it (a pipelined one is started from its send()).
-        self.context = contextvars.Context() if config.reset_contextvars else None
+        self.context = contextvars.Context()
         self.pipeline: deque[Exchange] = deque()
         self.exchange: Exchange | None = None  # the one being answered
         self.parsing: Exchange | None = None  # the one whose body is being read
@@ -150,7 +150,7 @@ class Http1Protocol(asyncio.Protocol):
         self.client = _address(transport.get_extra_info("peername"))
         if transport.get_extra_info("sslcontext"):
             self.scheme = "https"
-        if self.context is None:
+        if not self.config.reset_contextvars:
             self.context = contextvars.copy_context()
         self._idle()
 
@@ -287,7 +287,6 @@ class Http1Protocol(asyncio.Protocol):
             app = _service_unavailable
         else:
             app = self.app
-        assert self.context is not None
         task = self.loop.create_task(exchange.run(app), context=self.context.copy())
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
@@ -481,13 +480,7 @@ class Exchange:
                 self.protocol.transport.close()
 
     async def _send_500(self) -> None:
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"21"),
-            (b"connection", b"close"),
-        ]
-        await self.send({"type": "http.response.start", "status": 500, "headers": headers})
-        await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+        await _closing_text(self.send, 500, b"Internal Server Error")
 
     def _ready(self) -> bool:
         """Whether ``receive`` has a message to give: body bytes, or the body's end."""
@@ -598,8 +591,7 @@ class Exchange:
     def _body(self, body: bytes, more_body: bool) -> None:
         protocol = self.protocol
         if self.scope["method"] == "HEAD":
-            out = b""
-            self.left = 0
+            out = b""  # a HEAD answer has no body (_start set self.left to 0)
         elif self.chunked:
             out = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
             if not more_body:
@@ -630,13 +622,18 @@ class Exchange:
 
 
 async def _service_unavailable(scope: Any, receive: Any, send: Any) -> None:
+    await _closing_text(send, 503, b"Service Unavailable")
+
+
+async def _closing_text(send: Any, status: int, text: bytes) -> None:
+    """A short plain-text answer after which the connection closes (500, 503)."""
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"19"),
+        (b"content-length", b"%d" % len(text)),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": b"Service Unavailable"})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": text})
 
 
 def _address(found: Any) -> tuple[str, int] | None:

@@ -11,18 +11,14 @@ thousand event streams has better use for (docs/events.md).
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tally.cli.transport import GRACEFUL_SHUTDOWN_SECONDS, tls_context
 from tally.config import Settings, get_settings
-
-if TYPE_CHECKING:
-    from tally.services import Services
 
 APP_FACTORY = "tally.cli.serving:app_factory"
 
@@ -121,23 +117,15 @@ def app_factory() -> Any:
     (tally.grpc.server says why in the same process)."""
     from tally.api.app import app_factory as http_app
 
-    return http_app(companions=(_grpc_when_configured,))
-
-
-@contextlib.asynccontextmanager
-async def _grpc_when_configured(services: Services) -> AsyncIterator[None]:
-    """tally.grpc.server's companion, imported only when a gRPC port is set:
-    grpcio, protobuf and their health and reflection services hold about
-    12 MiB in every process that imports them (83.9 against 71.4 MiB of RSS
-    for a server at rest), which a server of ten thousand event streams
-    without gRPC has better use for (docs/events.md)."""
-    if services.settings.grpc_port is None:
-        yield
-        return
+    if get_settings().grpc_port is None:
+        # Not even imported: grpcio, protobuf and their health and reflection
+        # services hold about 12 MiB in every process that imports them (83.9
+        # against 71.4 MiB of RSS for a server at rest), which a server of ten
+        # thousand event streams without gRPC has better use for (docs/events.md).
+        return http_app()
     from tally.grpc.server import grpc_companion
 
-    async with grpc_companion(services):
-        yield
+    return http_app(companions=(grpc_companion,))
 
 
 def log_config(level: str, log_format: str = "text") -> dict[str, Any]:

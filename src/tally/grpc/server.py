@@ -84,11 +84,10 @@ class GrpcServer:
 
 @contextlib.asynccontextmanager
 async def grpc_companion(services: Services) -> AsyncIterator[None]:
-    """The gRPC server for the HTTP app's lifespan, when TALLY_GRPC_PORT is set."""
+    """The gRPC server for the HTTP app's lifespan (tally.cli.serving adds it
+    when TALLY_GRPC_PORT is set)."""
     port = services.settings.grpc_port
-    if port is None:
-        yield
-        return
+    assert port is not None, "grpc_companion needs TALLY_GRPC_PORT"
     server = GrpcServer(services, services.settings.grpc_host, port)
     await server.start()
     try:

@@ -13,14 +13,9 @@ import sys
 from pathlib import Path
 
 PROGRAM = """
-import asyncio, sys, types
+import sys
 from tally.cli import serving
 app = serving.app_factory()
-services = types.SimpleNamespace(settings=types.SimpleNamespace(grpc_port=None))
-async def main():
-    async with serving._grpc_when_configured(services):
-        pass
-asyncio.run(main())
 heavy = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "typer", "rich",
          "alembic", "sqlalchemy")
 print(",".join(name for name in heavy if name in sys.modules))
