@@ -270,8 +270,10 @@ def test_a_key_revoked_after_connection_init_is_refused_at_the_next_subscribe(ap
 
 @pytest.fixture
 def quiet_client(database_url: str) -> Iterator[tuple[TestClient, Api]]:
+    # The wait for connection_init is 2 s: long enough that a paused machine still
+    # sends it in time where a test does, short enough to wait out in the 4408 test.
     settings = Settings(
-        database_url=database_url, events_ws_auth_seconds=0.3, events_heartbeat_seconds=0.2
+        database_url=database_url, events_ws_auth_seconds=2, events_heartbeat_seconds=0.2
     )
     with TestClient(create_app(settings, clock=FakeClock())) as client:
         tenant_id, key = create_tenant(database_url)

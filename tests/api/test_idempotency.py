@@ -263,7 +263,11 @@ def test_a_key_still_executing_in_this_process_is_409_with_retry_after(
         # The writer is not running yet, so the first request stays in flight.
         ctx = WriteContext(answer=render, claim=claim)
         first = asyncio.ensure_future(ledger.create_account(tenant_id, command, ctx))
-        await asyncio.sleep(0.05)
+        # Until the first has looked the key up in the database and claimed it.
+        for _ in range(1_000):
+            if (tenant_id, "busy") in ledger._in_flight:
+                break
+            await asyncio.sleep(0.01)
         with pytest.raises(IdempotencyKeyInUse) as in_use:
             await ledger.create_account(tenant_id, command, ctx)
         writer.start()

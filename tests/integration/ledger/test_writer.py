@@ -289,7 +289,9 @@ def test_a_commit_opens_the_next_transaction_which_holds_nothing_back_and_ends_w
         store = make_store(Settings(database_url=postgres_url))
         await store.open()
         watcher = await asyncpg.connect(postgres_url)
-        writer = Writer(store, queue_commands_max=100, batch_commands_max=100, idle_seconds=0.5)
+        # Idle for 3 s before the writer ends the transaction: a pause of the loaded
+        # machine between the two batches must not end it early.
+        writer = Writer(store, queue_commands_max=100, batch_commands_max=100, idle_seconds=3)
         writer.start()
         try:
             seen = []
@@ -304,8 +306,12 @@ def test_a_commit_opens_the_next_transaction_which_holds_nothing_back_and_ends_w
             # The second batch sent no BEGIN of its own, and its COMMIT opened the next.
             assert not [q for q in queries if q.startswith("BEGIN")], queries
             assert queries[-1].startswith("COMMIT; BEGIN"), queries
-            await asyncio.sleep(1.0)
-            seen.append(tuple(await watcher.fetchrow(activity, pid)))
+            for _ in range(100):  # ends after idle_seconds; waits at most 10 s
+                state = tuple(await watcher.fetchrow(activity, pid))
+                if state[0] == "idle":
+                    break
+                await asyncio.sleep(0.1)
+            seen.append(state)
             assert await store.get_account(tenant_id, "ahead1") is not None
             return seen
         finally:

@@ -431,7 +431,11 @@ def test_a_body_sent_without_yielding_to_a_reader_that_never_reads_is_held_back(
         loop = asyncio.get_running_loop()
         await loop.sock_connect(sock, ("127.0.0.1", port))
         await loop.sock_sendall(sock, b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n")
-        await asyncio.sleep(0.5)  # and never read
+        for _ in range(500):  # until the app has begun to send, and never read
+            if sent_chunks:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # time to send it all, were it not held back
         assert 0 < len(sent_chunks) < BIG_CHUNKS // 4
         sock.close()
 
@@ -450,12 +454,11 @@ def test_a_send_retried_after_timing_out_on_back_pressure_waits_and_the_body_arr
         await loop.sock_sendall(
             sock, b"GET /retried-sends HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
         )
-        await asyncio.sleep(0.5)  # not reading: the server's sends time out
+        await _until("timeouts")  # not reading: the server's sends time out
         got = b""
         while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10):
             got += chunk
         sock.close()
-        assert seen.get("timeouts", 0) >= 1
         assert got.split(b"\r\n\r\n", 1)[1] == b"r" * (RETRIED_CHUNKS * 65536)
 
     run(client)
