@@ -26,13 +26,16 @@ from tests.conftest import create_tenant
 from tests.receiver import Answer, Receiver, receiving
 from tests.security.conftest import Db, new_database, serve
 
+HELD_SECONDS = 30.0  # an answer held past any attempt's timeout
 FAST: dict[str, Any] = {
     "webhooks_deliver": True,
     "webhooks_allow_loopback": True,
     "webhooks_poll_interval_seconds": 0.05,
     "webhooks_retry_base_seconds": 0.2,
     "webhooks_retry_jitter": 0.0,
-    "webhooks_attempt_timeout_seconds": 1.0,
+    # Far above what an attempt takes, even paused on a loaded CI machine: only an
+    # attempt a test holds on purpose times out, so attempt counts are exact.
+    "webhooks_attempt_timeout_seconds": 5.0,
     "webhooks_lease_margin_seconds": 0.5,
     "webhooks_heartbeat_seconds": 0.2,
     "webhooks_worker_ttl_seconds": 2.0,
@@ -169,8 +172,9 @@ def test_a_500_is_retried_with_backoff_under_the_same_webhook_id(database_url: s
 
 
 def test_a_receiver_that_does_not_answer_in_time_is_retried(database_url: str) -> None:
-    with hooked(database_url, webhooks_attempt_timeout_seconds=0.3) as h:
-        h.receiver.script = [Answer(200, delay_seconds=1.0)]
+    # The first attempt is held until long after it timed out; the retry has 2 s.
+    with hooked(database_url, webhooks_attempt_timeout_seconds=2.0) as h:
+        h.receiver.script = [Answer(200, delay_seconds=HELD_SECONDS)]
         h.account("a1")
         got = h.receiver.wait_count(2)
         assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
@@ -288,26 +292,38 @@ def wait_leased(db: Db, count: int) -> dict[str, str]:
     raise AssertionError(f"only {len(lease_owners(db))} of {count} deliveries leased")
 
 
+def wait_ring(clients: list[TestClient], members: list[str]) -> None:
+    """Until each app's dispatcher sees the ring as ``members`` (its own view, read
+    at its heartbeats: the one its next claim goes by)."""
+    views = [c.app.app.state.services.dispatcher for c in clients]  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while any(v.workers != members for v in views):
+        assert time.monotonic() < deadline, ([v.workers for v in views], members)
+        time.sleep(0.05)
+
+
 def test_two_processes_share_the_endpoints_by_the_ring_and_one_takes_all_when_the_other_leaves(
     database_url: str,
 ) -> None:
     endpoints_count = 16
     with new_database(database_url) as url, receiving() as receiver:
-        receiver.default = Answer(204, delay_seconds=1.5)  # holds each attempt: leases show
+        # Holds each attempt, so that all the leases show at once, well within the
+        # attempt's timeout.
+        receiver.default = Answer(204, delay_seconds=5.0)
         _, key = create_tenant(url, "ring")
         headers = {"Authorization": f"Bearer {key}"}
         db = Db(url)
-        settings = {**FAST, "webhooks_attempt_timeout_seconds": 5.0}
+        # A live worker drops out of the other's view only after 10 s without a
+        # heartbeat; a worker that stops deletes its row and leaves at once.
+        settings = {
+            **FAST,
+            "webhooks_attempt_timeout_seconds": 10.0,
+            "webhooks_worker_ttl_seconds": 10.0,
+        }
         with serve(url, **settings) as a:
             with serve(url, **settings) as b:
                 workers = sorted(c.app.app.state.services.dispatcher.worker_id for c in (a, b))  # type: ignore[attr-defined]
-                deadline = time.monotonic() + 10
-                while [
-                    r[0] for r in db.fetch("SELECT id FROM webhook_workers ORDER BY id")
-                ] != workers:
-                    assert time.monotonic() < deadline, "both workers heartbeat"
-                    time.sleep(0.05)
-                time.sleep(0.5)  # a heartbeat round: each has read the other
+                wait_ring([a, b], workers)  # each has read the other's heartbeat
                 ids = []
                 for _ in range(endpoints_count):
                     body = {"url": receiver.url, "event_types": ["*"]}
@@ -325,9 +341,9 @@ def test_two_processes_share_the_endpoints_by_the_ring_and_one_takes_all_when_th
             while [r[0] for r in db.fetch(WORKERS)] != [survivor]:
                 assert time.monotonic() < deadline, "b left the ring"
                 time.sleep(0.05)
-            # A heartbeat round: a has read that b left. Before it, a leased only
-            # its own share, then b's once the first had finished: never all at once.
-            time.sleep(0.5)
+            # a has read that b left. Before, a leased only its own share, then b's
+            # once the first had finished: never all at once.
+            wait_ring([a], [survivor])
             a.post("/v1/accounts", json={"currency": "USD"}, headers=headers)
             owners = wait_leased(db, endpoints_count)
             assert set(owners.values()) == {survivor}

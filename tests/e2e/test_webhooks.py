@@ -43,7 +43,9 @@ FAST = {
     "webhooks_poll_interval_seconds": "0.05",
     "webhooks_retry_base_seconds": "0.3",
     "webhooks_retry_jitter": "0",
-    "webhooks_attempt_timeout_seconds": "1",
+    # Far above what an attempt takes, even paused on a loaded CI machine: only an
+    # attempt a test holds on purpose times out, so attempt counts are exact.
+    "webhooks_attempt_timeout_seconds": "5",
     "webhooks_lease_margin_seconds": "0.5",
     "webhooks_heartbeat_seconds": "0.2",
     "webhooks_worker_ttl_seconds": "1.5",
@@ -134,9 +136,12 @@ def test_the_documented_receiver_prints_every_event_verified(
 def test_failures_are_retried_410_disables_and_a_dead_letter_is_replayed(
     database: str, start_server: StartServer
 ) -> None:
-    c = client_of(start_server, database, webhooks_attempts_max="3")
+    # The second attempt is held until long after it timed out; the third has 2 s.
+    c = client_of(
+        start_server, database, webhooks_attempts_max="3", webhooks_attempt_timeout_seconds="2"
+    )
     with receiving() as flaky, receiving() as gone:
-        flaky.script = [Answer(500), Answer(204, delay_seconds=2.0)]  # then a timeout
+        flaky.script = [Answer(500), Answer(204, delay_seconds=30)]  # then a timeout
         flaky_id, flaky_secret = c.endpoint(flaky.url)
         gone.default = Answer(410)
         gone_id, _ = c.endpoint(gone.url.replace("127.0.0.1", "localhost"))
