@@ -1,11 +1,21 @@
-"""SQLite through the standard library: one writer thread, WAL, synchronous=FULL.
+"""SQLite through the standard library: WAL, synchronous=FULL, one writer at a time.
 
-The embedded default: no service to run. Writes happen on one dedicated thread
-holding one connection, inside ``BEGIN IMMEDIATE`` (SQLite's single writer lock,
-so even several server processes on one file take turns). Reads run on a small
-pool of threads, each with its own connection; WAL lets them read a consistent
-snapshot while the writer works. ``synchronous=FULL`` keeps a commit durable
-across a power cut: the batching, not a weaker fsync, is what makes it fast.
+The embedded default: no service to run. The batching writer's transactions run
+on the event loop's own thread, on a connection kept for them, inside ``BEGIN
+IMMEDIATE`` (SQLite's single write lock, so even several processes on one file
+take turns). A thread would not run them any sooner: most of a transaction is
+Python (the core's decisions, the rows, binding each statement's parameters),
+which holds the interpreter lock wherever it runs, and each of its statements
+lets go of that lock and must win it back from the loop, which, under load, cost
+more than the whole transaction (docs/performance.md, "SQLite on the loop's
+thread"). When another process holds the write lock (``tally admin``, a backup),
+the transaction waits for it on a thread instead, so the loop never sleeps in
+SQLite's busy handler. Transactions held open across awaits (identity's) and
+bulk deletes run on that writer thread too. Reads run on the loop (a primary-key
+read) or on a small pool of threads, each with its own connection; WAL lets them
+read a consistent snapshot while a write is under way. ``synchronous=FULL`` keeps
+a commit durable across a power cut: the batching, not a weaker fsync, is what
+makes it fast.
 """
 
 from __future__ import annotations
@@ -99,29 +109,38 @@ class SqliteStore(Store):
         self._readers = ThreadPoolExecutor(
             max_workers=READER_THREADS, thread_name_prefix="tally-sqlite-reader"
         )
-        # Everything that runs on the writer thread takes this lock first, so that an
-        # identity transaction open across awaits never interleaves with a batch.
+        # Every write takes this lock first, on the loop or on the writer thread, so
+        # that an identity transaction open across awaits never interleaves with a
+        # batch, and the loop's write connection is never in two transactions.
         self._write_lock = asyncio.Lock()
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # The batches' connection, used on the event loop's thread: it never waits
+        # for SQLite's write lock (busy timeout 0), so the loop never sleeps in it.
+        self._loop_writer: sqlite3.Connection | None = None
+
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,  # we issue BEGIN and COMMIT ourselves
+            check_same_thread=False,
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, which waits for a lock up to db_lock_timeout_ms."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self._path,
-                timeout=self._settings.db_lock_timeout_ms / 1000,
-                isolation_level=None,  # we issue BEGIN and COMMIT ourselves
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute(f"PRAGMA busy_timeout={self._settings.db_lock_timeout_ms}")
+            conn = self._connect(self._settings.db_lock_timeout_ms)
             self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
         return conn
 
     async def open(self) -> None:
@@ -158,13 +177,16 @@ class SqliteStore(Store):
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn)
         except sqlite3.OperationalError as exc:
-            # "database is locked" past the busy timeout, disk I/O errors, a full disk.
-            log.warning("sqlite unavailable: %s", exc)
-            raise Unavailable(
-                "The database is busy or unavailable; nothing was changed. Retry after "
-                "Retry-After seconds.",
-                retry_after_seconds=self._settings.db_unavailable_retry_after_seconds,
-            ) from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> Unavailable:
+        # "database is locked" past the busy timeout, disk I/O errors, a full disk.
+        log.warning("sqlite unavailable: %s", exc)
+        return Unavailable(
+            "The database is busy or unavailable; nothing was changed. Retry after "
+            "Retry-After seconds.",
+            retry_after_seconds=self._settings.db_unavailable_retry_after_seconds,
+        )
 
     async def ping(self) -> None:
         await self.fetch("SELECT 1")
@@ -176,12 +198,7 @@ class SqliteStore(Store):
         try:
             return self._connection().execute(_sqlite_sql(sql), args).fetchall()
         except sqlite3.OperationalError as exc:
-            log.warning("sqlite unavailable: %s", exc)
-            raise Unavailable(
-                "The database is busy or unavailable; nothing was changed. Retry after "
-                "Retry-After seconds.",
-                retry_after_seconds=self._settings.db_unavailable_retry_after_seconds,
-            ) from exc
+            raise self._unavailable(exc) from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         sqlite_sql = _sqlite_sql(sql)
@@ -203,22 +220,37 @@ class SqliteStore(Store):
     # -- writes -------------------------------------------------------------------------
 
     async def transact(self, steps: Steps[T]) -> T:
-        result: T = await self._write_run(lambda: self._transact_sync(steps))
-        return result
+        async with self._write_lock:
+            if self._loop_writer is None:
+                self._loop_writer = self._connect(busy_timeout_ms=0)
+            conn = self._loop_writer
+            try:
+                if _begin_unless_busy(conn):
+                    return self._finish(conn, steps)
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
+            # Another process holds the write lock: wait for it on the writer thread,
+            # as long as db_lock_timeout_ms, while the loop serves everyone else.
+            result: T = await self._run(self._writer, lambda: self._transact_sync(steps))
+            return result
 
     def _transact_sync(self, steps: Steps[T]) -> T:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
+        return self._finish(conn, steps)
+
+    def _finish(self, conn: sqlite3.Connection, steps: Steps[T]) -> T:
+        """The statements and the COMMIT of a transaction begun on ``conn``."""
         try:
             result = drive(steps, lambda step: self._perform(conn, step))
+            conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
-            conn.execute("ROLLBACK")
+            _roll_back(conn)
             # Only another process writing the same file can cause this.
             raise TransactionConflict(str(exc)) from exc
         except BaseException:
-            conn.execute("ROLLBACK")
+            _roll_back(conn)
             raise
-        conn.execute("COMMIT")
         return result
 
     def _perform(self, conn: sqlite3.Connection, step: Step) -> Any:
@@ -334,6 +366,24 @@ class SqliteStore(Store):
         # On the writer thread: SQLite has one writer, and this is a write.
         purged: int = await self._write_run(run)
         return purged
+
+
+def _begin_unless_busy(conn: sqlite3.Connection) -> bool:
+    """``BEGIN IMMEDIATE`` on a connection that does not wait: False if another
+    connection holds SQLite's write lock."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            return False
+        raise
+    return True
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    # A failed COMMIT may have ended the transaction already (an I/O error does).
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 class _SqliteTx:

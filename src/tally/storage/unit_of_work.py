@@ -4,8 +4,9 @@ A write transaction's logic is written once, as a generator of steps
 (``tally.ledger.transaction``): it yields a request (find these idempotency
 keys, lock these accounts, read these transfers, write these rows) and receives
 the answer. Each adapter performs the steps with its own SQL inside one
-database transaction: PostgreSQL awaiting asyncpg, SQLite synchronously on its
-one writer thread (a thread hop per batch, not per statement). The logic
+database transaction: PostgreSQL awaiting asyncpg, SQLite synchronously, in
+one go, on the event loop's thread (no hop per statement, nor per batch:
+``storage.sqlite``). The logic
 between the steps does no I/O, so it is the same on both databases and can be
 tested with none.
 
@@ -140,7 +141,7 @@ async def run_transaction(store: Transactor, make_steps: Callable[[], Steps[T]])
 
 
 def drive(steps: Steps[T], perform: Callable[[Step], Any]) -> T:
-    """Run the steps, performing each synchronously (SQLite's writer thread)."""
+    """Run the steps, performing each synchronously (SQLite)."""
     answer: Any = None
     try:
         while True:
