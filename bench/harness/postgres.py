@@ -90,8 +90,9 @@ class Server:
         """The postmaster is the parent of every backend, ours included."""
         with self._admin() as conn:
             row = conn.execute("SELECT pg_backend_pid()").fetchone()
-        assert row is not None
-        return int(procs.psutil.Process(int(row[0])).ppid())
+            assert row is not None
+            # While the connection is open: a backend gone already has no parent to ask.
+            return int(procs.psutil.Process(int(row[0])).ppid())
 
     def settings(self) -> dict[str, str]:
         names = (
