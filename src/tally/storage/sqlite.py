@@ -10,8 +10,9 @@ lets go of that lock and must win it back from the loop, which, under load, cost
 more than the whole transaction (docs/performance.md, "SQLite on the loop's
 thread"). When another process holds the write lock (``tally admin``, a backup),
 the transaction waits for it on a thread instead, so the loop never sleeps in
-SQLite's busy handler. Transactions held open across awaits (identity's) and
-bulk deletes run on that writer thread too. Reads run on the loop (a primary-key
+SQLite's busy handler waiting to write. The small transactions held open across
+awaits (``transaction()``: identity, webhooks, the audit log) and bulk deletes
+run on that writer thread too. Reads run on the loop (a primary-key
 read) or on a small pool of threads, each with its own connection; WAL lets them
 read a consistent snapshot while a write is under way. ``synchronous=FULL`` keeps
 a commit durable across a power cut: the batching, not a weaker fsync, is what
@@ -127,10 +128,14 @@ class SqliteStore(Store):
             isolation_level=None,  # we issue BEGIN and COMMIT ourselves
             check_same_thread=False,
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        except BaseException:
+            conn.close()
+            raise
         with self._lock:
             self._connections.append(conn)
         return conn
@@ -221,12 +226,11 @@ class SqliteStore(Store):
 
     async def transact(self, steps: Steps[T]) -> T:
         async with self._write_lock:
-            if self._loop_writer is None:
-                self._loop_writer = self._connect(busy_timeout_ms=0)
-            conn = self._loop_writer
             try:
-                if _begin_unless_busy(conn):
-                    return self._finish(conn, steps)
+                if self._loop_writer is None:
+                    self._loop_writer = self._connect(busy_timeout_ms=0)
+                if _begin_unless_busy(self._loop_writer):
+                    return self._finish(self._loop_writer, steps)
             except sqlite3.OperationalError as exc:
                 raise self._unavailable(exc) from exc
             # Another process holds the write lock: wait for it on the writer thread,

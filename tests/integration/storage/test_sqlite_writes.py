@@ -13,6 +13,7 @@ IMMEDIATE`` on the same file.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -156,8 +157,19 @@ def test_a_write_lock_held_past_the_timeout_is_unavailable_and_writes_nothing(
     assert later is Status.CREATED
 
 
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [
+        (RuntimeError("cut short after the write statements"), RuntimeError),
+        # What SQLite raises for a full disk or an I/O error: a 503, nothing written.
+        (sqlite3.OperationalError("database or disk is full"), Unavailable),
+    ],
+)
 def test_a_batch_that_fails_midway_rolls_back_and_the_next_begins_afresh(
-    fresh_sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    fresh_sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: BaseException,
+    raised: type[BaseException],
 ) -> None:
     """The loop's write connection is kept from batch to batch: a batch cut short
     after its first statements must not leave it inside that transaction."""
@@ -170,7 +182,7 @@ def test_a_batch_that_fails_midway_rolls_back_and_the_next_begins_afresh(
         calls += 1
         write(self, conn, w, now_us)  # type: ignore[arg-type]
         if calls == 1:
-            raise RuntimeError("cut short after the write statements")
+            raise failure
 
     monkeypatch.setattr(SqliteStore, "_write_tenant", fails_once_after_writing)
 
@@ -179,7 +191,7 @@ def test_a_batch_that_fails_midway_rolls_back_and_the_next_begins_afresh(
         await store.open()
         try:
             job = Job(tenant_id, [CreateAccount("rolled-back", "USD")])
-            with pytest.raises(RuntimeError):
+            with pytest.raises(raised):
                 await execute(store, [job], 0, retry_after_seconds=1)
             gone = await store.get_account(tenant_id, "rolled-back")
             job = Job(tenant_id, [CreateAccount("next", "USD")])
