@@ -7,7 +7,8 @@ the loop must never wait in SQLite's busy handler: when another process holds
 the file's write lock, the batch waits for it on the writer thread while the
 loop serves everyone else, and past ``db_lock_timeout_ms`` it is a 503 that
 wrote nothing. The other process here is a real one, holding ``BEGIN
-IMMEDIATE`` on the same file.
+IMMEDIATE`` on the same file (the session's migrated one: each test makes a
+tenant of its own).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +27,6 @@ from tally.core import CreateAccount, Status
 from tally.errors import Unavailable
 from tally.ledger.transaction import Job, execute
 from tally.storage import make_store
-from tally.storage.schema import migrate
 from tally.storage.sqlite import SqliteStore
 from tests.conftest import create_tenant
 
@@ -40,13 +39,6 @@ print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
 conn.execute("ROLLBACK")
 """
-
-
-@pytest.fixture
-def fresh_sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'tally.db'}"
-    migrate(Settings(database_url=url))
-    return url
 
 
 def _hold_write_lock(url: str, seconds: float) -> subprocess.Popen[str]:
@@ -70,9 +62,9 @@ async def _ticks_while(work: asyncio.Future[object]) -> int:
 
 
 def test_a_batch_runs_on_the_loops_thread_when_the_write_lock_is_free(
-    fresh_sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tenant_id, _ = create_tenant(fresh_sqlite_url)
+    tenant_id, _ = create_tenant(sqlite_url)
     threads: set[int] = set()
     perform = SqliteStore._perform
 
@@ -83,7 +75,7 @@ def test_a_batch_runs_on_the_loops_thread_when_the_write_lock_is_free(
     monkeypatch.setattr(SqliteStore, "_perform", spy)
 
     async def scenario() -> tuple[Status, int]:
-        store = make_store(Settings(database_url=fresh_sqlite_url))
+        store = make_store(Settings(database_url=sqlite_url))
         await store.open()
         try:
             job = Job(tenant_id, [CreateAccount("on-the-loop", "USD")])
@@ -98,15 +90,15 @@ def test_a_batch_runs_on_the_loops_thread_when_the_write_lock_is_free(
 
 
 def test_a_batch_waits_for_another_processes_write_lock_off_the_loop(
-    fresh_sqlite_url: str,
+    sqlite_url: str,
 ) -> None:
-    tenant_id, _ = create_tenant(fresh_sqlite_url)
+    tenant_id, _ = create_tenant(sqlite_url)
 
     async def scenario() -> tuple[Status, float, int]:
-        store = make_store(Settings(database_url=fresh_sqlite_url))
+        store = make_store(Settings(database_url=sqlite_url))
         await store.open()
         try:
-            holder = _hold_write_lock(fresh_sqlite_url, 0.6)
+            holder = _hold_write_lock(sqlite_url, 0.6)
             started = time.monotonic()
             job = Job(tenant_id, [CreateAccount("after-the-other", "USD")])
             work = asyncio.ensure_future(execute(store, [job], 0, retry_after_seconds=1))
@@ -126,16 +118,16 @@ def test_a_batch_waits_for_another_processes_write_lock_off_the_loop(
 
 
 def test_a_write_lock_held_past_the_timeout_is_unavailable_and_writes_nothing(
-    fresh_sqlite_url: str,
+    sqlite_url: str,
 ) -> None:
-    tenant_id, _ = create_tenant(fresh_sqlite_url)
-    settings = Settings(database_url=fresh_sqlite_url, db_lock_timeout_ms=300)
+    tenant_id, _ = create_tenant(sqlite_url)
+    settings = Settings(database_url=sqlite_url, db_lock_timeout_ms=300)
 
     async def scenario() -> tuple[Unavailable, int, object, Status]:
         store = make_store(settings)
         await store.open()
         try:
-            holder = _hold_write_lock(fresh_sqlite_url, 1.5)
+            holder = _hold_write_lock(sqlite_url, 1.5)
             job = Job(tenant_id, [CreateAccount("never", "USD")])
             work = asyncio.ensure_future(execute(store, [job], 0, retry_after_seconds=1))
             ticks = await _ticks_while(work)
@@ -166,14 +158,14 @@ def test_a_write_lock_held_past_the_timeout_is_unavailable_and_writes_nothing(
     ],
 )
 def test_a_batch_that_fails_midway_rolls_back_and_the_next_begins_afresh(
-    fresh_sqlite_url: str,
+    sqlite_url: str,
     monkeypatch: pytest.MonkeyPatch,
     failure: BaseException,
     raised: type[BaseException],
 ) -> None:
     """The loop's write connection is kept from batch to batch: a batch cut short
     after its first statements must not leave it inside that transaction."""
-    tenant_id, _ = create_tenant(fresh_sqlite_url)
+    tenant_id, _ = create_tenant(sqlite_url)
     write = SqliteStore._write_tenant
     calls = 0
 
@@ -187,7 +179,7 @@ def test_a_batch_that_fails_midway_rolls_back_and_the_next_begins_afresh(
     monkeypatch.setattr(SqliteStore, "_write_tenant", fails_once_after_writing)
 
     async def scenario() -> tuple[object, object, Status]:
-        store = make_store(Settings(database_url=fresh_sqlite_url))
+        store = make_store(Settings(database_url=sqlite_url))
         await store.open()
         try:
             job = Job(tenant_id, [CreateAccount("rolled-back", "USD")])
