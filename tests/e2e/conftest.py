@@ -1,6 +1,7 @@
 """End-to-end harness: the real ``tally`` command, a real server process, real HTTP.
 
-Nothing here imports the application. Tests run the installed CLI the way an
+Nothing here runs the application in the test's process (it reads one constant
+of it, the server's keep-alive timeout). Tests run the installed CLI the way an
 operator would (``tally serve``, ``tally migrate``, ``tally tenants create``) and
 talk to the server over a socket, so what they prove is what a deployment gets.
 
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 import httpx
 import pytest
 
+from tally.cli.transport import KEEP_ALIVE_SECONDS
 from tests.conftest import fresh_postgres_database
 
 TALLY = Path(sys.executable).parent / "tally"
@@ -43,6 +45,11 @@ LOG_TAIL_BYTES = 8_000
 PAGE_LIMIT = 1000  # the contract's largest page
 PAGES_MAX = 1_000  # a bound on every walk: a million items
 LOAD_RATE_PER_SECOND = 1_000_000
+# A pooled connection idle this long is given up, well before the server's own
+# keep-alive timeout: otherwise, on a starved machine, a request can leave on a
+# connection the server is closing that moment (a ReadError for a request it
+# never read). httpx's default, 5 s, is the server's.
+CLIENT_KEEP_ALIVE_SECONDS = KEEP_ALIVE_SECONDS / 5
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +121,16 @@ async def walk(client: httpx.AsyncClient, path: str, **query: str) -> list[dict[
         assert page["next_cursor"], page
         params = {"limit": PAGE_LIMIT, **query, "cursor": page["next_cursor"]}
     raise AssertionError(f"{path}: more than {PAGES_MAX} pages")
+
+
+def pooled(connections: int) -> httpx.Limits:
+    """A client's pool of at most ``connections``, each kept open between requests
+    for CLIENT_KEEP_ALIVE_SECONDS."""
+    return httpx.Limits(
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        keepalive_expiry=CLIENT_KEEP_ALIVE_SECONDS,
+    )
 
 
 def free_port() -> int:

@@ -66,7 +66,7 @@ import httpx
 import pytest
 
 from tests.e2e.chaos import ChaosServer, PrivatePostgres, private_postgres_unavailable
-from tests.e2e.conftest import PAGE_LIMIT, StartServer, cli_create_tenant, walk
+from tests.e2e.conftest import PAGE_LIMIT, StartServer, cli_create_tenant, pooled, walk
 
 pytestmark = pytest.mark.slow
 
@@ -340,9 +340,7 @@ def _client(base_url: str, api_key: str) -> httpx.AsyncClient:
         base_url=base_url,
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=HTTP_TIMEOUT,
-        limits=httpx.Limits(
-            max_connections=CONNECTIONS_MAX, max_keepalive_connections=CONNECTIONS_MAX
-        ),
+        limits=pooled(CONNECTIONS_MAX),
     )
 
 

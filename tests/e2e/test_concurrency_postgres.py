@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import PAGE_LIMIT, StartServer, cli_create_tenant, walk
+from tests.e2e.conftest import PAGE_LIMIT, StartServer, cli_create_tenant, pooled, walk
 
 pytestmark = pytest.mark.slow
 
@@ -538,9 +538,7 @@ async def _scenario(base_url: str, api_key: str) -> list[str]:
         base_url=base_url,
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=HTTP_TIMEOUT_SECONDS,
-        limits=httpx.Limits(
-            max_connections=CONNECTIONS_MAX, max_keepalive_connections=CONNECTIONS_MAX
-        ),
+        limits=pooled(CONNECTIONS_MAX),
     ) as client:
         funding = await _setup(client, rng)
 

@@ -39,7 +39,7 @@ import httpx
 import pytest
 
 from tests.e2e.chaos import ChaosServer
-from tests.e2e.conftest import cli_create_tenant, walk
+from tests.e2e.conftest import cli_create_tenant, pooled, walk
 
 pytestmark = pytest.mark.slow
 
@@ -388,9 +388,7 @@ async def _scenario(server: ChaosServer, api_key: str) -> list[str]:
         base_url=server.base_url,
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=HTTP_TIMEOUT,
-        limits=httpx.Limits(
-            max_connections=CONNECTIONS_MAX, max_keepalive_connections=CONNECTIONS_MAX
-        ),
+        limits=pooled(CONNECTIONS_MAX),
     ) as client:
         funding = await _setup(client, rng)
         started = time.monotonic()
@@ -406,7 +404,7 @@ async def _scenario(server: ChaosServer, api_key: str) -> list[str]:
         base_url=server.base_url,
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=HTTP_TIMEOUT,
-        limits=httpx.Limits(max_connections=VERIFY_CONCURRENCY),
+        limits=pooled(VERIFY_CONCURRENCY),
     ) as client:
         transfers = await walk(client, "/v1/transfers")
         accounts = {}

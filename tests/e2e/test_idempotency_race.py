@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import StartServer, cli_create_tenant, walk
+from tests.e2e.conftest import StartServer, cli_create_tenant, pooled, walk
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +192,7 @@ def _client(base_url: str, api_key: str, connections: int) -> httpx.AsyncClient:
         base_url=base_url,
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=HTTP_TIMEOUT_SECONDS,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        limits=pooled(connections),
     )
 
 

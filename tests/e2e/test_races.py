@@ -42,14 +42,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, cli_create_tenant, tally_server, walk
+from tests.e2e.conftest import Server, cli_create_tenant, pooled, tally_server, walk
 from tests.soak import scaled
 
 pytestmark = pytest.mark.slow
 
 WORKERS = 2
 HTTP_TIMEOUT_SECONDS = 30.0
-KEEPALIVE_SECONDS = 1.0
 TEST_BUDGET_SECONDS = float(scaled(120, 1_800))
 # Printed with every result; TALLY_E2E_SEED replays a run's choices (as in
 # test_concurrency_postgres.py), though not the interleaving the server chose.
@@ -289,14 +288,7 @@ async def racing(base_url: str, api_key: str, connections: int) -> AsyncIterator
         base_url=base_url,
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=HTTP_TIMEOUT_SECONDS,
-        limits=httpx.Limits(
-            max_connections=connections,
-            max_keepalive_connections=connections,
-            # Under 5 s, uvicorn's keep-alive timeout: otherwise, on a starved machine, a
-            # pooled connection can be reused just as the server closes it (a ReadError
-            # for a request the server never read).
-            keepalive_expiry=KEEPALIVE_SECONDS,
-        ),
+        limits=pooled(connections),
     ) as client:
         yield Race(client)
 

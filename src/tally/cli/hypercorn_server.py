@@ -48,7 +48,7 @@ from hypercorn.protocol import quic as hypercorn_quic
 from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h3 import H3Protocol
 
-from tally.cli.transport import GRACEFUL_SHUTDOWN_SECONDS, TLS12_CIPHERS
+from tally.cli.transport import GRACEFUL_SHUTDOWN_SECONDS, KEEP_ALIVE_SECONDS, TLS12_CIPHERS
 from tally.config import Settings
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,7 @@ def hypercorn_config(settings: Settings, host: str, port: int) -> Config:
     config.bind = [_address(host, port)]
     config.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
     config.keep_alive_max_requests = REQUESTS_PER_CONNECTION_MAX
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.alpn_protocols = ["h2", "http/1.1"] if settings.http2 else ["http/1.1"]

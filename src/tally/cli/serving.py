@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tally.cli.transport import GRACEFUL_SHUTDOWN_SECONDS, tls_context
+from tally.cli.transport import GRACEFUL_SHUTDOWN_SECONDS, KEEP_ALIVE_SECONDS, tls_context
 from tally.config import Settings, get_settings
 
 APP_FACTORY = "tally.cli.serving:app_factory"
@@ -62,6 +62,7 @@ def run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
         log_config=log_config(settings.log_level, settings.log_format),
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         proxy_headers=False,
         **tls,
     )

@@ -11,6 +11,12 @@ from tally.config import Settings
 
 # How long a stopping worker lets requests in flight finish (then the writer drains).
 GRACEFUL_SHUTDOWN_SECONDS = 10
+# How long an idle HTTP/1.1 connection stays open for the client's next request.
+# Whatever reuses connections in front of Tally must give them up sooner: a
+# proxy's or client's idle timeout at or above this one lets a request leave on
+# a connection Tally is closing, and nginx answers a POST lost that way 502
+# (deploy/nginx/tally.conf.template keeps its own under this; docs/deploy.md).
+KEEP_ALIVE_SECONDS = 5
 SERVERS = ("uvicorn", "granian", "hypercorn")
 # TLS 1.2 ciphers, all forward-secret AEAD (TLS 1.3's suites are OpenSSL's, all
 # AEAD). uvicorn's default ("TLSv1") would offer only CBC suites with SHA-1 MACs.

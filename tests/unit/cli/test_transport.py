@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from tally.cli import app
 from tally.cli.hypercorn_server import SessionTickets, hypercorn_config
-from tally.cli.transport import tls_context, transport_problem
+from tally.cli.transport import KEEP_ALIVE_SECONDS, tls_context, transport_problem
 from tally.config import Settings
 
 
@@ -92,6 +92,7 @@ def test_hypercorn_advertises_http3_by_alt_svc_and_h2_only_when_asked(pair: Path
     assert config.alpn_protocols == ["h2", "http/1.1"]
     plain = hypercorn_config(_settings(pair), "127.0.0.1", 8000)
     assert plain.alpn_protocols == ["http/1.1"] and plain.alt_svc_headers == []
+    assert plain.keep_alive_timeout == KEEP_ALIVE_SECONDS  # as uvicorn's (deploy/nginx)
 
 
 class _Ticket:
