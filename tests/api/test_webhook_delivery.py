@@ -302,6 +302,7 @@ def wait_ring(clients: list[TestClient], members: list[str]) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # about 14 s: a worker's membership has to lapse
 def test_two_processes_share_the_endpoints_by_the_ring_and_one_takes_all_when_the_other_leaves(
     database_url: str,
 ) -> None:

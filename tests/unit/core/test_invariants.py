@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -264,6 +265,7 @@ def check_outcomes(
     assert types["transfer.expired"] == expired
 
 
+@pytest.mark.slow  # about 20 s: make test runs it, make check leaves it out
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_ledger_invariants_hold_after_every_step(data: st.DataObject) -> None:
