@@ -25,7 +25,11 @@ per request:
 - **keep-alive**: a connection with no request in progress for
   ``timeout_keep_alive`` seconds since it opened or last answered is closed,
   even if part of a request's head has arrived (a client cannot hold it open
-  with a byte). ``Connection: close``, HTTP/1.0, and a server shutting down
+  with a byte). Unless a request is waiting unread in the kernel: a loop busy
+  with other connections can reach the timer after a client, seeing its
+  connection open, sent one on it, and closing then would answer it with a
+  reset. Such a connection gets ``KEEP_ALIVE_GRACE_SECONDS`` more, once per
+  idle period. ``Connection: close``, HTTP/1.0, and a server shutting down
   end it after the answer; an HTTP/1.0 answer of unknown length ends with
   the connection rather than in chunks.
 - **pipelining**: a request that arrives while an answer is still being made
@@ -50,8 +54,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import fcntl
 import logging
 import re
+import struct
+import termios
 import urllib.parse
 from collections import deque
 from http import HTTPStatus
@@ -63,6 +70,9 @@ log = logging.getLogger("uvicorn.error")
 
 # Body bytes held for the app past which reading pauses until it takes them.
 HIGH_WATER = 64 * 1024
+# How much longer an expired idle connection stays open when a request is
+# already waiting in the kernel to be read: enough for the loop to read it.
+KEEP_ALIVE_GRACE_SECONDS = 1.0
 # A response body past this size is written apart from its head rather than
 # copied behind it: a second send costs less than copying a large body.
 JOIN_BODY_MAX = 16 * 1024
@@ -84,6 +94,20 @@ def _status_line(status: int) -> bytes:
 
 STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _bytes_unread(transport: Any) -> int:
+    """How many bytes the peer sent that the kernel holds and the loop has not
+    read yet (``FIONREAD``); 0 when the socket cannot say."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed meanwhile, or not a socket
+        return 0
+    count: int = struct.unpack("i", answer)[0]
+    return count
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -124,6 +148,7 @@ class Http1Protocol(asyncio.Protocol):
         self.drain_waiters: list[asyncio.Future[None]] = []
         self.keep_alive_timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0  # loop time of the last answer (or of the connection)
+        self.grace_given = False  # this idle period's KEEP_ALIVE_GRACE_SECONDS
         # Each request's task starts from the connection's context, never from
         # the request before it (a pipelined one is started from its send()).
         self.context = contextvars.Context()
@@ -313,6 +338,7 @@ class Http1Protocol(asyncio.Protocol):
         """No request in progress from now: arm the timer that closes the
         connection if none begins within the keep-alive timeout."""
         self.idle_since = self.loop.time()
+        self.grace_given = False
         if self.keep_alive_timer is None:
             self.keep_alive_timer = self.loop.call_at(
                 self.idle_since + self.timeout_keep_alive, self._keep_alive_expired
@@ -325,15 +351,28 @@ class Http1Protocol(asyncio.Protocol):
         part of a head is not a request). The timer is not moved at each
         request (a cancel and a new timer each time): it fires on time, and a
         connection that was busy meanwhile is looked at again when the timeout
-        after its last answer ends."""
+        after its last answer ends.
+
+        A request still unread in the kernel when the timeout ends was sent
+        on a connection that was open, while the loop was busy elsewhere:
+        closing now would throw it away with a reset (the client sees a read
+        error for a request never read). It gets a short grace instead, once
+        per idle period, so a client trickling bytes still cannot hold the
+        connection."""
         self.keep_alive_timer = None
         if self.transport.is_closing() or self.exchange is not None:
             return  # answering: its answer arms the timer again
+        now = self.loop.time()
         deadline = self.idle_since + self.timeout_keep_alive
-        if self.loop.time() >= deadline:
-            self.transport.close()
-        else:
+        if now < deadline:
             self.keep_alive_timer = self.loop.call_at(deadline, self._keep_alive_expired)
+        elif not self.grace_given and _bytes_unread(self.transport):
+            self.grace_given = True
+            self.keep_alive_timer = self.loop.call_at(
+                now + KEEP_ALIVE_GRACE_SECONDS, self._keep_alive_expired
+            )
+        else:
+            self.transport.close()
 
     def _stop_keep_alive_timer(self) -> None:
         timer = self.keep_alive_timer
