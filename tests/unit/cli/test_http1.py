@@ -13,9 +13,10 @@ WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -337,29 +338,44 @@ def test_a_request_head_never_finished_is_closed_after_the_keep_alive_timeout() 
     run(client, timeout_keep_alive=1)
 
 
+@contextlib.contextmanager
+def loop_held(seconds: float) -> Iterator[Callable[[float], None]]:
+    """A way for another thread to hold the running loop up for ``seconds``, from
+    ``after`` seconds on, in its I/O phase (a blocking callback of a readable
+    socket), as a burst of other connections' work would."""
+    loop = asyncio.get_running_loop()
+    hold_r, hold_w = socket.socketpair()
+
+    def hold() -> None:
+        hold_r.recv(1)
+        time.sleep(seconds)
+
+    def hold_after(after: float) -> None:
+        loop.call_soon_threadsafe(loop.call_later, after, hold_w.send, b"x")
+
+    loop.add_reader(hold_r.fileno(), hold)
+    try:
+        yield hold_after
+    finally:
+        loop.remove_reader(hold_r.fileno())
+        hold_r.close()
+        hold_w.close()
+
+
 def test_a_request_waiting_unread_when_the_keep_alive_timeout_ends_is_answered() -> None:
-    """The loop is held up (a blocking callback in its I/O phase, as a burst of
-    other connections' work would) across the keep-alive deadline, while the
-    client sends its next request on the connection it still sees open. The
-    timer then finds that request unread in the kernel: it is answered, not
-    thrown away with a reset."""
+    """The loop is held up across the keep-alive deadline while the client sends
+    its next request on the connection it still sees open. The timer then finds
+    that request unread in the kernel: it is answered, not thrown away with a
+    reset."""
 
     async def client(port: int) -> None:
-        loop = asyncio.get_running_loop()
-        hold_r, hold_w = socket.socketpair()
-
-        def hold_the_loop() -> None:
-            hold_r.recv(1)
-            time.sleep(0.6)
-
-        def talk() -> bytes:
+        def talk(hold_after: Callable[[float], None]) -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
                 s.sendall(b"GET /first HTTP/1.1\r\nhost: t\r\n\r\n")
                 first = b""
                 while not first.endswith(b"GET /first?"):
                     first += s.recv(65536)
-                # Held from 0.7 s after the answer to 1.3 s; the timeout ends at 1.
-                loop.call_soon_threadsafe(loop.call_later, 0.7, hold_w.send, b"x")
+                hold_after(0.7)  # held from 0.7 s after the answer to 1.3; the timeout ends at 1
                 time.sleep(0.9)
                 s.sendall(b"GET /second HTTP/1.1\r\nhost: t\r\n\r\n")
                 second = b""
@@ -369,13 +385,8 @@ def test_a_request_waiting_unread_when_the_keep_alive_timeout_ends_is_answered()
                     second += got
                 return second
 
-        loop.add_reader(hold_r.fileno(), hold_the_loop)
-        try:
-            second = await asyncio.to_thread(talk)
-        finally:
-            loop.remove_reader(hold_r.fileno())
-            hold_r.close()
-            hold_w.close()
+        with loop_held(0.6) as hold_after:
+            second = await asyncio.to_thread(talk, hold_after)
         assert second.startswith(b"HTTP/1.1 200 ")
 
     run(client, timeout_keep_alive=1)
@@ -386,30 +397,19 @@ def test_a_connection_given_grace_is_still_closed_if_no_request_completes() -> N
     head left unfinished is closed after it."""
 
     async def client(port: int) -> None:
-        loop = asyncio.get_running_loop()
-        hold_r, hold_w = socket.socketpair()
-
-        def hold_the_loop() -> None:
-            hold_r.recv(1)
-            time.sleep(0.6)
-
-        def talk() -> float:
+        def talk(hold_after: Callable[[float], None]) -> float:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
                 started = time.monotonic()
-                # Held from 0.7 s after the connection to 1.3 s; the timeout ends at 1.
-                loop.call_soon_threadsafe(loop.call_later, 0.7, hold_w.send, b"x")
+                hold_after(
+                    0.7
+                )  # held from 0.7 s after the connection to 1.3; the timeout ends at 1
                 time.sleep(0.8)
                 s.sendall(b"GET /a HTTP/1.1\r\n")  # and never the rest of the head
                 assert s.recv(65536) == b""  # closed, without a reset
                 return time.monotonic() - started
 
-        loop.add_reader(hold_r.fileno(), hold_the_loop)
-        try:
-            closed_after = await asyncio.to_thread(talk)
-        finally:
-            loop.remove_reader(hold_r.fileno())
-            hold_r.close()
-            hold_w.close()
+        with loop_held(0.6) as hold_after:
+            closed_after = await asyncio.to_thread(talk, hold_after)
         assert 1.1 + KEEP_ALIVE_GRACE_SECONDS < closed_after < 4, closed_after
 
     run(client, timeout_keep_alive=1)
