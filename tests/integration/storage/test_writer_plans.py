@@ -194,7 +194,12 @@ def test_a_generic_plan_is_remade_after_its_lifetime(
 ) -> None:
     # A plan made while the tables were empty must not outlive their growth.
     tenant_id, _ = create_tenant(postgres_url)
-    monkeypatch.setattr(pg, "GENERIC_PLAN_LIFETIME_SECONDS", 0.2)
+    # asyncpg counts a statement's lifetime from when it was prepared, and drops
+    # an expired one before the next query: the second write's statement must
+    # outlive the rest of that write and the look at pg_prepared_statements,
+    # which took over 0.2 s on a loaded, slow machine.
+    lifetime = 1.0
+    monkeypatch.setattr(pg, "GENERIC_PLAN_LIFETIME_SECONDS", lifetime)
 
     async def scenario() -> tuple[asyncpg.Record, asyncpg.Record]:
         store = make_store(Settings(database_url=postgres_url))
@@ -202,7 +207,7 @@ def test_a_generic_plan_is_remade_after_its_lifetime(
         try:
             await _write(store, Job(tenant_id, [CreateAccount("life0", "USD")]))
             before = _lock_and_read(await _prepared(store))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(lifetime * 1.5)
             await _write(store, Job(tenant_id, [CreateAccount("life1", "USD")]))
             return before, _lock_and_read(await _prepared(store))
         finally:
