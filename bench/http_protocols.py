@@ -2,17 +2,21 @@
 
     .venv/bin/python bench/http_protocols.py [--rounds 4] [--seconds 5] [--clients 64]
 
-A process serves one ASGI app (a 201 with a transfer-sized JSON body and the
-headers Tally sends: nothing else runs, so the difference is the HTTP layer's)
-under uvicorn's server and uvloop with ``http="httptools"`` (uvicorn's own
-protocol), ``http="tally.cli.http1:Http1Protocol"`` (Tally's, the one ``tally
-serve`` runs) or the ``floor`` of ``bench/floor_protocol.py`` (not a server: the
-least one does per request, to show what a protocol costs above it),
-alternating, one process per run; wrk sends ``GET /`` over ``--clients``
-connections. Reported per run: requests/s and the server process's CPU µs per
-request (user + system, from psutil: the system calls are part of it). Only
-127.0.0.1 is contacted. (Until 2026-12-07 this was ``bench/corked_writes.py``,
-with an arm for ``tally.cli.corked``, the protocol ``tally.cli.http1`` replaced.)
+A process serves one bare app (``bench/bare_app.py``: a 201 with a transfer-sized
+JSON body and the headers Tally sends; nothing else runs, so the difference is the
+HTTP layer's) under uvicorn's server and uvloop with ``http="httptools"``
+(uvicorn's own protocol), ``http="tally.cli.http1:Http1Protocol"`` (Tally's, the
+one ``tally serve`` runs) or the ``floor`` of ``bench/floor_protocol.py`` (not a
+server: the least one does per request, to show what a protocol costs above it);
+or under granian (one worker, HTTP/1.1, uvloop, as ``tally serve --server
+granian`` runs it) through its ASGI interface and through RSGI, its own, where
+the app hands the whole answer to granian's Rust side in one call. Alternating,
+one server per run; wrk sends ``GET /`` over ``--clients`` connections. Reported
+per run: requests/s and the server's CPU µs per request (user + system of the
+process and its children, from psutil: the system calls and granian's Rust
+threads are part of it). Only 127.0.0.1 is contacted. (Until 2026-12-07 this was
+``bench/corked_writes.py``, with an arm for ``tally.cli.corked``, the protocol
+``tally.cli.http1`` replaced.)
 """
 
 from __future__ import annotations
@@ -34,42 +38,35 @@ PROTOCOLS = {
     "http1": "tally.cli.http1:Http1Protocol",
     # Not a server: the least one does per request (bench/floor_protocol.py).
     "floor": "floor_protocol:FloorProtocol",
+    # granian (`tally serve --server granian`): its Rust HTTP/1.1 under the same
+    # ASGI app, and the same answer through its own interface, RSGI.
+    "granian-asgi": "asgi",
+    "granian-rsgi": "rsgi",
 }
 BENCH_DIR = Path(__file__).resolve().parent
 _REQUESTS = re.compile(r"(\d+) requests in ([0-9.]+)s")
 
-# The app each server runs, as a -c program: the body and headers of a transfer's 201.
-APP = """
-import json, sys, uvicorn
-BODY = json.dumps({
-    "id": "tr_01JEXAMPLE0000000000000000", "debit_account_id": "acc_01JEXAMPLE000000000000000",
-    "credit_account_id": "acc_01JEXAMPLE000000000000001", "amount": 100, "currency": "USD",
-    "status": "posted", "pending": False, "metadata": {},
-    "created_at": "2026-12-06T20:00:00.000000Z",
-}, separators=(",", ":")).encode()
-HEADERS = [
-    (b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode()),
-    (b"location", b"/v1/transfers/tr_01JEXAMPLE0000000000000000"),
-    (b"ratelimit", b'"default";r=999;t=0'), (b"ratelimit-policy", b'"default";q=1000;w=1'),
-    (b"request-id", b"req_01JEXAMPLE00000000000000"), (b"x-content-type-options", b"nosniff"),
-    (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-]
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 201, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop", http=sys.argv[1],
-    interface="asgi3", lifespan="off", access_log=False, log_level="warning")
-"""
-
 
 def _cpu_seconds(pid: int) -> float:
-    times = procs.psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    """The process's CPU and its children's (granian serves from a child process)."""
+    process = procs.psutil.Process(pid)
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def _server_argv(protocol: str, port: int) -> list[str]:
+    if protocol.startswith("granian-"):
+        granian = str(Path(sys.executable).parent / "granian")
+        return [
+            granian, "--interface", PROTOCOLS[protocol], "--workers", "1", "--http", "1",
+            "--loop", "uvloop", "--host", "127.0.0.1", "--port", str(port), "--no-ws",
+            "--log-level", "warning",
+            f"bare_app:{'rsgi' if protocol.endswith('rsgi') else 'app'}",
+        ]  # fmt: skip
+    return [sys.executable, str(BENCH_DIR / "bare_app.py"), PROTOCOLS[protocol], str(port)]
 
 
 def _wait_listening(port: int, deadline: float) -> None:
@@ -85,10 +82,11 @@ def _wait_listening(port: int, deadline: float) -> None:
 def one_run(protocol: str, clients: int, seconds: int) -> tuple[float, float]:
     """(requests/s, CPU µs per request) of one server process under wrk."""
     port = procs.free_port()
-    env = {**os.environ, "PYTHONPATH": str(BENCH_DIR)}  # floor_protocol
-    server = subprocess.Popen([sys.executable, "-c", APP, PROTOCOLS[protocol], str(port)], env=env)
+    env = {**os.environ, "PYTHONPATH": str(BENCH_DIR)}  # bare_app, floor_protocol
+    server = subprocess.Popen(_server_argv(protocol, port), env=env, cwd=BENCH_DIR)
     try:
         _wait_listening(port, time.monotonic() + 20)
+        time.sleep(0.5)  # granian's worker process: started, listening, then counted
         before = _cpu_seconds(server.pid)
         argv = [
             load.wrk_path(),
@@ -122,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in PROTOCOLS:
             rps, cpu = one_run(name, args.clients, args.seconds)
             runs[name].append((rps, cpu))
-            print(f"round {round_n} {name:9} {rps:>9,.0f} req/s  {cpu:>6.1f} µs CPU/request",
+            print(f"round {round_n} {name:12} {rps:>9,.0f} req/s  {cpu:>6.1f} µs CPU/request",
                   flush=True)  # fmt: skip
     print(f"\n{args.clients} connections, medians of {args.rounds}:")
     for name, mine in runs.items():
         rps = statistics.median(r for r, _ in mine)
         cpu = statistics.median(c for _, c in mine)
-        print(f"  {name:9} {rps:>9,.0f} req/s  {cpu:>6.1f} µs CPU/request")
+        print(f"  {name:12} {rps:>9,.0f} req/s  {cpu:>6.1f} µs CPU/request")
     return 0
 
 
