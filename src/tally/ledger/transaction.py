@@ -38,6 +38,7 @@ from tally.core import (
     Book,
     Changes,
     Command,
+    CreateTransfer,
     ExpirePending,
     Outcome,
     PostPending,
@@ -104,30 +105,48 @@ class StaleRead(TransactionConflict):
 
 # -- what to read and lock ---------------------------------------------------------------
 
-
-def pending_keys(jobs: Iterable[Job]) -> list[Key]:
-    """The pending transfers that posts, voids and expiries resolve."""
-    return sorted(
-        {
-            (j.tenant_id, c.pending_id)
-            for j in jobs
-            for c in j.commands
-            if isinstance(c, PostPending | VoidPending | ExpirePending)
-        }
-    )
+_RESOLVES = (PostPending, VoidPending, ExpirePending)
 
 
-def transfer_keys(jobs: Iterable[Job]) -> list[Key]:
-    return sorted({(j.tenant_id, i) for j in jobs for c in j.commands for i in transfer_ids(c)})
+@dataclass(slots=True)
+class Reads:
+    """What a batch's commands name, found in one pass over them (a batch carries up
+    to thousands): the pending transfers that posts, voids and expiries resolve
+    (they name their accounts only through the pending transfer), the transfers the
+    commands must see (``transfer_ids``), and the accounts they name directly
+    (``account_ids``)."""
 
+    resolving: list[Key]
+    transfers: list[Key]
+    accounts: set[Key]
 
-def account_keys(jobs: Iterable[Job], transfers: Iterable[tuple[str, Transfer]]) -> list[Key]:
-    """Every account the jobs may touch, in the global lock order."""
-    keys = {(j.tenant_id, i) for j in jobs for c in j.commands for i in account_ids(c)}
-    for tenant_id, t in transfers:
-        keys.add((tenant_id, t.debit_account_id))
-        keys.add((tenant_id, t.credit_account_id))
-    return sorted(keys)
+    @classmethod
+    def of(cls, jobs: Iterable[Job]) -> Reads:
+        resolving: set[Key] = set()
+        transfers: set[Key] = set()
+        accounts: set[Key] = set()
+        for j in jobs:
+            tenant_id = j.tenant_id
+            for c in j.commands:
+                if type(c) is CreateTransfer:  # nearly all: its ids without two calls
+                    transfers.add((tenant_id, c.id))
+                    accounts.add((tenant_id, c.debit_account_id))
+                    accounts.add((tenant_id, c.credit_account_id))
+                    continue
+                if isinstance(c, _RESOLVES):
+                    resolving.add((tenant_id, c.pending_id))
+                transfers.update((tenant_id, i) for i in transfer_ids(c))
+                accounts.update((tenant_id, i) for i in account_ids(c))
+        return cls(sorted(resolving), sorted(transfers), accounts)
+
+    def locks(self, resolved: Iterable[tuple[str, Transfer]]) -> list[Key]:
+        """Every account the jobs may touch, in the global lock order: those the
+        commands name, and both sides of the pending transfers they resolve."""
+        keys = set(self.accounts)
+        for tenant_id, t in resolved:
+            keys.add((tenant_id, t.debit_account_id))
+            keys.add((tenant_id, t.credit_account_id))
+        return sorted(keys)
 
 
 def claim_keys(jobs: Sequence[Job]) -> list[Key]:
@@ -143,20 +162,22 @@ def write_transaction(jobs: Sequence[Job], now_us: int) -> Steps[list[JobResult]
     run = [jobs[i] for i in plan.run]
     decided = Decided([], {}, {})
     if run:
-        resolving = pending_keys(run)
+        reads = Reads.of(run)
         accounts: list[tuple[str, Account]]
         transfers: list[tuple[str, Transfer]]
-        if resolving:
-            seen: list[tuple[str, Transfer]] = yield ReadTransfers(resolving)
-            locked = account_keys(run, seen)
+        if reads.resolving:
+            seen: list[tuple[str, Transfer]] = yield ReadTransfers(reads.resolving)
+            locked = reads.locks(seen)
             accounts = yield LockAccounts(locked)
-            transfers = yield ReadTransfers(transfer_keys(run))
+            transfers = yield ReadTransfers(reads.transfers)
         else:  # the common case: creates only, one round trip fewer
-            locked = account_keys(run, [])
-            accounts, transfers = yield LockAndRead(locked, transfer_keys(run))
+            locked = reads.locks(())
+            accounts, transfers = yield LockAndRead(locked, reads.transfers)
         tenants = sorted({j.tenant_id for j in run})
         counters: dict[str, int] = yield ReadCounters(tenants)
-        decided = decide(run, accounts, transfers, counters, set(locked), now_us)
+        decided = decide(
+            run, accounts, transfers, counters, set(locked), set(reads.resolving), now_us
+        )
     results, writes = finish(jobs, plan, decided, now_us)
     yield Write(writes, now_us)
     return results
@@ -177,14 +198,15 @@ def decide(
     transfers: Iterable[tuple[str, Transfer]],
     counters: dict[str, int],
     locked: set[Key],
+    resolving: set[Key],
     now_us: int,
 ) -> Decided:
-    """Run every job through its tenant's book, in arrival order."""
+    """Run every job through its tenant's book, in arrival order. ``locked``: the
+    accounts locked; ``resolving``: the pending transfers the jobs resolve."""
     by_tenant_accounts: dict[str, list[Account]] = defaultdict(list)
     for tenant_id, account in accounts:
         by_tenant_accounts[tenant_id].append(account)
     by_tenant_transfers: dict[str, list[Transfer]] = defaultdict(list)
-    resolving = set(pending_keys(jobs))
     for tenant_id, transfer in transfers:
         # A pending transfer committed after step 2 names accounts we did not lock.
         # (A transfer found only because a create repeats its id needs no lock: the

@@ -15,15 +15,20 @@ import pytest
 from tally.core import (
     Account,
     AccountStatus,
+    CreateAccount,
     CreateTransfer,
+    ExpirePending,
     NormalBalance,
     PostPending,
     Status,
     Transfer,
     TransferStatus,
+    UpdateAccount,
+    VoidPending,
 )
+from tally.core.commands import account_ids, transfer_ids
 from tally.ledger.idempotency import Claim
-from tally.ledger.transaction import Job, JobResult, StaleRead, write_transaction
+from tally.ledger.transaction import Job, JobResult, Reads, StaleRead, write_transaction
 from tally.storage.records import StoredKey, StoredResponse
 from tally.storage.unit_of_work import (
     FindKeys,
@@ -122,6 +127,33 @@ def test_locks_every_account_once_in_the_global_order() -> None:
     assert lock.lock == [("t0", "y"), ("t0", "z"), ("t1", "a"), ("t1", "b"), ("t1", "c")]
     # Creates only: the locks and the read of their ids go in one round trip.
     assert db.kinds() == ["FindKeys", "LockAndRead", "ReadCounters", "Write"]
+
+
+def test_a_batch_names_what_each_kind_of_command_names_found_in_one_pass() -> None:
+    jobs = [
+        Job(
+            "t1",
+            [
+                CreateTransfer("x1", "c", "a", 1),
+                PostPending("p1", "h1"),
+                VoidPending("v1", "h2"),
+                CreateAccount("n", "USD"),
+                UpdateAccount("m"),
+                CreateTransfer("x1", "a", "c", 1),  # a repeat: named once
+            ],
+        ),
+        Job("t0", [ExpirePending("h3"), CreateTransfer("x2", "z", "y", 1)]),
+    ]
+    reads = Reads.of(jobs)
+    # What the commands' own definitions say (tally.core.commands), gathered by hand.
+    named = [(j.tenant_id, c) for j in jobs for c in j.commands]
+    assert reads.transfers == sorted({(t, i) for t, c in named for i in transfer_ids(c)})
+    assert reads.accounts == {(t, i) for t, c in named for i in account_ids(c)}
+    assert reads.resolving == [("t0", "h3"), ("t1", "h1"), ("t1", "h2")]
+    # The resolved holds' accounts join the locks, all in the global order.
+    held = [("t1", hold("h1", "b", "d")), ("t0", hold("h3", "w", "z"))]
+    assert reads.locks(held) == sorted(reads.accounts | {("t1", "b"), ("t1", "d"), ("t0", "w")})
+    assert reads.locks(held)[:3] == [("t0", "w"), ("t0", "y"), ("t0", "z")]
 
 
 def test_a_post_reads_its_hold_first_to_know_which_accounts_to_lock() -> None:
