@@ -160,38 +160,16 @@ def _given(value: object) -> bool:
 
 def batch_command(item: BatchItem, index: int) -> CreateTransfer | PostPending | VoidPending:
     """Exactly one of the two shapes, or a 422 naming ``transfers[index].field``."""
-    prefix = f"transfers[{index}]"
-
-    def refuse(name: str, code: str, message: str) -> ValidationFailed:
-        return ValidationFailed([FieldError(f"{prefix}.{name}", code, message)])
-
     if _given(item.pending_id) or _given(item.action):
-        for name in _TRANSFER_ONLY:
-            if _given(getattr(item, name)):
-                raise refuse(name, "unknown_field", "A post or void action takes no such field.")
-        if isinstance(item.pending_id, msgspec.UnsetType):
-            raise refuse("pending_id", "required", "An action needs pending_id.")
-        if isinstance(item.action, msgspec.UnsetType):
-            raise refuse("action", "required", "An item with pending_id needs an action.")
-        if item.action == "void":
-            if item.amount is not None:
-                raise refuse("amount", "invalid", "A void takes no amount.")
-            return commands.void_pending(item.pending_id, id=item.id, metadata=item.metadata)
-        return commands.post_pending(
-            item.pending_id, id=item.id, amount=item.amount, metadata=item.metadata
-        )
+        return _action_command(item, index)
     debit, credit, amount = item.debit_account_id, item.credit_account_id, item.amount
-    if (
-        isinstance(debit, msgspec.UnsetType)
-        or isinstance(credit, msgspec.UnsetType)
-        or amount is None
-    ):
+    if debit is msgspec.UNSET or credit is msgspec.UNSET or amount is None:
         name = next(
             n
             for n in ("debit_account_id", "credit_account_id", "amount")
             if not _given(getattr(item, n))
         )
-        raise refuse(name, "required", f"A transfer needs {name}.")
+        raise _refused(index, name, "required", f"A transfer needs {name}.")
     return commands.create_transfer(
         id=item.id,
         debit_account_id=debit,
@@ -202,3 +180,25 @@ def batch_command(item: BatchItem, index: int) -> CreateTransfer | PostPending |
         timeout_seconds=item.timeout_seconds,
         metadata=item.metadata,
     )
+
+
+def _action_command(item: BatchItem, index: int) -> PostPending | VoidPending:
+    for name in _TRANSFER_ONLY:
+        if _given(getattr(item, name)):
+            message = "A post or void action takes no such field."
+            raise _refused(index, name, "unknown_field", message)
+    if item.pending_id is msgspec.UNSET:
+        raise _refused(index, "pending_id", "required", "An action needs pending_id.")
+    if item.action is msgspec.UNSET:
+        raise _refused(index, "action", "required", "An item with pending_id needs an action.")
+    if item.action == "void":
+        if item.amount is not None:
+            raise _refused(index, "amount", "invalid", "A void takes no amount.")
+        return commands.void_pending(item.pending_id, id=item.id, metadata=item.metadata)
+    return commands.post_pending(
+        item.pending_id, id=item.id, amount=item.amount, metadata=item.metadata
+    )
+
+
+def _refused(index: int, name: str, code: str, message: str) -> ValidationFailed:
+    return ValidationFailed([FieldError(f"transfers[{index}].{name}", code, message)])
