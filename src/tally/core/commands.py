@@ -9,7 +9,8 @@ Commands are frozen msgspec Structs, not frozen dataclasses: a batch makes one p
 item, and a frozen dataclass sets each field through ``object.__setattr__``
 (1.44 µs for a ``CreateTransfer``, against 0.11 for the Struct; a field reads
 as fast from either). msgspec here is only the record type, written in C: the
-core still does no I/O and no encoding.
+core still does no I/O and no encoding. Like the core's values they are not
+tracked by the cycle collector (``gc=False``: ``tally.core.model`` says why).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from msgspec import Struct, field
 from tally.core.model import Metadata, NormalBalance
 
 
-class CreateAccount(Struct, frozen=True):
+class CreateAccount(Struct, frozen=True, gc=False):
     id: str
     currency: str
     normal_balance: NormalBalance = NormalBalance.CREDIT
@@ -28,7 +29,7 @@ class CreateAccount(Struct, frozen=True):
     metadata: Metadata = field(default_factory=dict)
 
 
-class UpdateAccount(Struct, frozen=True):
+class UpdateAccount(Struct, frozen=True, gc=False):
     id: str
     # Merged into the account's metadata; a None value removes the key.
     metadata: dict[str, str | None] | None = None
@@ -37,7 +38,7 @@ class UpdateAccount(Struct, frozen=True):
     expected_version: int | None = None
 
 
-class CreateTransfer(Struct, frozen=True):
+class CreateTransfer(Struct, frozen=True, gc=False):
     id: str
     debit_account_id: str
     credit_account_id: str
@@ -48,7 +49,7 @@ class CreateTransfer(Struct, frozen=True):
     metadata: Metadata = field(default_factory=dict)
 
 
-class PostPending(Struct, frozen=True):
+class PostPending(Struct, frozen=True, gc=False):
     id: str
     pending_id: str
     # None posts the full pending amount.
@@ -56,13 +57,13 @@ class PostPending(Struct, frozen=True):
     metadata: Metadata = field(default_factory=dict)
 
 
-class VoidPending(Struct, frozen=True):
+class VoidPending(Struct, frozen=True, gc=False):
     id: str
     pending_id: str
     metadata: Metadata = field(default_factory=dict)
 
 
-class ExpirePending(Struct, frozen=True):
+class ExpirePending(Struct, frozen=True, gc=False):
     """Sent by the expiry worker; a no-op unless the transfer is pending and due."""
 
     pending_id: str

@@ -53,7 +53,7 @@ class Status(StrEnum):
     SKIPPED = "skipped"
 
 
-class Outcome(Struct, frozen=True):
+class Outcome(Struct, frozen=True, gc=False):
     status: Status
     object: Account | Transfer | None = None
     code: Code | None = None

@@ -36,7 +36,9 @@ class BalanceOut(Struct):
     available: int
 
 
-class AccountOut(Struct):
+# The answers' objects, made by the thousand for a batch: plain data, so not
+# tracked by the cycle collector (gc=False; tally.core.model says why).
+class AccountOut(Struct, gc=False):
     id: str
     object: Literal["account"]
     currency: str
@@ -54,7 +56,7 @@ class AccountOut(Struct):
     updated_at: Timestamp
 
 
-class TransferOut(Struct):
+class TransferOut(Struct, gc=False):
     id: str
     object: Literal["transfer"]
     debit_account_id: str

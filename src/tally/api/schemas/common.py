@@ -24,8 +24,10 @@ def pattern(regex: str, words: str) -> str:
 NO_NUL = pattern("^[^\u0000]*$", "Must not contain a NUL character (U+0000).")
 
 
-class RequestBody(Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of request bodies: an unknown field is an error, never silently dropped."""
+class RequestBody(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    """Base of request bodies: an unknown field is an error, never silently dropped.
+    Decoded JSON holds no reference cycle, so a body is not tracked by the cycle
+    collector (``gc=False``, inherited; ``tally.core.model`` says why it matters)."""
 
 
 __all__ = ["NO_NUL", "PATTERN_WORDS", "RequestBody", "Timestamp", "pattern"]

@@ -192,7 +192,7 @@ class BalanceSnapshotOut(Struct):
     created_at: Timestamp | None
 
 
-class EventOut(Struct):
+class EventOut(Struct, gc=False):
     sequence: int
     type: Literal[
         "account.created",
@@ -207,12 +207,14 @@ class EventOut(Struct):
     ]
 
 
-class ErrorOut(Struct):
+# A batch's results, one per item: plain data, so not tracked by the cycle
+# collector (gc=False; tally.core.model says why).
+class ErrorOut(Struct, gc=False):
     code: str
     detail: str
 
 
-class BatchResultOut(Struct):
+class BatchResultOut(Struct, gc=False):
     index: int
     status: Literal["created", "exists", "failed"]
     transfer: TransferOut | None
