@@ -86,7 +86,8 @@ def one_run(protocol: str, clients: int, seconds: int) -> tuple[float, float]:
     server = subprocess.Popen(_server_argv(protocol, port), env=env, cwd=BENCH_DIR)
     try:
         _wait_listening(port, time.monotonic() + 20)
-        time.sleep(0.5)  # granian's worker process: started, listening, then counted
+        if protocol.startswith("granian-"):
+            time.sleep(0.5)  # its worker process: started, listening, then counted
         before = _cpu_seconds(server.pid)
         argv = [
             load.wrk_path(),

@@ -192,7 +192,7 @@ class BalanceSnapshotOut(Struct):
     created_at: Timestamp | None
 
 
-class EventOut(Struct, gc=False):
+class EventOut(Struct):
     sequence: int
     type: Literal[
         "account.created",
