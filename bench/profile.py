@@ -8,12 +8,20 @@
 ``tally_bench_*`` database, a funded tenant as in ``make bench``, then wrk with the
 same Lua script while ``py-spy record --format raw`` samples the one server process
 (``--nonblocking``: it reads the process's memory without pausing it, so the CPU
-figure is the server's own). py-spy counts a sample when the thread is not idle:
-running, or runnable and waiting for a core, which on a busy 2-core machine is
-a good share of the time; so read the shares (and the µs per transfer derived
-from them), not the sample counts. ``--py-spy-arg=--gil`` keeps only samples
-holding the GIL (Python work, without the C code that releases it). The
-invariants are checked afterwards as for every bench point. ``--driver path``
+figure is the server's own). Only samples taken while the process holds the GIL
+count (``py-spy --gil``): py-spy's own test of idleness lets the event loop's
+wait in ``epoll_pwait`` through, which then shows as work of ``Runner.run``
+(``py-spy record --native`` at one client put 247 of the 275 samples that ended
+there in ``epoll_pwait``; at 64 clients under wrk 41 of 91). uvloop waits without
+the GIL; the work it does with it (its callbacks, asyncpg's protocol), the
+Python and the system calls made from Python (a socket's ``write``) hold it. On
+SQLite (``--backend sqlite``) every sample counts instead: SQLite lets go of the
+GIL while it runs a statement or syncs the file, which is work, not waiting; so
+there ``Runner.run``'s own samples are partly the loop's idle wait.
+``--all-samples`` counts every sample on PostgreSQL too. Read the shares (and
+the µs per transfer derived from them, over the process's measured CPU), not
+the sample counts. The invariants are checked afterwards as for every bench
+point. ``--driver path``
 profiles ``bench/request_path.py`` instead (the app called in process, no HTTP
 server), attaching once its measured window starts.
 
@@ -57,10 +65,15 @@ def py_spy(
     argv = [
         str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--output", str(out),
         "--rate", str(SAMPLE_RATE_HZ), "--duration", str(seconds), "--nonblocking",
-        *args.py_spy_arg,
+        *(() if counts_every_sample(args) else ("--gil",)), *args.py_spy_arg,
     ]  # fmt: skip
     with (work / "py-spy.log").open("ab") as log_file:
         return children.start(argv, log=log_file)
+
+
+def counts_every_sample(args: argparse.Namespace) -> bool:
+    """Whether samples without the GIL count too (see the module's docstring)."""
+    return bool(args.all_samples or args.backend == "sqlite")
 
 
 def finish(children: procs.Children, spy: subprocess.Popen[bytes], seconds: int) -> None:
@@ -163,7 +176,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--py-spy-arg",
         action="append",
         default=[],
-        help="one more py-spy record argument, e.g. --py-spy-arg=--gil (repeatable)",
+        help="one more py-spy record argument, e.g. --py-spy-arg=--idle (repeatable)",
+    )
+    parser.add_argument(
+        "--all-samples",
+        action="store_true",
+        help="count samples without the GIL too (the loop's waits among them): "
+        "the default on SQLite",
     )
     parser.add_argument("--top", type=int, default=25, help="rows per table (25)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="results dir")
@@ -200,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'batch ' + str(args.batch) if args.batch else 'single transfers'}, "
         f"{args.clients} clients, {args.driver}"
         + (f", hot {args.hot_pct} %" if args.hot_pct else "")
+        + (", every sample" if counts_every_sample(args) else ", samples holding the GIL")
     )
     database = "SQLite" if args.backend == "sqlite" else "PostgreSQL"
     title = f"Tally on {database}, {what}, {stamp}: {cpu_us:,.1f} µs CPU per transfer"
