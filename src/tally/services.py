@@ -20,7 +20,7 @@ import logging
 from tally.audit import Appender, AuditLog
 from tally.config import Settings
 from tally.errors import TallyError, Unauthenticated
-from tally.events import EventHub
+from tally.events import EventHub, parse_wakeup
 from tally.events.redis import RedisWakeups
 from tally.identity.authentication import Authenticator
 from tally.identity.credentials import CredentialCache
@@ -159,19 +159,20 @@ class Services:
             tick_seconds=min(1.0, s.events_stream_seconds_max / 4 or 1.0),
         )
         self._wakeups: RedisWakeups | None = None
-        # A commit anywhere also wakes this process's webhook dispatcher, so a
-        # delivery need not wait for its poll (docs/webhooks.md).
+        # A commit anywhere by a tenant with a webhook endpoint also wakes this
+        # process's dispatcher, so a delivery need not wait for its poll
+        # (docs/webhooks.md).
         dispatcher = self.dispatcher
 
         def local(tenant_ids: set[str]) -> None:
             hub.wake(tenant_ids)
             if dispatcher is not None:
-                dispatcher.wake()
+                dispatcher.wake_for(tenant_ids)
 
         def remote(message: str) -> None:
             hub.on_message(message)
             if dispatcher is not None:
-                dispatcher.wake()
+                dispatcher.wake_for((parse_wakeup(message)[0],))
 
         if s.redis_url:
             wakeups = self._wakeups = RedisWakeups(

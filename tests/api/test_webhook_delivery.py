@@ -51,6 +51,7 @@ class Hooked:
     receiver: Receiver
     endpoint_id: str
     secret: str
+    database_url: str
 
     def get(self, path: str, **kwargs: Any) -> Any:
         r = self.client.get(path, headers=self.headers, **kwargs)
@@ -91,7 +92,7 @@ def hooked(
             assert r.status_code == 201, r.text
             created = r.json()
             yield Hooked(
-                client, headers, receiver, created["webhook_endpoint"]["id"], created["secret"]
+                client, headers, receiver, created["webhook_endpoint"]["id"], created["secret"], url
             )
 
 
@@ -120,8 +121,9 @@ def test_an_event_is_delivered_signed_as_get_events_shows_it(database_url: str) 
 def test_commits_wake_deliveries_without_reading_the_endpoints_each_time(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every commit wakes the dispatcher; the list of enabled endpoints is read
-    once a poll interval, or at once when one is created here."""
+    """Every commit of a tenant with an endpoint wakes the dispatcher; the list of
+    enabled endpoints is read once a poll interval, or at once when one is created
+    here."""
     reads: list[int] = []
     read = queue.enabled_endpoints
 
@@ -142,6 +144,41 @@ def test_commits_wake_deliveries_without_reading_the_endpoints_each_time(
         got = h.receiver.wait_count(10)
         assert [json.loads(g.body)["data"]["id"] for g in got] == [f"a{i}" for i in range(1, 11)]
         assert len(reads) == seen
+
+
+def test_a_commit_wakes_a_round_only_for_a_tenant_with_an_endpoint(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another tenant's commit has nothing to deliver: it runs no round (a round
+    and its timer had been part of every lone write's cost)."""
+    rounds: list[str] = []
+    claim = queue.claim
+
+    async def counted(store: Any, endpoint_ids: list[str], *args: Any, **kwargs: Any) -> Any:
+        rounds.append(",".join(endpoint_ids))
+        return await claim(store, endpoint_ids, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", counted)
+    # The poll is 30 s away: every round here is a wake's.
+    with hooked(database_url, webhooks_poll_interval_seconds=30.0) as h:
+        h.account("a1")
+        h.receiver.wait_count(1)
+        h.wait_deliveries(lambda d: d and d[0]["status"] == "succeeded")
+        time.sleep(0.3)  # the round that the finished attempt wakes
+        before = len(rounds)
+        _, other_key = create_tenant(h.database_url, "no hooks")
+        other = {"Authorization": f"Bearer {other_key}"}
+        for i in range(5):
+            body = {"id": f"b{i}", "currency": "USD"}
+            r = h.client.post("/v1/accounts", json=body, headers=other)
+            assert r.status_code == 201, r.text
+        time.sleep(0.3)
+        assert len(rounds) == before
+        h.account("a2")  # the hooked tenant's commit still wakes one at once
+        got = h.receiver.wait_count(2)
+        assert json.loads(got[1].body)["data"]["id"] == "a2"
+        assert len(rounds) > before
+        assert set(rounds) == {h.endpoint_id}
 
 
 def test_only_subscribed_types_are_delivered(database_url: str) -> None:

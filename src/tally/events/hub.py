@@ -69,6 +69,16 @@ def event_json(record: EventRecord) -> bytes:
     return _encode(_PublicEvent(record.sequence, record.type, created_at, raw))
 
 
+def parse_wakeup(message: str) -> tuple[str, str]:
+    """A wakeup from another process, as its tenant id and the tenant's last event
+    sequence: ``<tenant id>:<sequence>`` (PostgreSQL ``NOTIFY``), or ``<tenant id>``
+    alone (Redis; the sequence is then "")."""
+    tenant_id, colon, sequence = message.rpartition(":")
+    if not colon:
+        return message, ""
+    return tenant_id, sequence
+
+
 class SharedEvent:
     """One event, encoded once, its bytes shared by every stream that sends it."""
 
@@ -288,11 +298,8 @@ class EventHub:
                 feed.wakeup.set()
 
     def on_message(self, message: str) -> None:
-        """A wakeup from another process: ``<tenant id>:<its last sequence>``
-        (PostgreSQL), or ``<tenant id>`` (Redis)."""
-        tenant_id, colon, sequence = message.rpartition(":")
-        if not colon:
-            tenant_id, sequence = message, ""
+        """A wakeup from another process (``parse_wakeup``)."""
+        tenant_id, sequence = parse_wakeup(message)
         feed = self._feeds.get(tenant_id)
         if feed is not None and (not sequence.isdigit() or int(sequence) > feed.seen):
             feed.wakeup.set()

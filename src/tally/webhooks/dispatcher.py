@@ -1,7 +1,7 @@
 """The delivery loop of one server process.
 
 Each round (every ``webhooks_poll_interval_seconds``, at once after a full one,
-and after a commit in any process):
+and after a commit in any process by a tenant with an enabled endpoint):
 
 1. heartbeat into ``webhook_workers`` (every ``webhooks_heartbeat_seconds``) and
    read the live workers: those heard from within ``webhooks_worker_ttl_seconds``;
@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -110,6 +111,7 @@ class Dispatcher:
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # by endpoint id
         self._endpoint_ids: list[str] = []
         self._endpoint_tenants: dict[str, str] = {}  # endpoint -> its tenant
+        self._tenants: frozenset[str] = frozenset()  # those endpoints' tenants
         # The commits of every tenant with an enabled endpoint wake the
         # dispatchers, from any process (tally.storage.wakeup_leases).
         leases.follow(lambda: self._endpoint_tenants.values())
@@ -132,6 +134,17 @@ class Dispatcher:
         event committed (the events hub can call this), or an attempt finished, so
         that the endpoint's next delivery need not wait for the poll."""
         self._wake.set()
+
+    def wake_for(self, tenant_ids: Iterable[str]) -> None:
+        """These tenants committed (here, or in another process that said so): run
+        the next round now if one of them has an enabled endpoint, as the list was
+        last read. A round for any other tenant's commit would find nothing new to
+        deliver, and waking for every commit cost each lone write a round and its
+        timer (docs/performance.md). The list is the one the round itself uses, at
+        most a poll interval old: an endpoint another process has just created is
+        seen by the next poll, as it was when every commit woke the round."""
+        if not self._tenants.isdisjoint(tenant_ids):
+            self.wake()
 
     def endpoints_changed(self) -> None:
         """An endpoint was created, enabled or disabled here: read them afresh
@@ -194,6 +207,7 @@ class Dispatcher:
             endpoints = await queue.enabled_endpoints(self._store)
             self._endpoint_ids = [e for e, _ in endpoints]
             self._endpoint_tenants = dict(endpoints)
+            self._tenants = frozenset(self._endpoint_tenants.values())
             self._endpoints_read_until_us = now_us + int(self._s.poll_interval_seconds * US)
         return self._endpoint_ids
 
