@@ -176,20 +176,31 @@ def test_an_unreachable_database_is_a_503_with_retry_after_never_a_500() -> None
         assert int(r.headers["retry-after"]) >= 1
 
 
+def _commits(query: str) -> bool:
+    """Whether the writer's query ends the transaction: its COMMIT alone, or sent
+    with the batch's last write (storage.postgres._write_and_commit)."""
+    return query.startswith("COMMIT") or "; COMMIT" in query
+
+
+@pytest.mark.parametrize("commit", ["with the write", "alone"])
 def test_a_commit_whose_answer_is_lost_is_a_503_that_does_not_claim_nothing_changed(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, commit: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Found by the bank test (PostgreSQL crashed with pg_ctl -m immediate): a 503
     # said "nothing was changed" for writes whose COMMIT had reached the WAL.
     # Here the commit happens and then its answer is lost, as in such a crash.
+    from tally.storage import postgres as pg
+
     tenant_id, _ = create_tenant(postgres_url)
     execute_ = asyncpg.connection.Connection.execute
+    if commit == "alone":  # no write is small enough to go with it
+        monkeypatch.setattr(pg, "COMMIT_WITH_WRITE_CHARS_MAX", -1)
 
     async def commit_then_lose_the_answer(
         self: asyncpg.connection.Connection, query: str, *args: object, **kwargs: object
     ) -> str:
         status: str = await execute_(self, query, *args, **kwargs)
-        if query.startswith("COMMIT"):
+        if _commits(query):
             raise asyncpg.exceptions.ConnectionDoesNotExistError("the connection was closed")
         return status
 
@@ -303,9 +314,11 @@ def test_a_commit_opens_the_next_transaction_which_holds_nothing_back_and_ends_w
                 seen.append(tuple(await watcher.fetchrow(activity, pid)))
                 if i == 0:
                     conn.add_query_logger(lambda logged: queries.append(logged.query))
-            # The second batch sent no BEGIN of its own, and its COMMIT opened the next.
+            # The second batch sent no BEGIN of its own, and its COMMIT, sent with
+            # its write, opened the next.
             assert not [q for q in queries if q.startswith("BEGIN")], queries
-            assert queries[-1].startswith("COMMIT; BEGIN"), queries
+            assert queries[-1].startswith("EXECUTE tally_write_"), queries
+            assert queries[-1].endswith("; COMMIT; BEGIN ISOLATION LEVEL READ COMMITTED"), queries
             for _ in range(100):  # ends after idle_seconds; waits at most 10 s
                 state = tuple(await watcher.fetchrow(activity, pid))
                 if state[0] == "idle":
@@ -357,18 +370,24 @@ def test_a_batch_cut_short_after_its_write_leaves_nothing_for_the_next_commit(
     postgres_url: str, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer now sends BEGIN and COMMIT itself: a batch that fails (a bug) or
-    is cancelled after its write statement must be rolled back, never carried
-    into the next batch's commit."""
+    is cancelled after a write statement sent without the COMMIT (a write too
+    large to go with it, or another tenant's before it) must be rolled back,
+    never carried into the next batch's commit."""
     from tally.storage import postgres as pg
 
     tenant_id, _ = create_tenant(postgres_url)
-    write_tenant = pg.PostgresStore._write_tenant
+    monkeypatch.setattr(pg, "COMMIT_WITH_WRITE_CHARS_MAX", -1)
+    execute_ = asyncpg.connection.Connection.execute
 
-    async def write_then_fail(self: pg.PostgresStore, *args: object) -> None:
-        await write_tenant(self, *args)  # type: ignore[arg-type]
-        if how == "error":
-            raise RuntimeError("a bug after the write")
-        await asyncio.sleep(60)  # cancelled here
+    async def write_then_fail(
+        self: asyncpg.connection.Connection, query: str, *args: object, **kwargs: object
+    ) -> str:
+        status: str = await execute_(self, query, *args, **kwargs)
+        if query.startswith("WITH seq AS"):  # the write statement (pg._write_sql)
+            if how == "error":
+                raise RuntimeError("a bug after the write")
+            await asyncio.sleep(60)  # cancelled here
+        return status
 
     async def scenario() -> tuple[object, object]:
         store = make_store(Settings(database_url=postgres_url))
@@ -377,7 +396,7 @@ def test_a_batch_cut_short_after_its_write_leaves_nothing_for_the_next_commit(
             await execute(store, [Job(tenant_id, [CreateAccount("first", "USD")])], 0,
                           retry_after_seconds=1)  # fmt: skip
             with monkeypatch.context() as patch:
-                patch.setattr(pg.PostgresStore, "_write_tenant", write_then_fail)
+                patch.setattr(asyncpg.connection.Connection, "execute", write_then_fail)
                 ghost = Job(tenant_id, [CreateAccount("ghost", "USD")])
                 cut = asyncio.ensure_future(execute(store, [ghost], 0, retry_after_seconds=1))
                 if how == "cancelled":
@@ -421,3 +440,114 @@ def test_a_writer_session_killed_while_idle_is_made_afresh(postgres_url: str) ->
             await store.close()
 
     assert run(scenario()) is not None
+
+
+def test_a_small_batch_sends_its_last_write_with_its_commit_and_a_large_one_apart(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: while a batch's last write statement has small values, it goes
+    in one message with the COMMIT (one round trip for both, decisions/0010),
+    its values written as constants that PostgreSQL reads back exactly: here
+    metadata made of everything that could end or escape a string constant.
+    Past COMMIT_WITH_WRITE_CHARS_MAX the write goes with bound parameters and
+    the COMMIT after it, as before."""
+    from tally.storage import postgres as pg
+
+    tenant_id, _ = create_tenant(postgres_url)
+    hostile = {
+        "quotes": "it's '' ''' \"both\"",
+        "backslashes": "\\ \\\\ \\' \\n \\x41 \\u0041 E'\\'",
+        "dollars": "$$ $t$ $tally_write_1$ $1 $2",
+        "sql": "'); DROP TABLE accounts; --",
+        "text": "naïve café 日本 \U0001f600\t\r\n",
+    }
+
+    async def scenario() -> tuple[list[str], list[str], object, object]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        try:
+            warm = Job(tenant_id, [CreateAccount("warm", "USD")])
+            await execute(store, [warm], 0, retry_after_seconds=1)
+            queries: list[str] = []
+            store._writer_conn.add_query_logger(  # type: ignore[attr-defined]
+                lambda logged: queries.append(logged.query)
+            )
+            small = Job(tenant_id, [CreateAccount("small", "USD", metadata=hostile)])
+            await execute(store, [small], 0, retry_after_seconds=1)
+            await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon, not at once
+            with_write = list(queries)
+            queries.clear()
+            monkeypatch.setattr(pg, "COMMIT_WITH_WRITE_CHARS_MAX", 100)
+            large = Job(tenant_id, [CreateAccount("large", "USD", metadata=hostile)])
+            await execute(store, [large], 0, retry_after_seconds=1)
+            await asyncio.sleep(0.05)
+            return (
+                with_write,
+                list(queries),
+                await store.get_account(tenant_id, "small"),
+                await store.get_account(tenant_id, "large"),
+            )
+        finally:
+            await store.close()
+
+    with_write, apart, small, large = run(scenario())  # type: ignore[misc]
+    assert with_write[-1].startswith("EXECUTE tally_write_"), with_write
+    assert with_write[-1].endswith("; COMMIT; " + "BEGIN ISOLATION LEVEL READ COMMITTED")
+    assert not [q for q in with_write if q.startswith("WITH seq AS")], with_write
+    assert [q for q in apart if q.startswith("WITH seq AS")], apart
+    assert apart[-1] == "COMMIT; BEGIN ISOLATION LEVEL READ COMMITTED", apart
+    assert small is not None and small.metadata == hostile  # type: ignore[attr-defined]
+    assert large is not None and large.metadata == hostile  # type: ignore[attr-defined]
+
+
+def test_an_error_in_the_message_with_the_commit_rolls_the_whole_batch_back(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error PostgreSQL reports for the last write ends the message there: its
+    COMMIT never runs, and the batch is rolled back whole, the write of another
+    tenant sent before it included; the next batch commits on the same
+    connection."""
+    from tally.storage import postgres as pg
+
+    first, _ = create_tenant(postgres_url)
+    last, _ = create_tenant(postgres_url)
+    first, last = sorted((first, last))  # a batch writes its tenants in id order
+    tenant_write = pg.PostgresStore._tenant_write
+
+    def failing_for_the_last(
+        self: pg.PostgresStore, w: object, now_us: int
+    ) -> tuple[str, tuple[str | int, ...]] | None:
+        found = tenant_write(self, w, now_us)  # type: ignore[arg-type]
+        if found is not None and w.tenant_id == last:  # type: ignore[attr-defined]
+            return "SELECT 1 / $2::int WHERE $1::text IS NOT NULL", (last, 0)
+        return found
+
+    async def scenario() -> tuple[object, object, object, bool]:
+        store = make_store(Settings(database_url=postgres_url))
+        await store.open()
+        try:
+            both = [
+                Job(first, [CreateAccount("lost-first", "USD")]),
+                Job(last, [CreateAccount("lost-last", "USD")]),
+            ]
+            with monkeypatch.context() as patch:
+                patch.setattr(pg.PostgresStore, "_tenant_write", failing_for_the_last)
+                with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+                    await execute(store, both, 0, retry_after_seconds=1)
+            conn = store._writer_conn  # type: ignore[attr-defined]
+            in_failed_transaction = conn.is_in_transaction()
+            after = Job(last, [CreateAccount("after", "USD")])
+            await execute(store, [after], 0, retry_after_seconds=1)
+            return (
+                await store.get_account(first, "lost-first"),
+                await store.get_account(last, "lost-last"),
+                await store.get_account(last, "after"),
+                in_failed_transaction,
+            )
+        finally:
+            await store.close()
+
+    lost_first, lost_last, after, in_failed_transaction = run(scenario())  # type: ignore[misc]
+    assert lost_first is None and lost_last is None
+    assert not in_failed_transaction  # rolled back at once, not left for the next batch
+    assert after is not None

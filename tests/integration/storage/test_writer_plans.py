@@ -7,12 +7,14 @@ tenant's transfers became a hash of every transfer of the tenant, every batch
 Here the statistics are made stale on purpose (ANALYZE on empty tables,
 autovacuum off, then thousands of rows) and every statement the writer sends
 is explained, planned both ways the writer's session plans it (a generic plan
-for small batches, a custom one for large: postgres._PlanChoice): no node may
+for small batches, a custom one for large: postgres._WriteTx): no node may
 scan, hash or sort the tenant's rows.
 
 Then the writer's own session is asked what it did: which statements ran on a
 generic plan and which on custom ones, and that a generic plan is remade after
-its lifetime rather than kept from when the tables were empty.
+its lifetime rather than kept from when the tables were empty: asyncpg's
+statements, and the write statements the writer prepares by name to send with
+their COMMIT (postgres._prepared).
 """
 
 from __future__ import annotations
@@ -201,18 +203,26 @@ def test_a_generic_plan_is_remade_after_its_lifetime(
     lifetime = 1.0
     monkeypatch.setattr(pg, "GENERIC_PLAN_LIFETIME_SECONDS", lifetime)
 
-    async def scenario() -> tuple[asyncpg.Record, asyncpg.Record]:
+    async def scenario() -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         store = make_store(Settings(database_url=postgres_url))
         await store.open()
         try:
             await _write(store, Job(tenant_id, [CreateAccount("life0", "USD")]))
-            before = _lock_and_read(await _prepared(store))
+            before = await _prepared(store)
             await asyncio.sleep(lifetime * 1.5)
             await _write(store, Job(tenant_id, [CreateAccount("life1", "USD")]))
-            return before, _lock_and_read(await _prepared(store))
+            return before, await _prepared(store)
         finally:
             await store.close()
 
     before, after = asyncio.run(scenario())
-    assert after["name"] != before["name"], (before, after)
-    assert after["generic_plans"] == 1 and after["custom_plans"] == 0, after
+    for statement in (_lock_and_read, _write_statement):
+        was, now = statement(before), statement(after)
+        assert now["name"] != was["name"], (was, now)
+        assert now["generic_plans"] == 1 and now["custom_plans"] == 0, now
+
+
+def _write_statement(prepared: list[asyncpg.Record]) -> asyncpg.Record:
+    """The one write statement prepared by name: an expired one is freed."""
+    (statement,) = [p for p in prepared if p["name"].startswith("tally_write_")]
+    return statement
