@@ -453,6 +453,7 @@ class PostgresStore(Store):
         # The write statements prepared on the writer's connection by name, for
         # the last write of a small batch, sent with its COMMIT
         # (_write_and_commit): the statement's SQL -> (its name, when prepared).
+        # Emptied whenever the writer's connection is made afresh.
         self._statements: dict[str, tuple[str, float]] = {}
         self._statements_made = 0
         # Events are announced by NOTIFY, unless Redis carries the wakeups (from
@@ -528,7 +529,6 @@ class PostgresStore(Store):
     def _drop_writer_connection(self) -> None:
         """After an error the connection's state is unknown: start afresh next time."""
         self._opened_ahead = False
-        self._statements.clear()
         if self._writer_conn is not None:
             self._writer_conn.terminate()
             self._writer_conn = None
@@ -756,10 +756,7 @@ class PostgresStore(Store):
         COMMIT_WITH_WRITE_CHARS_MAX)."""
         if not self._begin_ahead:
             return False
-        size = 0
-        for value in args:
-            if isinstance(value, str):
-                size += len(value)
+        size = sum(len(value) for value in args if isinstance(value, str))
         return size <= COMMIT_WITH_WRITE_CHARS_MAX
 
     async def _write_and_commit(self, tx: _WriteTx, sql: str, args: tuple[str | int, ...]) -> None:
