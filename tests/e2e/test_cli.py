@@ -70,6 +70,7 @@ def test_migrate_says_what_it_applied_and_then_that_there_was_nothing(
         "applied 0007",
         "applied 0008",
         "applied 0009",
+        "applied 0010",
     ]
     assert "up to date" not in first.stderr
     assert second.stderr.strip() == "the database schema was already up to date; nothing to apply"

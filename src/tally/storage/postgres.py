@@ -27,7 +27,9 @@ import asyncpg
 import msgspec
 
 from tally.config import Settings
+from tally.core import Account
 from tally.errors import Unavailable
+from tally.storage.known_accounts import BATCHES_FROM_MEMORY, KnownAccounts
 from tally.storage.literals import literal
 from tally.storage.notifications import (
     EVENTS_CHANNEL,
@@ -263,8 +265,33 @@ _LEASE_EVENT_WAKEUPS = (
 _EVENT_WAKEUPS_LEFT = f"SELECT events_listened_until_us - {PG_NOW_US} FROM tenants WHERE id = $1"
 
 
+def _known_cte(param: int) -> str:
+    """What a batch's decision took from memory (``KnownAccounts``) instead of a
+    read, checked as the read would have found it: JSON parameter ``$param``,
+    the accounts as ``[id, version]`` pairs in id order, each locked in that
+    order (the global lock order) and found at its version; ``$param + 1``, the
+    ids of the transfers its creates name, none of which may exist (a create
+    repeating a stored id answers the stored transfer, even one refused
+    otherwise). Anything else and the statement fails with SQLSTATE 40001
+    before anything is written (migration 0010)."""
+    accounts, absent = f"${param}::text::json", f"${param + 1}::text::json"
+    at_version = (
+        f"SELECT count(*) FROM json_array_elements({accounts}) WITH ORDINALITY AS k(e, n),"
+        " LATERAL (SELECT version FROM accounts WHERE tenant_id = $1 AND id = k.e->>0"
+        " FOR UPDATE) AS a WHERE a.version = (k.e->>1)::bigint"
+    )
+    not_found = (
+        f"SELECT count(*) FROM json_array_elements_text({absent}) AS t(id) WHERE NOT EXISTS"
+        " (SELECT FROM transfers WHERE tenant_id = $1 AND id = t.id)"
+    )
+    expected = f"json_array_length({accounts}) + json_array_length({absent})"
+    return (
+        f"known AS (SELECT tally_as_remembered(({at_version}) + ({not_found}), {expected}) AS ok)"
+    )
+
+
 @functools.lru_cache(maxsize=256)
-def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
+def _write_sql(parts: tuple[str, ...], notify: bool = False, known: bool = False) -> str:
     """One statement for all of a tenant's writes in a batch: one round trip.
 
     It first advances the tenant's event counter by ``$2`` (the sequences the
@@ -279,12 +306,19 @@ def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
     Then each part is a data-modifying CTE over its rows, one JSON parameter
     each (``$1`` is the tenant, then each part's rows in turn: see ``_rows``).
     Constraint checks run at the end of the statement, after every part.
+
+    With ``known``, the batch's accounts came from memory, and the statement
+    first checks them (``_known_cte``, its last two parameters): the tenant's row
+    is updated only once they are locked and found unchanged, so the locks
+    follow the global order, accounts before the tenant, as after a read.
     """
     lease = ", events_listened_until_us AS listened" if notify else ""
-    ctes = [
-        "seq AS (UPDATE tenants SET event_sequence = event_sequence + $2 WHERE id = $1"
+    checked = " AND (SELECT ok FROM known)" if known else ""
+    ctes = [_known_cte(3 + len(parts))] if known else []
+    ctes.append(
+        f"seq AS (UPDATE tenants SET event_sequence = event_sequence + $2 WHERE id = $1{checked}"
         f" RETURNING event_sequence - $2 AS base{lease})"
-    ]
+    )
     for param, name in enumerate(parts, start=3):
         ctes.append(f"{name} AS ({_WRITES[name][1](param)})")
     # With events, the statement also announces them while some process listens
@@ -298,6 +332,14 @@ def _write_sql(parts: tuple[str, ...], notify: bool = False) -> str:
         else ""
     )
     return f"WITH {', '.join(ctes)} SELECT base{announce} FROM seq"
+
+
+_FROM_MEMORY_COMMITTED = BATCHES_FROM_MEMORY.labels("committed")
+_FROM_MEMORY_FAILED = BATCHES_FROM_MEMORY.labels("failed")
+
+# The check alone, for a batch from memory that writes nothing for its tenant
+# (every command refused, nothing audited): a refusal is a decision too.
+_KNOWN_ONLY = f"WITH {_known_cte(2)} SELECT ok FROM known"
 
 
 def _ids(param: int) -> str:
@@ -456,6 +498,9 @@ class PostgresStore(Store):
         # Emptied whenever the writer's connection is made afresh.
         self._statements: dict[str, tuple[str, float]] = {}
         self._statements_made = 0
+        # The accounts as the writer's commits left them: a batch of creates whose
+        # accounts are all here skips its read (decisions/0011).
+        self._known = KnownAccounts()
         # Events are announced by NOTIFY, unless Redis carries the wakeups (from
         # every commit: tally.events.redis).
         self.announces_events = not settings.redis_url
@@ -598,7 +643,14 @@ class PostgresStore(Store):
                     tx.committing = True
                     await conn.execute(self._commit)
                 self._opened_ahead = self._begin_ahead
+                self._known.remember(tx.seen)
+                if tx.recalled is not None:
+                    _FROM_MEMORY_COMMITTED.inc()
             except BaseException as exc:
+                if tx.recalled is not None:
+                    # Memory was wrong (the check failed), or may be now.
+                    self._known.forget()
+                    _FROM_MEMORY_FAILED.inc()
                 # A lost connection is left to the handlers below, which drop it.
                 # An error PostgreSQL reports ends its statement and skips the
                 # rest of the message, a COMMIT sent with it included: roll back.
@@ -657,10 +709,23 @@ class PostgresStore(Store):
             return await self._per_tenant(conn, _SELECT_TRANSFERS, step.keys, transfer_from_row)
         if isinstance(step, LockAccounts):
             await tx.for_rows(len(step.keys))
-            return await self._per_tenant(conn, _LOCK_ACCOUNTS, step.keys, account_from_row)
+            locked = await self._per_tenant(conn, _LOCK_ACCOUNTS, step.keys, account_from_row)
+            tx.saw(self._known, locked)
+            return locked
         if isinstance(step, LockAndRead):
             await tx.for_rows(len(step.lock) + len(step.read))
-            return await self._lock_and_read(conn, step)
+            recalled = self._known.recall(step.lock)
+            if recalled is not None and all(k[0] == recalled[0][0] for k in step.read):
+                # Every account from memory: the write checks them (_known_cte).
+                # No transfer is taken to exist: a create repeating an id then
+                # collides with it, and the batch runs again with the read.
+                pairs = [(account.id, account.version) for _, account in recalled]
+                absent = [transfer_id for _, transfer_id in step.read]
+                tx.recalled = (recalled[0][0], _json_text(pairs), _json_text(absent))
+                return recalled, []
+            accounts, transfers = await self._lock_and_read(conn, step)
+            tx.saw(self._known, accounts)
+            return accounts, transfers
         if isinstance(step, ReadCounters):
             # The write statement adds the tenant's counter, under the tenant's
             # lock (see _write_sql): the rows are numbered from 0 until then.
@@ -668,7 +733,15 @@ class PostgresStore(Store):
         if isinstance(step, FindKeys):
             await tx.for_rows(len(step.keys))
             return await self._stored_keys(conn, step.keys, step.now_us)
-        writes = [w for t in step.tenants if (w := self._tenant_write(t, step.now_us))]
+        checked = tx.recalled
+        writes = []
+        for t in step.tenants:
+            known = checked[1:] if checked is not None and checked[0] == t.tenant_id else None
+            write = self._tenant_write(t, step.now_us, known)
+            if write is not None:
+                writes.append(write)
+            for a in (*t.changes.accounts_created, *t.changes.accounts_updated):
+                tx.seen[(t.tenant_id, a.id)] = a
         for i, (sql, args) in enumerate(writes):
             if i == len(writes) - 1 and self._may_send_with_commit(args):
                 await self._write_and_commit(tx, sql, args)
@@ -723,10 +796,13 @@ class PostgresStore(Store):
         return {(r[0], r[1]): stored_key_from_row(r[3:]) for r in rows if r[2] > now_us}
 
     def _tenant_write(
-        self, w: TenantWrite, now_us: int
+        self, w: TenantWrite, now_us: int, known: tuple[str, str] | None = None
     ) -> tuple[str, tuple[str | int, ...]] | None:
         """The statement that writes one tenant's part of a batch, and its values;
-        None if every command of the tenant was refused."""
+        None if every command of the tenant was refused. ``known``: what the
+        decision took from memory (the accounts' ``[id, version]`` pairs and the
+        ids of the transfers taken not to exist, as JSON), which the statement
+        checks (``_known_cte``), even with nothing to write."""
         retention_us = self._settings.idempotency_retention_seconds * 1_000_000
         c = w.changes
         transfers, balances = transfer_and_balance_rows(c.transfers_created, c.balance_changes)
@@ -744,10 +820,13 @@ class PostgresStore(Store):
         }
         parts = tuple(name for name in _WRITES if rows[name])
         if not parts:
-            return None
+            return None if known is None else (_KNOWN_ONLY, (w.tenant_id, *known))
         documents = [_json_text(rows[name]) for name in parts]
+        if known is not None:
+            documents += known
         notify = w.sequences_used > 0 and self.announces_events
-        return _write_sql(parts, notify), (w.tenant_id, w.sequences_used, *documents)
+        sql = _write_sql(parts, notify, known is not None)
+        return sql, (w.tenant_id, w.sequences_used, *documents)
 
     def _may_send_with_commit(self, args: tuple[str | int, ...]) -> bool:
         """Whether a batch's last write goes in one message with its COMMIT: not
@@ -854,7 +933,7 @@ class _WriteTx:
     """One write transaction of the writer: whether its statements take custom
     plans (above), and how far its COMMIT has gone."""
 
-    __slots__ = ("_custom", "committed", "committing", "conn")
+    __slots__ = ("_custom", "committed", "committing", "conn", "recalled", "seen")
 
     def __init__(self, conn: asyncpg.Connection, *, generic: bool) -> None:
         self.conn = conn
@@ -863,6 +942,19 @@ class _WriteTx:
         # and it came back.
         self.committing = False
         self.committed = False
+        # The tenant whose accounts came from memory, their [id, version] pairs
+        # and the ids of the transfers taken not to exist, as JSON, for the
+        # write to check.
+        self.recalled: tuple[str, str, str] | None = None
+        # The accounts as this transaction read or left them: remembered once
+        # it has committed.
+        self.seen: dict[Key, Account] = {}
+
+    def saw(self, known: KnownAccounts, accounts: list[tuple[str, Account]]) -> None:
+        """Accounts read under their locks."""
+        known.compare(accounts)
+        for tenant_id, account in accounts:
+            self.seen[(tenant_id, account.id)] = account
 
     async def for_rows(self, rows: int) -> None:
         if rows >= CUSTOM_PLANS_FROM_ROWS and not self._custom:

@@ -515,9 +515,9 @@ def test_an_error_in_the_message_with_the_commit_rolls_the_whole_batch_back(
     tenant_write = pg.PostgresStore._tenant_write
 
     def failing_for_the_last(
-        self: pg.PostgresStore, w: object, now_us: int
+        self: pg.PostgresStore, w: object, now_us: int, known: tuple[str, str] | None = None
     ) -> tuple[str, tuple[str | int, ...]] | None:
-        found = tenant_write(self, w, now_us)  # type: ignore[arg-type]
+        found = tenant_write(self, w, now_us, known)  # type: ignore[arg-type]
         if found is not None and w.tenant_id == last:  # type: ignore[attr-defined]
             return "SELECT 1 / $2::int WHERE $1::text IS NOT NULL", (last, 0)
         return found

@@ -61,7 +61,7 @@ def test_migrate_applies_every_revision_once_and_says_which(empty_database: str)
     assert (
         [r.id for r in applied]
         == [r.id for r in before.missing]
-        == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"]
+        == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"]
     )
     assert all(r.summary for r in applied)
     after = state(settings)

@@ -171,9 +171,18 @@ def test_small_batches_run_on_a_generic_plan_and_large_ones_plan_for_their_value
     # Long enough that both batches run on the same prepared statement.
     monkeypatch.setattr(pg, "GENERIC_PLAN_LIFETIME_SECONDS", 600)
     large = [CreateAccount(f"plan{i}", "USD") for i in range(pg.CUSTOM_PLANS_FROM_ROWS)]
-    small = [CreateTransfer("plan-t1", "plan0", "plan1", 5)]
+    # Accounts another process made: this one does not remember them, so the
+    # transfer reads them (decisions/0011).
+    others = [CreateAccount("plan-o0", "USD"), CreateAccount("plan-o1", "USD")]
+    small = [CreateTransfer("plan-t1", "plan-o0", "plan-o1", 5)]
 
     async def scenario() -> list[asyncpg.Record]:
+        other = make_store(Settings(database_url=postgres_url))
+        await other.open()
+        try:
+            await _write(other, Job(tenant_id, others))
+        finally:
+            await other.close()
         store = make_store(Settings(database_url=postgres_url))
         await store.open()
         try:
