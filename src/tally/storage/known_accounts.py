@@ -14,9 +14,12 @@ answer.
 
 Whether to try at all is learnt from the reads that still happen: a read that
 finds a remembered account changed means another writer works on the same
-accounts, and memory is not tried until a read finds every remembered account
-it meets as it was. Two processes sharing busy accounts so keep taking the
-read; one process, or processes on different accounts, skip it.
+accounts, and memory is not tried again until enough reads in a row have
+found every remembered account they met as it was: one at first, twice as
+many after each batch from memory that failed (up to ``CLEAN_READS_MAX``),
+half as many after each that committed. Two processes sharing busy accounts
+so keep taking the read; one process, or processes on different accounts,
+skip it.
 """
 
 from __future__ import annotations
@@ -39,15 +42,23 @@ BATCHES_FROM_MEMORY = Counter(
 # A bound on memory: past it everything is forgotten and learnt again (an
 # account is a few hundred bytes).
 ENTRIES_MAX = 50_000
+# The most reads in a row that must find memory right before it is tried again.
+CLEAN_READS_MAX = 256
 
 
 class KnownAccounts:
-    __slots__ = ("_accounts", "_entries_max", "trusted")
+    __slots__ = ("_accounts", "_clean_reads", "_entries_max", "_reads_needed")
 
     def __init__(self, entries_max: int = ENTRIES_MAX) -> None:
         self._accounts: dict[Key, Account] = {}
         self._entries_max = entries_max
-        self.trusted = True
+        # Reads in a row that found memory right, and how many it takes.
+        self._clean_reads = 0
+        self._reads_needed = 0
+
+    @property
+    def trusted(self) -> bool:
+        return self._clean_reads >= self._reads_needed
 
     def recall(self, keys: Iterable[Key]) -> list[tuple[str, Account]] | None:
         """The accounts named, in order, if they are all remembered, all of one
@@ -69,8 +80,9 @@ class KnownAccounts:
         return found or None
 
     def compare(self, read: Iterable[tuple[str, Account]]) -> None:
-        """Accounts just read under their locks: trust is lost if one of those
-        remembered is not as remembered, and regained if all of them are."""
+        """Accounts just read under their locks: a read that finds one of those
+        remembered changed starts the count of clean reads again; one that
+        finds all it meets as remembered adds to it."""
         matched = False
         get = self._accounts.get
         for tenant_id, account in read:
@@ -78,11 +90,12 @@ class KnownAccounts:
             if known is None:
                 continue
             if known.version != account.version:
-                self.trusted = False
+                self._clean_reads = 0
+                self._reads_needed = max(self._reads_needed, 1)
                 return
             matched = True
         if matched:
-            self.trusted = True
+            self._clean_reads += 1
 
     def remember(self, accounts: Mapping[Key, Account]) -> None:
         """Accounts as a transaction that committed read or left them."""
@@ -90,10 +103,15 @@ class KnownAccounts:
             self._accounts.clear()
         self._accounts.update(accounts)
 
+    def committed(self) -> None:
+        """A batch answered from memory committed: memory was right."""
+        self._reads_needed //= 2
+
     def forget(self) -> None:
         """A batch answered from memory failed: memory was wrong, or may be."""
         self._accounts.clear()
-        self.trusted = False
+        self._clean_reads = 0
+        self._reads_needed = min(max(1, 2 * self._reads_needed), CLEAN_READS_MAX)
 
     def __len__(self) -> int:
         return len(self._accounts)

@@ -280,14 +280,16 @@ def _known_cte(param: int) -> str:
         " LATERAL (SELECT version FROM accounts WHERE tenant_id = $1 AND id = k.e->>0"
         " FOR UPDATE) AS a WHERE a.version = (k.e->>1)::bigint"
     )
-    not_found = (
-        f"SELECT count(*) FROM json_array_elements_text({absent}) AS t(id) WHERE NOT EXISTS"
-        " (SELECT FROM transfers WHERE tenant_id = $1 AND id = t.id)"
+    # Counted as found, by a probe per id: a NOT EXISTS was planned as an anti
+    # join hashing the tenant's every transfer (tests/integration/storage/
+    # test_writer_plans.py; see _probe).
+    found = (
+        f"SELECT count(*) FROM json_array_elements_text({absent}) AS k(id),"
+        f" {_probe('transfers', 'k.id', '1')} AS t"
     )
-    expected = f"json_array_length({accounts}) + json_array_length({absent})"
-    return (
-        f"known AS (SELECT tally_as_remembered(({at_version}) + ({not_found}), {expected}) AS ok)"
-    )
+    accounts_, absent_ = f"json_array_length({accounts})", f"json_array_length({absent})"
+    matched = f"({at_version}) + {absent_} - ({found})"
+    return f"known AS (SELECT tally_as_remembered({matched}, {accounts_} + {absent_}) AS ok)"
 
 
 @functools.lru_cache(maxsize=256)
@@ -645,6 +647,7 @@ class PostgresStore(Store):
                 self._opened_ahead = self._begin_ahead
                 self._known.remember(tx.seen)
                 if tx.recalled is not None:
+                    self._known.committed()
                     _FROM_MEMORY_COMMITTED.inc()
             except BaseException as exc:
                 if tx.recalled is not None:

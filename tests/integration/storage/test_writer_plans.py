@@ -137,6 +137,13 @@ def test_every_writer_statement_probes_by_primary_key_on_stale_statistics(
                 # The updates take each row at the address its probe found (in
                 # each of the two plans).
                 assert sum(n["Node Type"] == "Tid Scan" for n in nodes) == 4, nodes
+                # A batch from the writer's memory (decisions/0011): its check of
+                # the accounts and of the transfers taken not to exist, alone and
+                # in the write.
+                known = (json.dumps([[f"a{i}", 1] for i in range(1, 65)]), reads)
+                _probes_only(await _plans(conn, pg._KNOWN_ONLY, TENANT, *known))
+                checked = pg._write_sql(("accounts_updated", "transfers_updated"), known=True)
+                _probes_only(await _plans(conn, checked, TENANT, 0, *documents, *known))
         finally:
             await conn.close()
 

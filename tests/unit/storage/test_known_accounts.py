@@ -4,7 +4,7 @@ all of one tenant's accounts, only while reads keep finding memory right."""
 from __future__ import annotations
 
 from tally.core import Account, AccountStatus, NormalBalance
-from tally.storage.known_accounts import KnownAccounts
+from tally.storage.known_accounts import CLEAN_READS_MAX, KnownAccounts
 
 
 def _account(account_id: str, version: int = 1) -> Account:
@@ -45,6 +45,7 @@ def test_nothing_is_recalled_when_one_account_is_missing_or_of_another_tenant() 
 def test_a_changed_account_stops_recall_until_a_read_finds_all_as_remembered() -> None:
     a, b = _account("a"), _account("b")
     known = _known(("t1", a), ("t1", b))
+    assert known.trusted  # one process: nothing says otherwise
     known.compare([("t1", _account("a", version=2)), ("t1", b)])
     assert not known.trusted
     assert known.recall([("t1", "a")]) is None
@@ -55,6 +56,31 @@ def test_a_changed_account_stops_recall_until_a_read_finds_all_as_remembered() -
     known.compare([("t1", _account("a", version=2)), ("t1", b)])
     assert known.trusted
     assert known.recall([("t1", "a"), ("t1", "b")]) == [("t1", _account("a", version=2)), ("t1", b)]
+
+
+def test_each_failure_from_memory_asks_twice_the_clean_reads_and_each_success_half() -> None:
+    a = _account("a")
+    known = _known(("t1", a))
+
+    def clean_reads_needed() -> int:
+        for n in range(1, 1000):
+            known.remember({("t1", "a"): a})
+            known.compare([("t1", a)])
+            if known.trusted:
+                return n
+        raise AssertionError("never trusted")
+
+    needed = []
+    for _ in range(3):
+        known.forget()
+        needed.append(clean_reads_needed())
+    assert needed == [1, 2, 4]
+    known.committed()
+    known.compare([("t1", _account("a", version=5))])  # a change: start counting again
+    assert clean_reads_needed() == 2
+    for _ in range(20):
+        known.forget()
+    assert clean_reads_needed() == CLEAN_READS_MAX
 
 
 def test_forgetting_drops_everything_and_trust() -> None:
