@@ -103,6 +103,10 @@ class KnownAccounts:
             self._accounts.clear()
         self._accounts.update(accounts)
 
+    def clear(self) -> None:
+        """Forget every account, as they may have changed; trust is as it was."""
+        self._accounts.clear()
+
     def committed(self) -> None:
         """A batch answered from memory committed: memory was right."""
         self._reads_needed //= 2

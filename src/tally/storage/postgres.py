@@ -645,7 +645,10 @@ class PostgresStore(Store):
                     tx.committing = True
                     await conn.execute(self._commit)
                 self._opened_ahead = self._begin_ahead
-                self._known.remember(tx.seen)
+                if tx.seen is not None:
+                    self._known.remember(tx.seen)
+                else:  # a large batch: what it changed is not kept, nor anything older
+                    self._known.clear()
                 if tx.recalled is not None:
                     self._known.committed()
                     _FROM_MEMORY_COMMITTED.inc()
@@ -712,12 +715,14 @@ class PostgresStore(Store):
             return await self._per_tenant(conn, _SELECT_TRANSFERS, step.keys, transfer_from_row)
         if isinstance(step, LockAccounts):
             await tx.for_rows(len(step.keys))
+            tx.locks(len(step.keys))
             locked = await self._per_tenant(conn, _LOCK_ACCOUNTS, step.keys, account_from_row)
             tx.saw(self._known, locked)
             return locked
         if isinstance(step, LockAndRead):
             await tx.for_rows(len(step.lock) + len(step.read))
-            recalled = self._known.recall(step.lock)
+            tx.locks(len(step.lock))
+            recalled = self._known.recall(step.lock) if tx.seen is not None else None
             if recalled is not None and all(k[0] == recalled[0][0] for k in step.read):
                 # Every account from memory: the write checks them (_known_cte).
                 # No transfer is taken to exist: a create repeating an id then
@@ -743,8 +748,9 @@ class PostgresStore(Store):
             write = self._tenant_write(t, step.now_us, known)
             if write is not None:
                 writes.append(write)
-            for a in (*t.changes.accounts_created, *t.changes.accounts_updated):
-                tx.seen[(t.tenant_id, a.id)] = a
+            if tx.seen is not None:
+                for a in (*t.changes.accounts_created, *t.changes.accounts_updated):
+                    tx.seen[(t.tenant_id, a.id)] = a
         for i, (sql, args) in enumerate(writes):
             if i == len(writes) - 1 and self._may_send_with_commit(args):
                 await self._write_and_commit(tx, sql, args)
@@ -930,6 +936,14 @@ CUSTOM_PLANS_FROM_ROWS = 500
 # µs more, a 389 KB one 1.3 ms more), and Tally spends about 0.65 ns a character
 # writing them: past this size the round trip saved is worth less than that.
 COMMIT_WITH_WRITE_CHARS_MAX = 16 * 1024
+# The most accounts a batch may lock and still be answered from the writer's
+# memory, or teach it (decisions/0011). Memory is for the latency of small
+# batches, whose read is a round trip for a few transfers; a large one shares
+# its read among hundreds, and keeping what it read and changed cost about 5 %
+# of a batched transfer's CPU (py-spy, make profile --batch 1000): a large
+# batch empties memory instead, so that nothing it changed is remembered as it
+# was.
+KNOWN_ACCOUNTS_MAX = 64
 
 
 class _WriteTx:
@@ -950,11 +964,19 @@ class _WriteTx:
         # write to check.
         self.recalled: tuple[str, str, str] | None = None
         # The accounts as this transaction read or left them: remembered once
-        # it has committed.
-        self.seen: dict[Key, Account] = {}
+        # it has committed. None once it locks more than KNOWN_ACCOUNTS_MAX.
+        self.seen: dict[Key, Account] | None = {}
+
+    def locks(self, keys: int) -> None:
+        """The transaction locks ``keys`` accounts: past KNOWN_ACCOUNTS_MAX it is
+        a large batch, which memory neither answers nor keeps."""
+        if keys > KNOWN_ACCOUNTS_MAX:
+            self.seen = None
 
     def saw(self, known: KnownAccounts, accounts: list[tuple[str, Account]]) -> None:
         """Accounts read under their locks."""
+        if self.seen is None:
+            return
         known.compare(accounts)
         for tenant_id, account in accounts:
             self.seen[(tenant_id, account.id)] = account

@@ -100,6 +100,34 @@ def test_a_batch_whose_accounts_are_remembered_skips_its_read(
     assert reads.forgotten == 0
 
 
+def test_a_large_batch_is_neither_answered_from_memory_nor_kept_in_it(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is for small batches; a large one empties it, so that nothing it
+    changed is remembered as it was, and the next small batch reads."""
+    reads = Reads(monkeypatch)
+    many = [CreateAccount(f"m{i}", "USD") for i in range(pg.KNOWN_ACCOUNTS_MAX + 1)]
+    moves = [CreateTransfer(f"mt{i}", f"m{i}", "source", 1) for i in range(len(many))]
+
+    async def scenario(this: pg.PostgresStore, _: pg.PostgresStore, tenant_id: str) -> Any:
+        await _accounts(this, tenant_id)
+        await _one(this, tenant_id, *many)
+        before = reads.count
+        await _one(this, tenant_id, CreateTransfer("small1", "source", "wallet", 1))
+        (moved, *_) = await _one(this, tenant_id, *moves)
+        assert moved.status is Status.CREATED
+        await _one(this, tenant_id, CreateTransfer("small2", "source", "wallet", 1))
+        return reads.count - before, len(this._known)  # type: ignore[attr-defined]
+
+    read, remembered = _run(postgres_url, scenario)
+    # The first small transfer reads (the large batch of accounts emptied
+    # memory), the large batch of transfers reads, and so does the second
+    # small one after it; then only its two accounts are remembered.
+    assert read == 3
+    assert remembered == 2
+    assert reads.forgotten == 0
+
+
 def test_a_movement_decided_on_a_balance_another_process_spent_is_refused(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
