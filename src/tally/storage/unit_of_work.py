@@ -66,7 +66,13 @@ class LockAndRead:
     may see the snapshot from before the locks were granted. That is safe when the
     transfers are read only to find a create that repeats an id (a transfer
     committed meanwhile makes the insert collide, and the transaction runs again),
-    not when a post or void must see its hold's current state."""
+    not when a post or void must see its hold's current state.
+
+    PostgreSQL may answer it with no round trip at all, from the accounts as
+    its writer's own commits left them, and take none of the transfers to
+    exist; its write then checks, under the same locks, that a read would have
+    found exactly that, or the transaction fails as a lost race and runs again
+    (``tally.storage.known_accounts``, decisions/0011)."""
 
     lock: list[Key]
     read: list[Key]
