@@ -14,7 +14,9 @@ order:
 4. read the transfers the commands name, now under the locks and so current
    (whoever changes a transfer holds its accounts' locks), and let the core
    decide, one book per tenant, in arrival order. A batch of creates only, which
-   resolves no hold, takes 3 and 4 in one round trip (``LockAndRead``);
+   resolves no hold, takes 3 and 4 in one round trip (``LockAndRead``), or in
+   none where the store remembers the accounts and has the write check them
+   (decisions/0011);
 5. answer each request (its entry point's pure ``answer`` function, so that a
    keyed response and an audit row commit with the effect) and write everything
    the core changed, with the keys and audit rows.
