@@ -724,9 +724,9 @@ class PostgresStore(Store):
             tx.locks(len(step.lock))
             recalled = self._known.recall(step.lock) if tx.seen is not None else None
             if recalled is not None and all(k[0] == recalled[0][0] for k in step.read):
-                # Every account from memory: the write checks them (_known_cte).
-                # No transfer is taken to exist: a create repeating an id then
-                # collides with it, and the batch runs again with the read.
+                # Every account from memory, and no transfer taken to exist: the
+                # write checks both (_known_cte), and if either is wrong the batch
+                # runs again with the read.
                 pairs = [(account.id, account.version) for _, account in recalled]
                 absent = [transfer_id for _, transfer_id in step.read]
                 tx.recalled = (recalled[0][0], _json_text(pairs), _json_text(absent))
