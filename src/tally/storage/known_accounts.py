@@ -38,6 +38,8 @@ BATCHES_FROM_MEMORY = Counter(
     " and so run again with the read.",
     ["outcome"],
 )
+_COMMITTED = BATCHES_FROM_MEMORY.labels("committed")
+_FAILED = BATCHES_FROM_MEMORY.labels("failed")
 
 # A bound on memory: past it everything is forgotten and learnt again (an
 # account is a few hundred bytes).
@@ -109,10 +111,12 @@ class KnownAccounts:
 
     def committed(self) -> None:
         """A batch answered from memory committed: memory was right."""
+        _COMMITTED.inc()
         self._reads_needed //= 2
 
     def forget(self) -> None:
         """A batch answered from memory failed: memory was wrong, or may be."""
+        _FAILED.inc()
         self._accounts.clear()
         self._clean_reads = 0
         self._reads_needed = min(max(1, 2 * self._reads_needed), CLEAN_READS_MAX)

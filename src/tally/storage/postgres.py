@@ -29,7 +29,7 @@ import msgspec
 from tally.config import Settings
 from tally.core import Account
 from tally.errors import Unavailable
-from tally.storage.known_accounts import BATCHES_FROM_MEMORY, KnownAccounts
+from tally.storage.known_accounts import KnownAccounts
 from tally.storage.literals import literal
 from tally.storage.notifications import (
     EVENTS_CHANNEL,
@@ -283,10 +283,7 @@ def _known_cte(param: int) -> str:
     # Counted as found, by a probe per id: a NOT EXISTS was planned as an anti
     # join hashing the tenant's every transfer (tests/integration/storage/
     # test_writer_plans.py; see _probe).
-    found = (
-        f"SELECT count(*) FROM json_array_elements_text({absent}) AS k(id),"
-        f" {_probe('transfers', 'k.id', '1')} AS t"
-    )
+    found = f"SELECT count(*) FROM {_ids(param + 1)}, {_probe('transfers', 'k.id', '1')} AS t"
     accounts_, absent_ = f"json_array_length({accounts})", f"json_array_length({absent})"
     matched = f"({at_version}) + {absent_} - ({found})"
     return f"known AS (SELECT tally_as_remembered({matched}, {accounts_} + {absent_}) AS ok)"
@@ -336,14 +333,6 @@ def _write_sql(parts: tuple[str, ...], notify: bool = False, known: bool = False
     return f"WITH {', '.join(ctes)} SELECT base{announce} FROM seq"
 
 
-_FROM_MEMORY_COMMITTED = BATCHES_FROM_MEMORY.labels("committed")
-_FROM_MEMORY_FAILED = BATCHES_FROM_MEMORY.labels("failed")
-
-# The check alone, for a batch from memory that writes nothing for its tenant
-# (every command refused, nothing audited): a refusal is a decision too.
-_KNOWN_ONLY = f"WITH {_known_cte(2)} SELECT ok FROM known"
-
-
 def _ids(param: int) -> str:
     """The ids in JSON parameter ``$param`` (an array of strings), in order, as
     rows ``k(id, n)``.
@@ -354,6 +343,11 @@ def _ids(param: int) -> str:
     whole list in one C call (0.04 to 0.09 µs an id); a batch sends about three
     ids a transfer. PostgreSQL parses the JSON once; the order is kept."""
     return f"json_array_elements_text(${param}::text::json) WITH ORDINALITY AS k(id, n)"
+
+
+# The check alone, for a batch from memory that writes nothing for its tenant
+# (every command refused, nothing audited): a refusal is a decision too.
+_KNOWN_ONLY = f"WITH {_known_cte(2)} SELECT ok FROM known"
 
 
 # Idempotency keys as rows k(tenant_id, key): the two JSON arrays of _key_pairs,
@@ -651,12 +645,10 @@ class PostgresStore(Store):
                     self._known.clear()
                 if tx.recalled is not None:
                     self._known.committed()
-                    _FROM_MEMORY_COMMITTED.inc()
             except BaseException as exc:
                 if tx.recalled is not None:
                     # Memory was wrong (the check failed), or may be now.
                     self._known.forget()
-                    _FROM_MEMORY_FAILED.inc()
                 # A lost connection is left to the handlers below, which drop it.
                 # An error PostgreSQL reports ends its statement and skips the
                 # rest of the message, a COMMIT sent with it included: roll back.
